@@ -1,0 +1,102 @@
+"""Bundled datasets and the batched array loader."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from conftest import compose
+from vitcli.data import create_data
+from vitcli.data.batch_transforms import create_batch_augment, hflip, random_crop, random_resized_crop
+from vitcli.data.digits import load_digits_split
+from vitcli.data.synthetic import make_synthetic
+
+
+def test_digits_are_the_real_sklearn_set():
+    split, names = load_digits_split()
+    assert split.images.shape == (1797, 8, 8, 3) and split.images.dtype == np.uint8
+    assert names == [str(i) for i in range(10)]
+    assert np.bincount(split.labels).min() >= 170
+
+
+def test_digits_split_is_stratified_80_20_and_fixed_by_seed():
+    cfg = compose("train")
+    dm = create_data(cfg)
+    train, val = dm.loader("train").split, dm.loader("val").split
+    assert len(train) + len(val) == 1797
+    assert abs(len(val) / 1797 - 0.2) < 0.01
+    assert not set(train.ids) & set(val.ids)
+    per_class = np.bincount(val.labels) / np.bincount(np.concatenate([train.labels, val.labels]))
+    assert per_class.min() > 0.17 and per_class.max() < 0.23
+    assert create_data(cfg).loader("val").split.ids == val.ids
+    cfg.data.split_seed = 1
+    assert create_data(cfg).loader("val").split.ids != val.ids
+
+
+def test_loader_upscales_and_normalizes():
+    cfg = compose("train", ["data.img_size=24"])
+    x, y = next(iter(create_data(cfg).loader("val")))
+    assert x.shape == (128, 3, 24, 24) and x.dtype == torch.float32
+    assert y.dtype == torch.int64
+    assert -1.01 <= x.min() and x.max() <= 1.01  # mean/std 0.5 -> [-1, 1]
+
+
+def test_train_order_depends_on_epoch_and_resumes_mid_epoch():
+    cfg = compose("train", ["augmentation=basic"])
+    loader = create_data(cfg).loader("train")
+    loader.set_epoch(0)
+    epoch0 = [b for b in loader]
+    loader.set_epoch(1)
+    first1 = next(iter(loader))
+    assert not torch.equal(epoch0[0][1], first1[1])
+    loader.set_epoch(0, start_step=3)
+    resumed = list(loader)
+    assert len(resumed) == len(epoch0) - 3
+    for (xa, ya), (xb, yb) in zip(epoch0[3:], resumed):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_synthetic_is_deterministic_sized_and_balanced():
+    a, names = make_synthetic(300, 6, 20, seed=3)
+    b, _ = make_synthetic(300, 6, 20, seed=3)
+    assert a.images.shape == (300, 20, 20, 3)
+    assert np.array_equal(a.images, b.images) and len(names) == 6
+    assert np.bincount(a.labels).tolist() == [50] * 6
+
+
+def test_synthetic_is_learnable_by_a_linear_probe():
+    from sklearn.linear_model import LogisticRegression
+
+    split, _ = make_synthetic(600, 5, 16, seed=0)
+    X = split.images.reshape(600, -1) / 255.0
+    clf = LogisticRegression(max_iter=300).fit(X[:450], split.labels[:450])
+    assert clf.score(X[450:], split.labels[450:]) > 0.8
+
+
+def test_batch_ops_shapes_and_determinism():
+    x = torch.rand(8, 3, 16, 16) * 255
+    for op in (random_crop(4), random_resized_crop([0.3, 1.0]), hflip(0.5)):
+        a = op(x, torch.Generator().manual_seed(0))
+        b = op(x, torch.Generator().manual_seed(0))
+        assert a.shape == x.shape and torch.equal(a, b)
+
+
+def test_random_crop_is_a_shift_with_zero_fill():
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(64, 3, 1, 1)
+    out = random_crop(1)(x, torch.Generator().manual_seed(0))
+    assert not torch.equal(out, x.expand_as(out))  # some samples shifted
+    for img in out[:, 0]:
+        nonzero = img[img > 0]
+        assert set(nonzero.tolist()) <= set(range(16))
+
+
+def test_hflip_flips_about_half():
+    x = torch.arange(4.0).view(1, 1, 1, 4).repeat(1000, 1, 1, 1)
+    out = hflip(0.5)(x, torch.Generator().manual_seed(0))
+    flipped = (out[:, 0, 0, 0] == 3).float().mean().item()
+    assert 0.4 < flipped < 0.6
+
+
+def test_augmentation_none_builds_no_pipeline():
+    assert create_batch_augment(compose("train").augmentation) is None
+    assert create_batch_augment(compose("train", ["augmentation=basic"]).augmentation) is not None

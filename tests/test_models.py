@@ -1,0 +1,57 @@
+"""Every model preset builds through timm and runs a forward pass on small inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import compose
+from vitcli.models import count_params, create_model
+from vitcli.presets import group_options
+
+SMALL = {"vit_b": 32, "mixer_b": 32, "dinov2_b": 28, "clip_b16": 32, "swin_s": 32, "dinov2_s": 28}
+
+
+@pytest.mark.parametrize("preset", group_options("model"))
+def test_preset_builds_and_runs_forward(preset):
+    size = SMALL.get(preset, 32)
+    overrides = [f"model={preset}", f"data.img_size={size}"]
+    cfg = compose("train", overrides)
+    if cfg.model.img_size is not None and cfg.model.patch_size is None and not preset.startswith(("swin", "hybrid")):
+        cfg.model.patch_size = 14 if "dinov2" in preset else 8  # a few tokens at 32 px
+    torch.manual_seed(0)
+    model = create_model(cfg.model, num_classes=7, reg_cfg=cfg.regularization).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    assert count_params(model) > 0
+
+
+def test_small_input_patch_override_changes_token_count():
+    cfg = compose("train", ["model=vit_t", "data.img_size=32", "model.patch_size=4"])
+    model = create_model(cfg.model, num_classes=10)
+    assert model.patch_embed.grid_size == (8, 8)
+
+
+def test_mixer_accepts_patch_override():
+    cfg = compose("train", ["model=mixer_s", "data.img_size=32", "model.patch_size=4"])
+    model = create_model(cfg.model, num_classes=10)
+    assert model.stem.grid_size == (8, 8)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_regularization_rates_reach_the_model():
+    cfg = compose("train", ["model=vit_pico", "regularization=heavy"])
+    model = create_model(cfg.model, num_classes=10, reg_cfg=cfg.regularization)
+    drop_paths = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert drop_paths and max(drop_paths) == pytest.approx(0.1)
+    assert model.head_drop.p == pytest.approx(0.1)
+
+
+def test_unknown_timm_name_is_a_user_error():
+    from vitcli.errors import UserError
+
+    cfg = compose("train", ["model.timm_name=not_a_model"])
+    with pytest.raises(UserError, match="not a timm model"):
+        create_model(cfg.model, num_classes=10)

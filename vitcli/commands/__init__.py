@@ -1,0 +1,1 @@
+"""One module per `vitcli <command>`, each exposing a Hydra `main`."""

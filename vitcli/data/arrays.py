@@ -1,0 +1,115 @@
+"""In-memory / memory-mapped image arrays and the batched loader that feeds them.
+
+An `ArraySplit` holds uint8 images (N, H, W, 3), int64 labels (-1 when unknown)
+and one id per sample. Digits, synthetic data and packed datasets are all
+ArraySplits, so they share one loader: batches are gathered by index, moved to
+the training device, then resized, augmented and normalized there as whole
+batches (no per-sample Python, no worker processes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vitcli.data import batch_transforms as BT
+
+
+@dataclass
+class ArraySplit:
+    images: np.ndarray  # (N, H, W, 3) uint8, may be a np.memmap
+    labels: np.ndarray  # (N,) int64, -1 when unknown
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def epoch_seed(seed: int, epoch: int, step: int = 0) -> int:
+    """A seed that depends only on (seed, epoch, step): resumable, worker-independent."""
+    return int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0])
+
+
+class ArrayLoader:
+    """Batches of (images float NCHW normalized, labels) from an ArraySplit.
+
+    The order of an epoch is a permutation seeded by (seed, epoch); the
+    augmentation of a batch is seeded by (seed, epoch, step). So an epoch can be
+    started at any step (`start_step`) and yields exactly what it would have.
+    """
+
+    def __init__(
+        self,
+        split: ArraySplit,
+        batch_size: int,
+        img_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: BT.BatchAugment | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
+        self.split = split
+        self.batch_size = batch_size
+        self.img_size = img_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.augment = augment
+        self.seed = seed
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.epoch = 0
+        self.start_step = 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch = epoch
+        self.start_step = start_step
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self) -> np.ndarray:
+        n = len(self.split)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng(epoch_seed(self.seed, self.epoch)).permutation(n)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order()
+        for step in range(self.start_step, len(self)):
+            idx = np.sort(order[step * self.batch_size : (step + 1) * self.batch_size])
+            yield self.batch(idx, step)
+        self.start_step = 0
+
+    def batch(self, idx: np.ndarray, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.from_numpy(np.ascontiguousarray(self.split.images[idx]))
+        labels = torch.from_numpy(np.asarray(self.split.labels[idx], dtype=np.int64))
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", antialias=True, align_corners=False)
+        if self.augment is not None:
+            gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch, step + 1))
+            x = self.augment(x, gen)
+        x = (x - self.mean) / self.std
+        return x, labels.to(self.device, non_blocking=True)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed stratified train/val indices (sorted) for a given seed."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    train_idx, val_idx = train_test_split(idx, test_size=val_fraction, stratify=labels, random_state=seed)
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def take(split: ArraySplit, idx: np.ndarray) -> ArraySplit:
+    return ArraySplit(split.images[idx], split.labels[idx], [split.ids[i] for i in idx])

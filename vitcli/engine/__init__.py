@@ -1,0 +1,1 @@
+"""Training engine: loop, evaluation, checkpoints, optimizers and progress."""

@@ -1,0 +1,38 @@
+"""User-facing errors: one clear line on stderr and a non-zero exit, no traceback.
+
+Raise `UserError` for anything a user can cause (bad value, missing file, wrong
+checkpoint). `HYDRA_FULL_ERROR=1` re-raises it so the full traceback is shown.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Any, Callable
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input: the message says what, where and what to do."""
+
+
+def full_errors() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn `UserError` into `vitcli: error: ...` and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            if full_errors():
+                raise
+            print(f"vitcli: error: {err}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper

@@ -1,0 +1,126 @@
+"""Model factory: a model preset (config group `model`) -> a timm model.
+
+Everything is built by `timm.create_model`; vitcli only decides the arguments:
+the data's class count, the input/patch size for small images, the
+regularization rates, pretrained or local weights, and an optional MLP head.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from vitcli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# timm's MLP-Mixer entrypoints fix patch_size inside the entrypoint, so a patch
+# override must go through the variant builder with the same architecture args.
+_MIXER_ARCH = {
+    "mixer_s16_224": dict(num_blocks=8, embed_dim=512),
+    "mixer_s32_224": dict(num_blocks=8, embed_dim=512),
+    "mixer_b16_224": dict(num_blocks=12, embed_dim=768),
+    "mixer_b32_224": dict(num_blocks=12, embed_dim=768),
+    "mixer_l16_224": dict(num_blocks=24, embed_dim=1024),
+}
+
+
+def timm_kwargs(model_cfg: Any, num_classes: int, reg_cfg: Any | None = None) -> dict[str, Any]:
+    """The keyword arguments vitcli passes to timm.create_model for a preset."""
+    kwargs: dict[str, Any] = dict(model_cfg.kwargs or {})
+    kwargs["num_classes"] = num_classes
+    drop_path = model_cfg.drop_path_rate
+    drop = model_cfg.drop_rate
+    if reg_cfg is not None:
+        drop_path = reg_cfg.drop_path_rate if drop_path is None else drop_path
+        drop = reg_cfg.drop_rate if drop is None else drop
+    if drop_path:
+        kwargs["drop_path_rate"] = float(drop_path)
+    if drop:
+        kwargs["drop_rate"] = float(drop)
+    if model_cfg.img_size is not None:
+        kwargs["img_size"] = int(model_cfg.img_size)
+    if model_cfg.patch_size is not None:
+        kwargs["patch_size"] = int(model_cfg.patch_size)
+    return kwargs
+
+
+def create_model(model_cfg: Any, num_classes: int, reg_cfg: Any | None = None):
+    """Build the preset's timm model with `num_classes` outputs."""
+    import timm
+
+    name = model_cfg.timm_name
+    arch = name.split(".")[0]
+    if not timm.is_model(arch):
+        raise UserError(
+            f"model.timm_name='{name}' is not a timm model; pick a preset with "
+            "`vitcli models` or a name from timm.list_models()"
+        )
+    kwargs = timm_kwargs(model_cfg, num_classes, reg_cfg)
+    if model_cfg.weights:
+        path = Path(model_cfg.weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"model.weights={model_cfg.weights}: no such file (expected a .safetensors, .pth or .bin state dict)")
+        # timm loads the file, resamples position embeddings / relative-position
+        # tables to the new input size and drops a classifier of another width.
+        kwargs["pretrained"] = True
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(path), num_classes=-1)
+    elif model_cfg.pretrained:
+        kwargs["pretrained"] = True
+    try:
+        model = _build(name, kwargs)
+    except TypeError as err:
+        raise UserError(f"model={model_cfg.name} ({name}) rejected an argument: {err}") from err
+    except (RuntimeError, OSError, ValueError) as err:
+        if kwargs.get("pretrained"):
+            source = model_cfg.weights or f"the timm hub weights of {name}"
+            raise UserError(
+                f"could not load {source}: {str(err).splitlines()[0]} "
+                "(check the file or network; model.pretrained=false trains from scratch)"
+            ) from err
+        raise UserError(f"model={model_cfg.name} ({name}) could not be built: {str(err).splitlines()[0]}") from err
+    if model_cfg.head == "mlp":
+        attach_mlp_head(model, num_classes, model_cfg.head_hidden_dim, kwargs.get("drop_rate", 0.0))
+    elif model_cfg.head != "linear":
+        raise UserError(f"model.head={model_cfg.head} is not supported; use linear or mlp")
+    return model
+
+
+def _build(name: str, kwargs: dict[str, Any]):
+    import timm
+
+    arch = name.split(".")[0]
+    if arch in _MIXER_ARCH and "patch_size" in kwargs:
+        from timm.models import mlp_mixer
+
+        pretrained = kwargs.pop("pretrained", False)
+        args = {**_MIXER_ARCH[arch], **kwargs}
+        return mlp_mixer._create_mixer(name, pretrained=pretrained, **args)
+    return timm.create_model(name, **kwargs)
+
+
+def classifier_name(model) -> str:
+    """Dotted name of the model's final classifier module (timm's pretrained_cfg)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = cfg.get("classifier", "head")
+    return name[0] if isinstance(name, (list, tuple)) else name
+
+
+def attach_mlp_head(model, num_classes: int, hidden_dim: int | None, drop_rate: float = 0.0) -> None:
+    """Replace the linear classifier with Linear -> GELU -> Dropout -> Linear."""
+    import torch.nn as nn
+
+    name = classifier_name(model)
+    old = model.get_submodule(name)
+    if not isinstance(old, nn.Linear):
+        raise UserError(f"model.head=mlp needs a linear classifier at '{name}', found {type(old).__name__}")
+    hidden = hidden_dim or old.in_features
+    head = nn.Sequential(
+        nn.Linear(old.in_features, hidden), nn.GELU(), nn.Dropout(drop_rate), nn.Linear(hidden, num_classes)
+    )
+    model.set_submodule(name, head)
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
