@@ -49,10 +49,30 @@ class DataConfig:
 
 @dataclass
 class AugmentationConfig:
+    """Train-time augmentation. Image files: timm create_transform per sample;
+    in-memory / packed arrays: the same ops batched on tensors (data/batch_transforms.py).
+    MixUp/CutMix and Gaussian noise act on the batch in the train loop for both."""
+
     name: str = "none"
-    random_crop_padding: int = 0  # RandomCrop with this padding (0: off)
-    scale: Optional[List[float]] = None  # RandomResizedCrop scale range (null: off)
+    scale: Optional[List[float]] = None  # RandomResizedCrop scale range (null: no RRC)
+    ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333])
+    random_crop_padding: int = 0  # RandomCrop with zero padding (when scale is null; 0: off)
     hflip: float = 0.0
+    color_jitter: Optional[float] = None  # brightness/contrast/saturation strength
+    gaussian_noise: float = 0.0  # std of noise added to normalized inputs (0: off)
+    auto_augment: Optional[str] = None  # timm policy string, e.g. rand-m9-mstd0.5-inc1
+    interpolation: str = "bicubic"
+    re_prob: float = 0.0  # RandomErasing probability
+    re_mode: str = "pixel"
+    re_count: int = 1
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    cutmix_minmax: Optional[List[float]] = None
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"  # batch | pair | elem
+    mixup_off_epoch: int = 0  # stop mixing from this epoch on (0: never)
+    crop_pct: float = 1.0  # eval: resize to img_size / crop_pct, then centre crop
 
 
 @dataclass

@@ -26,8 +26,9 @@ def write_json(path: Path, obj: dict[str, Any]) -> None:
 class MetricsLogger:
     """Appends step and epoch records to metrics.jsonl and epoch rows to metrics.csv."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, cfg: Any = None):
         self.run_dir = Path(run_dir)
+        self.cfg = cfg
         self.jsonl = self.run_dir / "metrics.jsonl"
         self.csv = self.run_dir / "metrics.csv"
 
@@ -43,6 +44,9 @@ class MetricsLogger:
             if new:
                 writer.writeheader()
             writer.writerow(record)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Called once when the run ends (completed, failed or interrupted)."""
 
     def truncate_after(self, epoch: int, step: int) -> None:
         """On resume, drop records written after the checkpoint being resumed from."""

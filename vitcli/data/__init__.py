@@ -22,6 +22,12 @@ class DataModule:
     loaders: dict[str, Any] = field(default_factory=dict)  # split -> loader
     info: dict[str, Any] = field(default_factory=dict)  # counts, skipped files, ...
 
+    def ids(self, split: str) -> list[str]:
+        """Sample ids of a split in the order its (unshuffled) loader yields them."""
+        loader = self.loader(split)
+        source = getattr(loader, "split", None) or getattr(loader, "dataset", None)
+        return list(source.ids)
+
     def loader(self, split: str):
         if split not in self.loaders:
             raise UserError(f"split '{split}' is not available for data={self.name}; choose one of {sorted(self.loaders)}")

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from vitcli import runs
 from vitcli.engine.checkpoint import load_checkpoint, save_checkpoint
 from vitcli.engine.evaluate import evaluate
+from vitcli.engine.losses import create_criterion
 from vitcli.engine.optim import create_optimizer, create_scheduler
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.errors import UserError
@@ -73,8 +73,9 @@ class Trainer:
         self.optimizer = create_optimizer(self.model, cfg.optimizer, cfg.regularization.weight_decay)
         self.steps_per_epoch = len(self.train_loader)
         self.scheduler = create_scheduler(self.optimizer, cfg.scheduler, tcfg.epochs, self.steps_per_epoch)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.regularization.label_smoothing)
-        self.metrics = MetricsLogger(self.run_dir)
+        self.criterion = create_criterion(cfg, device=self.device, num_classes=self.data.num_classes,
+                                          mean=list(cfg.data.mean), std=list(cfg.data.std))
+        self.metrics = MetricsLogger(self.run_dir, cfg)
         self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
 
         self.epoch = 0  # epochs completed
@@ -87,7 +88,7 @@ class Trainer:
 
     # ---- one optimizer step -------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = self.criterion(self.model(x), y)
+        loss = self.criterion(x, self.model(x), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -190,6 +191,10 @@ class Trainer:
             **self.data.info,
         }
 
+    def finish(self, summary: dict[str, Any]) -> None:
+        write_json(self.run_dir / runs.SUMMARY, summary)
+        self.metrics.finish(summary)
+
     def fit(self) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / runs.CONFIG).write_text(self.config_yaml)
@@ -225,13 +230,13 @@ class Trainer:
                 )
                 write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
         except KeyboardInterrupt:
-            write_json(self.run_dir / runs.SUMMARY, self.summary("interrupted"))
+            self.finish(self.summary("interrupted"))
             raise
         except Exception as err:
-            write_json(self.run_dir / runs.SUMMARY, self.summary("failed", str(err).splitlines()[0] if str(err) else type(err).__name__))
+            self.finish(self.summary("failed", str(err).splitlines()[0] if str(err) else type(err).__name__))
             raise
         summary = self.summary("completed")
-        write_json(self.run_dir / runs.SUMMARY, summary)
+        self.finish(summary)
         log.info(
             f"done: best val_top1 {self.best['val_top1']:.2f} (epoch {self.best['epoch']}) in "
             f"{summary['wall_time_s']:.0f}s; {self.run_dir}"
