@@ -125,8 +125,11 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         self.train_images += seen
         self.train_seconds += elapsed
-        return {"train_loss": (loss_sum / max(seen, 1)).item(), "images_per_s": seen / max(elapsed, 1e-9),
-                "epoch_time_s": elapsed}
+        stats = {"train_loss": (loss_sum / max(seen, 1)).item(), "images_per_s": seen / max(elapsed, 1e-9),
+                 "epoch_time_s": elapsed}
+        # criteria may report their own per-epoch figures (e.g. distillation: teacher ms per step)
+        stats.update(getattr(self.criterion, "epoch_stats", dict)())
+        return stats
 
     # ---- checkpoints ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
