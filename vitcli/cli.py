@@ -12,6 +12,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model (distils when distill=... is set; -m for sweeps)"),
     "eval": ("evaluate", "metrics of a trained run on a split: vitcli eval run=DIR"),
+    "predict": ("predict", "logits for a split -> predictions/<split>.npz (+ MiniPlaces submissions)"),
+    "ensemble": ("ensemble", "vote / weighted vote / mean prob / greedy over runs' predictions"),
     "models": ("models", "model presets and the timm names behind them"),
 }
 

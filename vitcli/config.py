@@ -45,6 +45,13 @@ class DataConfig:
     split_seed: int = 0  # fixes the train/val split independently of trainer.seed
     num_samples: int = 2000  # synthetic only
     native_size: int = 32  # synthetic only: generated resolution
+    train_split: str = "train"  # file datasets: list-file / folder name of each split
+    val_split: str = "val"
+    test_split: Optional[str] = "test"  # unlabelled split, enumerated when present (null: none)
+    class_map: Optional[str] = None  # imagefolder/imagenet: file, one class folder per line (label order)
+    minival_fraction: float = 0.0  # carve this stratified share of train into a 'minival' split (0: off)
+    packed_dir: Optional[str] = None  # data.format=packed / vitcli prepare (default: <root>/packed)
+    max_bad_fraction: float = 0.01  # unreadable files are skipped; more than this share of a split aborts
 
 
 @dataclass
@@ -91,7 +98,8 @@ class OptimizerConfig:
     momentum: float = 0.9
     betas: Optional[List[float]] = None
     eps: Optional[float] = None
-    layer_decay: Optional[float] = None
+    layer_decay: Optional[float] = None  # layer-wise lr decay (e.g. 0.65 for fine-tuning ViT-B)
+    head_lr_mult: float = 1.0  # classifier lr = lr x this (e.g. 10 when fine-tuning)
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,24 +115,58 @@ class SchedulerConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
+    epochs: int = 20
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_interval: int = 20  # steps between plain log lines (non-terminal output)
     progress: str = "auto"  # auto | bar | plain | none
     threads: Optional[int] = None  # torch CPU threads (null: torch default)
+    precision: str = "32"  # 32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = False
+    grad_accum: int = 1  # micro-batches per optimizer step
+    clip_grad: Optional[float] = None  # max gradient norm
+    ema: bool = False  # keep an EMA of the weights (timm ModelEmaV3), evaluated every epoch
+    ema_decay: float = 0.9998
+    ema_warmup: bool = True  # ramp the decay up over the first steps
+    freeze_backbone_epochs: int = 0  # train only the classifier for the first N epochs
+    ckpt_interval_steps: int = 0  # also save last.pt every N optimizer steps (0: at epoch ends only)
+    export_safetensors: bool = True  # best weights as model.safetensors at the end
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "csv"
+    name: str = "csv"  # csv (metrics.jsonl/csv, always on) | wandb (csv + Weights & Biases)
     csv: bool = True
+    project: str = "vitcli"  # wandb only, like the fields below
+    entity: Optional[str] = None  # W&B team or user (null: your default entity)
+    group: Optional[str] = None  # null: <experiment>/<sweep stamp> for -m jobs, none otherwise
+    tags: List[str] = field(default_factory=list)
+    run_name: Optional[str] = None  # null: <experiment>/<run dir name>
+    notes: Optional[str] = None
+    mode: str = "auto"  # auto (online with an API key, else offline) | online | offline | disabled
+    init_timeout: float = 30.0  # seconds before an unreachable server falls back to offline
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a frozen teacher (DeiT; vitcli/engine/distill.py)."""
+
+    name: str = "none"  # none | soft | hard | token
+    teacher: Any = None  # a run dir, model:<preset or timm name>, or a list of either (ensemble)
+    teacher_weights: Any = None  # state dict FILE for a model: teacher (a list when teacher is a list)
+    teacher_checkpoint: str = "best"  # run-dir teachers: best | last
+    teacher_img_size: Optional[int] = None  # null: the teacher run's data.img_size, else the student's
+    target: str = "soft"  # soft: KL to the teacher's probabilities | hard: CE on the teacher's argmax
+    alpha: float = 0.5  # weight of the distillation term (1 - alpha on the labels)
+    tau: float = 1.0  # softmax temperature of soft targets; the KL is scaled by tau^2
 
 
 @dataclass
 class TrainConfig:
     name: str = "default"  # experiment name: runs/<name>/<stamp>
     runs_root: str = "runs"
+    resume: Optional[str] = None  # a run dir to continue (its config, overrides on top)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
@@ -133,15 +175,70 @@ class TrainConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass
+class EvalOptions:
+    tta: str = "none"  # none | flip | multicrop (test-time augmentation, averages probabilities)
+    crop_fraction: float = 0.875  # multicrop: crop side as a fraction of the image side
 
 
 @dataclass
 class EvalConfig:
     run: str = MISSING  # a training run directory
     split: str = "val"
-    checkpoint: str = "best"  # best | last
+    checkpoint: str = "best"  # best | last | ema
     batch_size: Optional[int] = None
     device: str = "auto"
+    eval: EvalOptions = field(default_factory=EvalOptions)
+    worst: int = 10  # rows in the worst-classes table
+    save: bool = True  # write eval/<split>_<checkpoint>.json, the confusion CSV and plots/confusion.png
+
+
+@dataclass
+class PredictConfig:
+    run: str = MISSING  # a training run directory
+    split: Optional[str] = None  # null: test when the data has one, else val
+    checkpoint: str = "best"  # best | last | ema
+    batch_size: Optional[int] = None
+    device: str = "auto"
+    eval: EvalOptions = field(default_factory=EvalOptions)
+    submission: str = "auto"  # auto (MiniPlaces data) | always | never
+
+
+@dataclass
+class EnsembleConfig:
+    runs: Any = MISSING  # list of run dirs, a glob, or a multirun dir
+    method: str = "mean_prob"  # vote | weighted_vote | mean_prob | mean_logit | greedy
+    split: Optional[str] = None  # null: test when the members have it, else val
+    weights_from: str = "val"  # split that weights / selects members (val | minival)
+    weights: Optional[List[float]] = None  # explicit member weights (override weights_from)
+    temperatures: Optional[List[float]] = None  # per-member softmax temperature (mean_prob, greedy)
+    greedy_steps: int = 25  # greedy: forward-selection rounds (with replacement)
+    greedy_metric: str = "nll"  # greedy: nll (log loss, then top-1) | top1 (top-1, then log loss)
+    checkpoint: str = "best"  # for members predicted on the fly
+    predict_missing: bool = True  # predict members lacking predictions/<split>.npz
+    batch_size: Optional[int] = None
+    device: str = "auto"
+    eval: EvalOptions = field(default_factory=EvalOptions)
+    submission: str = "auto"  # auto | always | never
+    runs_root: str = "runs"
+    out: Optional[str] = None  # output dir (conf/ensemble.yaml: runs/ensembles/<stamp>)
+
+
+@dataclass
+class PackOptions:
+    size: Optional[int] = None  # side of the packed images (null: the native size, 128 for MiniPlaces)
+    splits: Optional[List[str]] = None  # which splits (null: all: train, val, test)
+    workers: int = 2  # decoding processes
+    overwrite: bool = False  # repack every split, even finished ones
+
+
+@dataclass
+class PrepareConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    prepare: PackOptions = field(default_factory=PackOptions)
 
 
 @dataclass
@@ -149,11 +246,23 @@ class ModelsConfig:
     pattern: Optional[str] = None  # glob over preset names
 
 
+@dataclass
+class RunsConfig:
+    root: str = "runs"  # searched recursively for run directories (summary.json)
+    sort: str = "val_top1"  # any column; a leading - reverses the order
+    filter: Optional[str] = None  # glob (or substring) over run path, experiment, model, data, status
+    limit: int = 0  # show at most this many rows (0: all)
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="ensemble_schema", node=EnsembleConfig)
     cs.store(name="models_schema", node=ModelsConfig)
+    cs.store(name="runs_schema", node=RunsConfig)
+    cs.store(name="prepare_schema", node=PrepareConfig)
     for group, node in [
         ("model", ModelConfig),
         ("data", DataConfig),
@@ -163,6 +272,7 @@ def register_configs() -> None:
         ("scheduler", SchedulerConfig),
         ("trainer", TrainerConfig),
         ("logger", LoggerConfig),
+        ("distill", DistillConfig),
     ]:
         cs.store(group=group, name=f"{group}_schema", node=node)
 

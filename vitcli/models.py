@@ -100,11 +100,32 @@ def _build(name: str, kwargs: dict[str, Any]):
     return timm.create_model(name, **kwargs)
 
 
-def classifier_name(model) -> str:
-    """Dotted name of the model's final classifier module (timm's pretrained_cfg)."""
+def classifier_names(model) -> list[str]:
+    """Dotted names of the model's classifier modules (timm's pretrained_cfg;
+    DeiT distilled models have two: head and head_dist)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     name = cfg.get("classifier", "head")
-    return name[0] if isinstance(name, (list, tuple)) else name
+    return list(name) if isinstance(name, (list, tuple)) else [name]
+
+
+def classifier_name(model) -> str:
+    return classifier_names(model)[0]
+
+
+def head_parameter_names(model) -> set[str]:
+    """Names of the parameters that belong to the classifier(s)."""
+    prefixes = tuple(f"{n}." for n in classifier_names(model))
+    return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
+
+
+def set_backbone_trainable(model, trainable: bool) -> None:
+    """Freeze or unfreeze everything but the classifier. Frozen parameters get no
+    gradient, so the optimizer skips them (no update, no weight decay) and its
+    state for them starts fresh when they unfreeze."""
+    head = head_parameter_names(model)
+    for name, param in model.named_parameters():
+        if name not in head:
+            param.requires_grad_(trainable)
 
 
 def attach_mlp_head(model, num_classes: int, hidden_dim: int | None, drop_rate: float = 0.0) -> None:

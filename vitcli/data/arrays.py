@@ -95,10 +95,13 @@ class ArrayLoader:
         x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", antialias=True, align_corners=False)
+        gen = None
         if self.augment is not None:
             gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch, step + 1))
             x = self.augment(x, gen)
         x = (x - self.mean) / self.std
+        if gen is not None:
+            x = self.augment.post(x, gen)
         return x, labels.to(self.device, non_blocking=True)
 
 

@@ -65,14 +65,94 @@ def hflip(prob: float) -> Op:
     return op
 
 
-class BatchAugment:
-    """A sequence of batch ops, applied in order with one generator."""
+def color_jitter(strength: float) -> Op:
+    """Per-sample brightness, contrast and saturation factors in [1-s, 1+s]."""
 
-    def __init__(self, ops: list[Op]):
+    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n = x.shape[0]
+        b, c, s = (_uniform(n, gen, x.device, 1 - strength, 1 + strength)[:, None, None, None] for _ in range(3))
+        x = x * b
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * c + mean
+        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        x = (x - gray) * s + gray
+        return x.clamp(0, 255)
+
+    return op
+
+
+def per_sample_pil(transform: Callable) -> Op:
+    """Run a PIL transform (e.g. timm RandAugment) on each image, on the CPU."""
+    import numpy as np
+    from PIL import Image
+
+    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        arrays = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        with seeded_python_rng(gen):
+            out = [np.asarray(transform(Image.fromarray(a))) for a in arrays]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().to(x.device)
+
+    return op
+
+
+class seeded_python_rng:
+    """Seed `random`, numpy and torch's CPU RNG from `gen` inside the block and
+    restore them after: timm's PIL/erasing ops draw from those global RNGs."""
+
+    def __init__(self, gen: torch.Generator):
+        self.seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item())
+
+    def __enter__(self):
+        import random
+
+        import numpy as np
+
+        self.states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        import random
+
+        import numpy as np
+
+        random.setstate(self.states[0])
+        np.random.set_state(self.states[1])
+        torch.set_rng_state(self.states[2])
+        return False
+
+
+def random_erasing(prob: float, mode: str, count: int) -> Op:
+    """timm's RandomErasing over the batch; applied after normalization (as in timm)."""
+    from timm.data.random_erasing import RandomErasing
+
+    def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        erase = RandomErasing(prob, mode=mode, max_count=count, device=x.device)
+        with seeded_python_rng(gen):
+            if x.is_cuda:
+                with torch.random.fork_rng(devices=[x.device]):
+                    torch.cuda.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+                    return erase(x.clone())
+            return erase(x.clone())
+
+    return op
+
+
+class BatchAugment:
+    """Batch ops on 0..255 images (`ops`) and on normalized images (`post_ops`)."""
+
+    def __init__(self, ops: list[Op], post_ops: list[Op] | None = None):
         self.ops = ops
+        self.post_ops = post_ops or []
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         for op in self.ops:
+            x = op(x, gen)
+        return x
+
+    def post(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        for op in self.post_ops:
             x = op(x, gen)
         return x
 
@@ -86,4 +166,11 @@ def create_batch_augment(aug_cfg: Any) -> BatchAugment | None:
         ops.append(random_crop(int(aug_cfg.random_crop_padding)))
     if aug_cfg.hflip:
         ops.append(hflip(float(aug_cfg.hflip)))
-    return BatchAugment(ops) if ops else None
+    if aug_cfg.color_jitter:
+        ops.append(color_jitter(float(aug_cfg.color_jitter)))
+    if aug_cfg.auto_augment:
+        from timm.data.auto_augment import rand_augment_transform
+
+        ops.append(per_sample_pil(rand_augment_transform(aug_cfg.auto_augment, {})))
+    post = [random_erasing(aug_cfg.re_prob, aug_cfg.re_mode, aug_cfg.re_count)] if aug_cfg.re_prob else []
+    return BatchAugment(ops, post) if ops or post else None

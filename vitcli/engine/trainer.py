@@ -1,15 +1,19 @@
-"""The training loop: one `Trainer` per run directory."""
+"""The training loop: one `Trainer` per run directory.
+
+Exact resume: the data order and augmentation of every batch depend only on
+(seed, epoch, batch index), and checkpoints carry every RNG the loop draws from
+(dropout, MixUp, noise), so a run killed at any step and resumed from last.pt
+ends with the same weights as an uninterrupted one (bitwise on CPU).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vitcli import runs
@@ -17,9 +21,11 @@ from vitcli.engine.checkpoint import load_checkpoint, save_checkpoint
 from vitcli.engine.evaluate import evaluate
 from vitcli.engine.losses import create_criterion
 from vitcli.engine.optim import create_optimizer, create_scheduler
+from vitcli.engine.precision import autocast_factory, create_scaler
 from vitcli.engine.progress import EpochProgress, choose_mode
+from vitcli.engine.rng import rng_state, set_rng_state
 from vitcli.errors import UserError
-from vitcli.tracking import MetricsLogger, write_json
+from vitcli.tracking import MetricsLogger, read_jsonl, write_json
 
 log = logging.getLogger("vitcli")
 
@@ -40,9 +46,22 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def validate_trainer_cfg(tcfg: Any) -> None:
+    if tcfg.epochs <= 0:
+        raise UserError(f"trainer.epochs={tcfg.epochs} must be at least 1")
+    if tcfg.grad_accum < 1:
+        raise UserError(f"trainer.grad_accum={tcfg.grad_accum} must be at least 1")
+    if tcfg.freeze_backbone_epochs < 0:
+        raise UserError(f"trainer.freeze_backbone_epochs={tcfg.freeze_backbone_epochs} must be >= 0")
 
 
 class Trainer:
@@ -52,113 +71,186 @@ class Trainer:
         from omegaconf import OmegaConf
 
         from vitcli.data import create_data
+        from vitcli.data.mixing import create_mixup
         from vitcli.models import count_params, create_model
 
-        self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        tcfg = cfg.trainer
-        if tcfg.epochs <= 0:
-            raise UserError(f"trainer.epochs={tcfg.epochs} must be at least 1")
+        self.cfg, self.run_dir, tcfg = cfg, Path(run_dir), cfg.trainer
+        validate_trainer_cfg(tcfg)
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
         self.device = resolve_device(tcfg.device)
         self.progress_mode = choose_mode(tcfg.progress)
+        self.autocast = autocast_factory(tcfg.precision, self.device)
+        self.scaler = create_scaler(tcfg.precision, self.device)
         seed_everything(tcfg.seed)
 
         self.data = create_data(cfg, device=str(self.device))
-        self.train_loader = self.data.loader("train")
-        self.val_loader = self.data.loader("val")
+        self.train_loader, self.val_loader = self.data.loader("train"), self.data.loader("val")
         self.model = create_model(cfg.model, self.data.num_classes, cfg.regularization).to(self.device)
+        if tcfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.num_params = count_params(self.model)
+        self.ema = None
+        if tcfg.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=tcfg.ema_decay, use_warmup=tcfg.ema_warmup)
+        self.forward_model = torch.compile(self.model) if tcfg.compile else self.model
         self.optimizer = create_optimizer(self.model, cfg.optimizer, cfg.regularization.weight_decay)
-        self.steps_per_epoch = len(self.train_loader)
+        self.batches_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = max(1, self.batches_per_epoch // tcfg.grad_accum)
         self.scheduler = create_scheduler(self.optimizer, cfg.scheduler, tcfg.epochs, self.steps_per_epoch)
+        self.mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, self.data.num_classes)
         self.criterion = create_criterion(cfg, device=self.device, num_classes=self.data.num_classes,
-                                          mean=list(cfg.data.mean), std=list(cfg.data.std))
+                                          mean=list(cfg.data.mean), std=list(cfg.data.std), model=self.model,
+                                          autocast=self.autocast)
         self.metrics = MetricsLogger(self.run_dir, cfg)
         self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
 
         self.epoch = 0  # epochs completed
-        self.global_step = 0
+        self.batch_in_epoch = 0  # micro-batches done in the current epoch (mid-epoch checkpoints)
+        self.global_step = 0  # optimizer steps
+        self.epoch_loss_sum, self.epoch_seen = 0.0, 0
         self.best: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
-        self.train_images = 0
-        self.train_seconds = 0.0
+        self.train_images, self.train_seconds = 0, 0.0
         self.wall_start = time.time()
 
-    # ---- one optimizer step -------------------------------------------------
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = self.criterion(x, self.model(x), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.global_step += 1
-        self.scheduler.step_update(num_updates=self.global_step)
+    # ---- one micro-batch / optimizer step -----------------------------------
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from vitcli.data.mixing import add_gaussian_noise
+
+        if self.mixup is not None and self.mixup.mixup_enabled:
+            x, y = self.mixup(x, y)
+        if self.cfg.augmentation.gaussian_noise:
+            x = add_gaussian_noise(x, self.cfg.augmentation.gaussian_noise)
+        if self.cfg.trainer.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            loss = self.criterion(x, self.forward_model(x), y)
+        scaled = loss / self.cfg.trainer.grad_accum
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         return loss.detach()
 
-    def train_one_epoch(self, epoch: int) -> dict[str, Any]:
+    def optimizer_step(self) -> None:
+        clip = self.cfg.trainer.clip_grad
+        if self.scaler is not None:
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.scheduler.step_update(num_updates=self.global_step)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One full optimizer step on one batch (used by benchmarks)."""
+        loss = self.forward_backward(x, y)
+        self.optimizer_step()
+        return loss
+
+    def prepare_epoch(self, epoch: int) -> None:
+        from vitcli.models import set_backbone_trainable
+
+        off = self.cfg.augmentation.mixup_off_epoch
+        if self.mixup is not None:
+            self.mixup.mixup_enabled = not (off and epoch >= off)
+        frozen = epoch < self.cfg.trainer.freeze_backbone_epochs
+        set_backbone_trainable(self.model, not frozen)
+        if frozen and self.batch_in_epoch == 0:
+            log.info(f"epoch {epoch + 1}: backbone frozen, training the classifier only")
         self.model.train()
-        self.train_loader.set_epoch(epoch)
-        total = self.steps_per_epoch
-        bar = EpochProgress(self.progress_mode, epoch, self.cfg.trainer.epochs, total, self.cfg.trainer.log_interval)
-        loss_sum, seen = torch.zeros((), device=self.device), 0
-        t0 = time.perf_counter()
+        self.train_loader.set_epoch(epoch, self.batch_in_epoch)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, Any]:
+        tcfg = self.cfg.trainer
+        self.prepare_epoch(epoch)
+        start = self.batch_in_epoch
+        bar = EpochProgress(self.progress_mode, epoch, tcfg.epochs, self.batches_per_epoch, tcfg.log_interval, start)
+        t0, seen_now = time.perf_counter(), 0
         try:
-            for step, (x, y) in enumerate(self.train_loader):
-                loss = self.train_step(x, y)
-                loss_sum += loss * y.shape[0]
-                seen += y.shape[0]
+            for i, (x, y) in enumerate(self.train_loader, start=start):
+                loss = self.forward_backward(x, y)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
                     raise NonFiniteLoss(
-                        f"loss became {loss_value} at epoch {epoch + 1} step {step + 1}; the run stopped and "
-                        "checkpoints/last.pt holds the last good epoch (lower optimizer.lr or add scheduler warmup)"
+                        f"loss became {loss_value} at epoch {epoch + 1} batch {i + 1}; the run stopped and "
+                        "checkpoints/last.pt holds the last good state (lower optimizer.lr, add warmup or clip_grad)"
                     )
-                elapsed = time.perf_counter() - t0
-                lr = self.optimizer.param_groups[0]["lr"]
-                bar.update(step, loss_value, lr, seen / max(elapsed, 1e-9))
-                if (step + 1) % self.cfg.trainer.log_interval == 0:
-                    self.metrics.log({"kind": "step", "epoch": epoch + 1, "global_step": self.global_step,
-                                      "train_loss": loss_value, "lr": lr, "images_per_s": seen / max(elapsed, 1e-9)})
+                self.epoch_loss_sum += loss_value * y.shape[0]
+                self.epoch_seen += y.shape[0]
+                seen_now += y.shape[0]
+                self.batch_in_epoch = i + 1
+                if self.batch_in_epoch % tcfg.grad_accum and self.batch_in_epoch != self.batches_per_epoch:
+                    continue
+                self.optimizer_step()
+                self.after_step(epoch, i, bar, loss_value, seen_now / max(time.perf_counter() - t0, 1e-9))
         finally:
             bar.close()
         elapsed = time.perf_counter() - t0
-        self.train_images += seen
+        self.train_images += seen_now
         self.train_seconds += elapsed
-        stats = {"train_loss": (loss_sum / max(seen, 1)).item(), "images_per_s": seen / max(elapsed, 1e-9),
-                 "epoch_time_s": elapsed}
+        stats = {"train_loss": self.epoch_loss_sum / max(self.epoch_seen, 1),
+                 "images_per_s": seen_now / max(elapsed, 1e-9), "epoch_time_s": elapsed}
         # criteria may report their own per-epoch figures (e.g. distillation: teacher ms per step)
         stats.update(getattr(self.criterion, "epoch_stats", dict)())
         return stats
 
+    def after_step(self, epoch: int, i: int, bar: EpochProgress, loss_value: float, images_per_s: float) -> None:
+        tcfg = self.cfg.trainer
+        lr = self.optimizer.param_groups[-1]["lr"]
+        bar.update(i, loss_value, lr, images_per_s)
+        if self.global_step % tcfg.log_interval == 0:
+            self.metrics.log({"kind": "step", "epoch": epoch + 1, "global_step": self.global_step,
+                              "train_loss": loss_value, "lr": lr, "images_per_s": images_per_s})
+        if tcfg.ckpt_interval_steps and self.global_step % tcfg.ckpt_interval_steps == 0 \
+                and self.batch_in_epoch < self.batches_per_epoch:
+            save_checkpoint(self.state_dict(), runs.checkpoint_path(self.run_dir, "last"))
+
     # ---- checkpoints ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
             "global_step": self.global_step,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_seen": self.epoch_seen,
             "best": dict(self.best),
             "config": self.config_yaml,
             "class_names": list(self.data.class_names),
             "num_classes": self.data.num_classes,
-            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                    "python_pos": random.getstate()[2]},
+            "rng": rng_state(),
             "train_images": self.train_images,
             "train_seconds": self.train_seconds,
         }
+        if self.ema is not None:
+            state["model_ema"] = self.ema.module.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch = int(state["epoch"])
-        self.global_step = int(state["global_step"])
-        self.best = dict(state.get("best") or {})
-        self.train_images = int(state.get("train_images", 0))
+        if self.ema is not None and "model_ema" in state:
+            self.ema.module.load_state_dict(state["model_ema"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        for key in ("epoch", "batch_in_epoch", "global_step", "epoch_seen", "train_images"):
+            setattr(self, key, int(state.get(key, 0)))
+        self.epoch_loss_sum = float(state.get("epoch_loss_sum", 0.0))
         self.train_seconds = float(state.get("train_seconds", 0.0))
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate((3, tuple(int(v) for v in rng["python"]), rng["python_pos"]))
+        self.best = dict(state.get("best") or {})
+        set_rng_state(state["rng"])
         self.scheduler.step_update(num_updates=self.global_step)
 
     def maybe_resume(self) -> bool:
@@ -167,28 +259,45 @@ class Trainer:
             return False
         self.load_state_dict(load_checkpoint(last, map_location=self.device))
         self.metrics.truncate_after(self.epoch, self.global_step)
-        self.history = [r for r in _epoch_records(self.run_dir) if r["epoch"] <= self.epoch]
-        log.info(f"resumed from {last} at epoch {self.epoch} (step {self.global_step})")
+        self.history = [{k: v for k, v in r.items() if k != "kind"} for r in read_jsonl(self.metrics.jsonl)
+                        if r.get("kind") == "epoch"]
+        where = f"epoch {self.epoch + 1} batch {self.batch_in_epoch}" if self.batch_in_epoch else f"epoch {self.epoch}"
+        log.info(f"resumed from {last} after {where} (step {self.global_step})")
         return True
 
+    def save_epoch_checkpoints(self, improved_source: str | None) -> None:
+        state = self.state_dict()
+        save_checkpoint(state, runs.checkpoint_path(self.run_dir, "last"))
+        if improved_source is not None:
+            # best.pt's "model" holds the best weights, whichever copy (raw or EMA) they came from
+            if improved_source == "ema":
+                state = {**state, "model": state["model_ema"]}
+            save_checkpoint({**state, "best_source": improved_source}, runs.checkpoint_path(self.run_dir, "best"))
+
     # ---- the loop -------------------------------------------------------------
+    def validate(self) -> tuple[dict[str, Any], str | None]:
+        """Evaluate raw (and EMA) weights; update self.best; return the record and the improved source."""
+        val = evaluate(self.model, self.val_loader, self.device, autocast=self.autocast)
+        record = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]}
+        candidates = [("model", val)]
+        if self.ema is not None:
+            ema_val = evaluate(self.ema.module, self.val_loader, self.device, autocast=self.autocast)
+            record.update(ema_top1=ema_val["top1"], ema_top5=ema_val["top5"], ema_loss=ema_val["loss"])
+            candidates.append(("ema", ema_val))
+        source, metrics = max(candidates, key=lambda c: c[1]["top1"])
+        if self.best and metrics["top1"] <= self.best["val_top1"]:
+            return record, None
+        self.best = {"epoch": self.epoch, "val_top1": metrics["top1"], "val_top5": metrics["top5"],
+                     "val_loss": metrics["loss"], "source": source}
+        return record, source
+
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
-        final = self.history[-1] if self.history else {}
         return {
-            "status": status,
-            "error": error,
-            "experiment": self.cfg.name,
-            "model": self.cfg.model.name,
-            "timm_name": self.cfg.model.timm_name,
-            "data": self.cfg.data.name,
-            "num_classes": self.data.num_classes,
-            "num_params": self.num_params,
-            "device": str(self.device),
-            "epochs": self.cfg.trainer.epochs,
-            "epochs_completed": self.epoch,
-            "global_step": self.global_step,
-            "best": self.best,
-            "final": final,
+            "status": status, "error": error, "experiment": self.cfg.name, "model": self.cfg.model.name,
+            "timm_name": self.cfg.model.timm_name, "data": self.cfg.data.name, "num_classes": self.data.num_classes,
+            "num_params": self.num_params, "device": str(self.device), "precision": str(self.cfg.trainer.precision),
+            "epochs": self.cfg.trainer.epochs, "epochs_completed": self.epoch, "global_step": self.global_step,
+            "best": self.best, "final": self.history[-1] if self.history else {},
             "wall_time_s": round(time.time() - self.wall_start, 3),
             "train_images_per_s": self.train_images / self.train_seconds if self.train_seconds else None,
             **self.data.info,
@@ -211,44 +320,44 @@ class Trainer:
         write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
         try:
             for epoch in range(self.epoch, epochs):
-                train_stats = self.train_one_epoch(epoch)
-                val = evaluate(self.model, self.val_loader, self.device)
-                self.epoch = epoch + 1
-                record = {"epoch": self.epoch, **train_stats, "val_top1": val["top1"], "val_top5": val["top5"],
-                          "val_loss": val["loss"], "lr": self.optimizer.param_groups[0]["lr"]}
-                self.history.append(record)
-                self.metrics.log_epoch(record)
-                improved = not self.best or val["top1"] > self.best["val_top1"]
-                if improved:
-                    self.best = {"epoch": self.epoch, "val_top1": val["top1"], "val_top5": val["top5"],
-                                 "val_loss": val["loss"], "source": "model"}
-                state = self.state_dict()
-                save_checkpoint(state, runs.checkpoint_path(self.run_dir, "last"))
-                if improved:
-                    save_checkpoint(state, runs.checkpoint_path(self.run_dir, "best"))
-                log.info(
-                    f"epoch {self.epoch}/{epochs}  train_loss {train_stats['train_loss']:.4f}  "
-                    f"val_top1 {val['top1']:.2f}  val_top5 {val['top5']:.2f}  val_loss {val['loss']:.4f}  "
-                    f"{train_stats['images_per_s']:,.0f} img/s" + ("  *best*" if improved else "")
-                )
-                write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
+                self.run_epoch(epoch)
         except KeyboardInterrupt:
             self.finish(self.summary("interrupted"))
             raise
         except Exception as err:
             self.finish(self.summary("failed", str(err).splitlines()[0] if str(err) else type(err).__name__))
             raise
+        self.export()
         summary = self.summary("completed")
         self.finish(summary)
-        log.info(
-            f"done: best val_top1 {self.best['val_top1']:.2f} (epoch {self.best['epoch']}) in "
-            f"{summary['wall_time_s']:.0f}s; {self.run_dir}"
-        )
+        best = self.best
+        log.info(f"done: best val_top1 {best['val_top1']:.2f} (epoch {best['epoch']}, {best['source']} weights) "
+                 f"in {summary['wall_time_s']:.0f}s; {self.run_dir}")
         return summary
 
+    def run_epoch(self, epoch: int) -> None:
+        train_stats = self.train_one_epoch(epoch)
+        self.epoch, self.batch_in_epoch = epoch + 1, 0
+        self.epoch_loss_sum, self.epoch_seen = 0.0, 0
+        val_record, improved = self.validate()
+        record = {"epoch": self.epoch, **train_stats, **val_record, "lr": self.optimizer.param_groups[-1]["lr"]}
+        self.history.append(record)
+        self.metrics.log_epoch(record)
+        self.save_epoch_checkpoints(improved)
+        ema = f"  ema_top1 {record['ema_top1']:.2f}" if "ema_top1" in record else ""
+        log.info(
+            f"epoch {self.epoch}/{self.cfg.trainer.epochs}  train_loss {train_stats['train_loss']:.4f}  "
+            f"val_top1 {record['val_top1']:.2f}  val_top5 {record['val_top5']:.2f}  val_loss {record['val_loss']:.4f}"
+            f"{ema}  {train_stats['images_per_s']:,.0f} img/s" + (f"  *best ({improved})*" if improved else "")
+        )
+        write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
 
-def _epoch_records(run_dir: Path) -> list[dict[str, Any]]:
-    from vitcli.tracking import read_jsonl
+    def export(self) -> None:
+        if not self.cfg.trainer.export_safetensors:
+            return
+        from vitcli.engine.export import export_safetensors
 
-    return [{k: v for k, v in r.items() if k != "kind"} for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
-            if r.get("kind") == "epoch"]
+        best = load_checkpoint(runs.checkpoint_path(self.run_dir, "best"))
+        export_safetensors(best["model"], self.run_dir / "model.safetensors",
+                           {"timm_name": self.cfg.model.timm_name, "num_classes": str(self.data.num_classes),
+                            "source": str(self.best.get("source")), "epoch": str(self.best.get("epoch"))})
