@@ -28,4 +28,10 @@ class LabelLoss(nn.Module):
 def create_criterion(cfg: Any, **context: Any) -> nn.Module:
     """The train criterion for a config; `context` carries what extensions need
     (device, num_classes, data mean/std) without widening this signature."""
-    return LabelLoss(cfg.regularization.label_smoothing)
+    base = LabelLoss(cfg.regularization.label_smoothing)
+    distill = cfg.get("distill")
+    if distill is not None and distill.name != "none":
+        from vitcli.engine.distill import create_distill_criterion
+
+        return create_distill_criterion(cfg, base, **context)
+    return base
