@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "logits for a split -> predictions/<split>.npz (+ MiniPlaces submissions)"),
     "ensemble": ("ensemble", "vote / weighted vote / mean prob / greedy over runs' predictions"),
     "models": ("models", "model presets and the timm names behind them"),
+    "runs": ("runs", "table of runs under runs/ with their best metrics: vitcli runs [sort=val_top1]"),
 }
 
 

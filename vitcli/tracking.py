@@ -1,15 +1,20 @@
 """Metric logging that is always on: metrics.jsonl (one object per record),
-metrics.csv (epoch rows) and summary.json, all inside the run directory."""
+metrics.csv (epoch rows) and summary.json, all inside the run directory;
+plus W&B (logger=wandb) as an optional sink that never stops training."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from vitcli.engine.checkpoint import atomic_write
+
+log = logging.getLogger("vitcli")
 
 
 def _clean(value: Any) -> Any:
@@ -31,13 +36,22 @@ class MetricsLogger:
         self.cfg = cfg
         self.jsonl = self.run_dir / "metrics.jsonl"
         self.csv = self.run_dir / "metrics.csv"
+        use_wandb = cfg is not None and cfg.get("logger") is not None and cfg.logger.get("name") == "wandb"
+        self.wandb = WandbSink(self.run_dir, cfg) if use_wandb else None
 
     def log(self, record: dict[str, Any]) -> None:
+        self._append(record)
+        if self.wandb and record.get("kind") == "step":
+            self.wandb.log_step(record)
+
+    def _append(self, record: dict[str, Any]) -> None:
         with open(self.jsonl, "a") as f:
             f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
 
     def log_epoch(self, record: dict[str, Any]) -> None:
-        self.log({"kind": "epoch", **record})
+        self._append({"kind": "epoch", **record})
+        if self.wandb:
+            self.wandb.log_epoch(record)
         new = not self.csv.exists()
         with open(self.csv, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(record))
@@ -46,7 +60,16 @@ class MetricsLogger:
             writer.writerow(record)
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """Called once when the run ends (completed, failed or interrupted)."""
+        """Called once when the run ends (completed, failed or interrupted): plots, then W&B."""
+        from vitcli.plots import plot_curves
+
+        try:
+            done = summary.get("epochs_completed") or 0
+            plot_curves(self.run_dir, summary["global_step"] / done if done and summary.get("global_step") else None)
+        except Exception as err:  # a plot is never worth failing a finished run
+            log.warning(f"could not write plots/curves.png: {err}")
+        if self.wandb:
+            self.wandb.finish(summary)
 
     def truncate_after(self, epoch: int, step: int) -> None:
         """On resume, drop records written after the checkpoint being resumed from."""
@@ -78,3 +101,122 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wandb_mode(requested: str) -> str:
+    """auto: online when an API key is configured (env or ~/.netrc), else offline, so a
+    machine without credentials or network never prompts or waits."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+        from urllib.parse import urlparse
+
+        host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+        if netrc.netrc().authenticators(host or "api.wandb.ai"):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def _sweep_group(cfg: Any) -> str | None:
+    """Jobs of one Hydra multirun share a W&B group: <experiment>/<sweep stamp>."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return f"{cfg.name}/{Path(hc.sweep.dir).name}"
+    except Exception:  # no Hydra context (tests, library use)
+        pass
+    return None
+
+
+class WandbSink:
+    """Mirrors step and epoch records to a W&B run in <run_dir>/wandb. Started lazily on the
+    first record; any wandb failure logs one warning and turns the sink off."""
+
+    def __init__(self, run_dir: Path, cfg: Any):
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.run = None
+        self.failed = False
+
+    def _start(self) -> Any:
+        if self.run is not None or self.failed:
+            return self.run
+        try:
+            import wandb
+            from omegaconf import OmegaConf
+
+            lc = self.cfg.logger
+            mode = _wandb_mode(lc.mode)
+            config = OmegaConf.to_container(self.cfg, resolve=True)
+            config["run_dir"] = str(self.run_dir.resolve())
+            kwargs = dict(
+                project=lc.project, entity=lc.entity, group=lc.group or _sweep_group(self.cfg),
+                tags=list(lc.tags or []), name=lc.run_name or f"{self.cfg.name}/{self.run_dir.name}",
+                notes=lc.notes, config=config, dir=str(self.run_dir), job_type="train", reinit="finish_previous",
+                settings=wandb.Settings(init_timeout=lc.init_timeout, console="off"),
+            )
+            try:
+                self.run = wandb.init(mode=mode, **kwargs)
+            except Exception as err:
+                if mode != "online":
+                    raise
+                log.warning(f"wandb online init failed ({err}); logging offline (sync later with `wandb sync`)")
+                self.run = wandb.init(mode="offline", **kwargs)
+            self.run.define_metric("global_step")
+            self.run.define_metric("train/*", step_metric="global_step")
+            self.run.define_metric("epoch")
+            for prefix in ("val/*", "epoch/*"):
+                self.run.define_metric(prefix, step_metric="epoch")
+        except Exception as err:
+            self._disable(err)
+        return self.run
+
+    def _disable(self, err: Exception) -> None:
+        log.warning(f"wandb logging is off for this run: {type(err).__name__}: {err}")
+        self.failed, self.run = True, None
+
+    def _log(self, data: dict[str, Any]) -> None:
+        run = self._start()
+        if run is None:
+            return
+        try:
+            run.log({k: v for k, v in data.items() if v is not None})
+        except Exception as err:
+            self._disable(err)
+
+    def log_step(self, record: dict[str, Any]) -> None:
+        data = {f"train/{k.removeprefix('train_')}": _clean(v) for k, v in record.items()
+                if k not in ("kind", "epoch", "global_step")}
+        self._log({"global_step": record.get("global_step"), **data})
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        data = {"epoch": record.get("epoch")}
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                data[f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"] = _clean(value)
+        self._log(data)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        run = self._start()
+        if run is None:
+            return
+        try:
+            for key, value in (summary.get("best") or {}).items():
+                run.summary[f"best/{key}"] = _clean(value)
+            for key in ("status", "error", "epochs_completed", "wall_time_s", "train_images_per_s", "num_params"):
+                if summary.get(key) is not None:
+                    run.summary[key] = _clean(summary[key])
+            run.summary["run_dir"] = str(self.run_dir.resolve())
+            run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
+        except Exception as err:
+            self._disable(err)

@@ -11,8 +11,7 @@ import vitcli.config  # noqa: F401  (registers the schemas)
 from vitcli.errors import report_user_errors
 
 
-@report_user_errors
-def run_training(cfg: DictConfig) -> float:
+def fit_run(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from vitcli.engine.trainer import Trainer
@@ -22,6 +21,15 @@ def run_training(cfg: DictConfig) -> float:
     return float(summary["best"]["val_top1"])
 
 
+@report_user_errors
+def run_training(cfg: DictConfig) -> float:
+    return fit_run(cfg)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://vitcli.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    from vitcli.sweep import in_multirun, run_sweep_job
+
+    if in_multirun():  # a failed job is recorded and the sweep goes on
+        return run_sweep_job(fit_run, cfg)
     return run_training(cfg)

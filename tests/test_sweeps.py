@@ -1,0 +1,131 @@
+"""Hydra multirun: sweep_summary.csv, failed jobs recorded, optuna study continued, launchers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, compose, vitcli
+
+# one epoch of a few steps per job: the sweep machinery is under test, not the model
+FAST = [*TINY, "trainer.epochs=1", "data.num_samples=64", "trainer.threads=1", "trainer.progress=none"]
+
+
+def sweep(tmp_path: Path, *overrides: str, **kwargs):
+    sweep_dir = tmp_path / "sweep"
+    proc = vitcli("train", "-m", *FAST, *overrides, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, **kwargs)
+    return proc, sweep_dir
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_grid_2x2_with_a_failing_job_writes_ranked_sweep_summary(tmp_path):
+    # one axis holds a bad learning rate: those jobs fail (UserError at set-up), the sweep goes on
+    proc, sweep_dir = sweep(tmp_path, "optimizer.lr=-1,1e-3", "regularization=none,light")
+    assert "Traceback" not in proc.stdout + proc.stderr
+    rows = read_csv(sweep_dir / "sweep_summary.csv")
+    assert len(rows) == 4
+    # the swept keys get their own columns; all four combinations are there
+    assert {(r["optimizer.lr"], r["regularization"]) for r in rows} == {
+        ("-1", "none"), ("-1", "light"), ("0.001", "none"), ("0.001", "light")}
+    # ranked by val_top1: the completed jobs first, best first, then the failed ones
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed", "failed"]
+    assert float(rows[0]["val_top1"]) >= float(rows[1]["val_top1"])
+    for r in rows[:2]:
+        job = Path(r["run_dir"])
+        assert json.loads((job / "summary.json").read_text())["status"] == "completed"
+        assert (job / "plots" / "curves.png").is_file()
+        assert "optimizer.lr=0.001" in r["overrides"]
+    for r in rows[2:]:
+        assert "must be positive" in r["error"] and r["val_top1"] == ""
+        summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
+        assert summary["status"] == "failed" and "optimizer.lr" in summary["error"]
+    assert "sorted by val_top1" in proc.stdout and "4 jobs, 2 not completed" in proc.stdout
+
+
+def test_summary_ranks_failed_and_missing_jobs_last(tmp_path):
+    from vitcli.sweep import collect, rank
+
+    for num, (lr, status, top1) in enumerate([("1", "completed", 10.0), ("2", "failed", None), ("3", "completed", 50.0)]):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n- data=synthetic\n")
+        best = {"val_top1": top1, "epoch": 1} if top1 is not None else {}
+        (job / "summary.json").write_text(json.dumps({"status": status, "best": best}))
+    (tmp_path / "3" / ".hydra").mkdir(parents=True)  # a job killed before writing anything
+    rows, keys = collect(tmp_path)
+    assert keys == ["optimizer.lr"]  # data=synthetic is the same everywhere: not a swept key
+    ranked = rank(rows, "val_top1", "max")
+    assert [r["job"] for r in ranked] == ["2", "0", "1", "3"]
+    assert ranked[-1]["status"] == "missing"
+
+
+def test_lr_grid_composes_into_sweeper_params():
+    cfg = compose_hydra(["hparams_search=lr_grid"])
+    params = cfg.hydra.sweeper.params
+    assert "optimizer.lr" in params and "," in params["optimizer.lr"]
+
+
+def compose_hydra(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    import vitcli.config  # noqa: F401
+
+    with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
+def test_sweep_summary_callback_is_registered():
+    cfg = compose_hydra([])
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "vitcli.sweep.SweepSummary"
+    assert compose("train").optimizer.lr > 0  # and the task config is untouched
+
+
+@pytest.mark.parametrize("launcher,target", [("submitit_slurm", "SlurmLauncher"), ("slurm", "SlurmLauncher"),
+                                             ("joblib", "JoblibLauncher")])
+def test_launcher_configs_compose(launcher, target):
+    pytest.importorskip(f"hydra_plugins.hydra_{'joblib' if launcher == 'joblib' else 'submitit'}_launcher")
+    cfg = compose_hydra([f"hydra/launcher={launcher}"])
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":  # vitcli's preset: one GPU per job, logs beside the sweep
+        assert cfg.hydra.launcher.gpus_per_node == 1
+        assert cfg.hydra.launcher.submitit_folder.endswith(".submitit/%j")
+
+
+def test_optuna_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = compose_hydra(["hparams_search=optuna"])
+    assert cfg.hydra.sweeper.direction == "maximize"
+    assert cfg.hydra.sweeper.storage.startswith("sqlite:///")
+    assert "optimizer.lr" in cfg.hydra.sweeper.params
+
+
+@pytest.mark.slow
+def test_optuna_study_continues_on_rerun(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    optuna = pytest.importorskip("optuna")
+    db = tmp_path / "studies" / "optuna.db"  # its folder does not exist yet: the callback makes it
+    common = ["hparams_search=optuna", f"hydra.sweeper.storage=sqlite:///{db}",
+              "hydra.sweeper.study_name=tiny"]
+    vitcli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 's1'}", cwd=tmp_path)
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials) == 3
+    vitcli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 's2'}", cwd=tmp_path)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+    assert len(study.trials) == 5
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert 0 <= study.best_value <= 100
+    assert len(read_csv(tmp_path / "s2" / "sweep_summary.csv")) == 2
+    # a trial that fails (here at set-up: a bad optimizer name) is a FAIL trial, not a crash
+    vitcli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=1", "optimizer.name=nope",
+           f"hydra.sweep.dir={tmp_path / 's3'}", cwd=tmp_path)
+    states = [t.state.name for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials]
+    assert states == ["COMPLETE"] * 5 + ["FAIL"]
+    assert read_csv(tmp_path / "s3" / "sweep_summary.csv")[0]["status"] == "failed"
+
