@@ -116,10 +116,15 @@ def greedy_select(logits: np.ndarray, labels: np.ndarray, steps: int = 25,
     history: list[tuple[int, float, float]] = []
     best: tuple[float, float] | None = None
     best_counts, best_round = counts, 0
+    buf = np.empty_like(probs)
     for k in range(1, steps + 1):
-        cand = bag_sum[None] + probs  # (M, N, C): the bag plus each candidate
-        acc = (cand.argmax(axis=-1) == y).mean(axis=1)
-        nll = -np.log(np.maximum((bag_true[None] + true_p) / k, _TINY)).mean(axis=1)
+        nll = -np.log(np.maximum((bag_true[None] + true_p) / k, _TINY)).mean(axis=1)  # (M,): cheap
+        # top-1 needs the argmax of bag + candidate over every class: for metric=nll only for NLL ties
+        cands = np.arange(m) if metric == "top1" else np.flatnonzero(nll == nll.min())
+        view = buf[: len(cands)]
+        np.add(probs[cands], bag_sum[None], out=view)
+        acc = np.full(m, -1.0)
+        acc[cands] = (view.argmax(axis=-1) == y).mean(axis=1)
         pick = int(np.lexsort((nll, -acc) if metric == "top1" else (-acc, nll))[0])
         bag_sum += probs[pick]
         bag_true += true_p[pick]
