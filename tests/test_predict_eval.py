@@ -132,3 +132,24 @@ def test_ensemble_predicts_missing_members_on_the_fly(run, tmp_path):
     assert record["ensemble_scores"]["val"]["top1"] == pytest.approx(top1)  # two identical members
     np.testing.assert_allclose(np.exp(load_predictions(out / "predictions" / "val.npz").logits),
                                torch.softmax(torch.from_numpy(member.logits), 1).numpy(), atol=1e-5)
+
+
+def test_miniplaces_run_writes_test_and_val_submissions(tmp_path):
+    pytest.importorskip("vitcli.data.miniplaces")
+    from jpeg_trees import make_miniplaces
+
+    tree = make_miniplaces(tmp_path / "tree", classes=6, per_class=4, val=2, test=5, size=16)
+    run = tmp_path / "mp"
+    vitcli("train", "model=vit_pico", "model.patch_size=4", "data=miniplaces", f"data.root={tmp_path / 'tree'}",
+           "data.img_size=16", "data.batch_size=8", "data.num_workers=0", "trainer.epochs=1",
+           "trainer.progress=plain", f"hydra.run.dir={run}")
+    cmd("predict", f"run={run}")  # split=null: MiniPlaces has a test split
+    lines = (run / "submission" / "test_top5.txt").read_text().splitlines()
+    assert [line.split(" ")[0] for line in lines] == tree["test"]
+    assert (run / "submission" / "test_kaggle.csv").read_text().splitlines()[1].startswith("00000001,")
+    assert load_predictions(run / "predictions" / "test.npz").labels is None  # test labels are not public
+    cmd("predict", f"run={run}", "split=val")
+    result = cmd("eval", f"run={run}", "save=false")
+    errors = official_score((run / "submission" / "val_top5.txt").read_text(), dict(zip(tree["val"], tree["val_labels"])))
+    assert 100 * (1 - errors[0]) == pytest.approx(result["top1"])
+    assert 100 * (1 - errors[4]) == pytest.approx(result["top5"])
