@@ -49,6 +49,7 @@ def create_data(cfg: Any, device: str = "cpu", train: bool = True) -> DataModule
     """Build the loaders for cfg.data with cfg.augmentation on the train split."""
     from vitcli.data.arrays import ArrayLoader, stratified_split, take
     from vitcli.data.batch_transforms import create_batch_augment
+    from vitcli.data.sources import FILE_SOURCES, carve_minival, create_file_data
 
     data_cfg = cfg.data
     validate_data_cfg(data_cfg)
@@ -67,11 +68,14 @@ def create_data(cfg: Any, device: str = "cpu", train: bool = True) -> DataModule
         full, class_names = make_synthetic(
             data_cfg.num_samples, data_cfg.num_classes, data_cfg.native_size, seed=data_cfg.split_seed
         )
+    elif name in FILE_SOURCES:
+        return create_file_data(cfg, device, train)
     else:
-        raise UserError(f"data={name} is not available yet; use data=digits or data=synthetic")
+        raise UserError(f"data={name} is not a dataset; use digits, synthetic, {', '.join(FILE_SOURCES)}")
 
     train_idx, val_idx = stratified_split(full.labels, data_cfg.val_fraction, data_cfg.split_seed)
-    splits = {"train": take(full, train_idx), "val": take(full, val_idx)}
+    splits = carve_minival({"train": take(full, train_idx), "val": take(full, val_idx)},
+                           data_cfg.minival_fraction, data_cfg.split_seed)
     if data_cfg.num_classes is not None and data_cfg.num_classes != len(class_names):
         raise UserError(
             f"data.num_classes={data_cfg.num_classes} but data={name} has {len(class_names)} classes; drop the override"
@@ -85,5 +89,7 @@ def create_data(cfg: Any, device: str = "cpu", train: bool = True) -> DataModule
         ),
         "val": ArrayLoader(splits["val"], eval_bs, **common),
     }
+    if "minival" in splits:
+        loaders["minival"] = ArrayLoader(splits["minival"], eval_bs, **common)
     info = {f"{k}_samples": len(v) for k, v in splits.items()}
     return DataModule(name, len(class_names), class_names, loaders, info)

@@ -92,14 +92,18 @@ class ArrayLoader:
     def batch(self, idx: np.ndarray, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.from_numpy(np.ascontiguousarray(self.split.images[idx]))
         labels = torch.from_numpy(np.asarray(self.split.labels[idx], dtype=np.int64))
-        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", antialias=True, align_corners=False)
+            # CPU: resize uint8 channels-last (SIMD path, like PIL); CUDA: resize floats
+            x = F.interpolate(x if x.device.type == "cpu" else x.float(), size=(self.img_size, self.img_size),
+                              mode="bilinear", antialias=True, align_corners=False)
+        x = x.contiguous()  # NCHW from here: per-channel ops on channels-last are ~4x slower on CPU
         gen = None
         if self.augment is not None:
             gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch, step + 1))
             x = self.augment(x, gen)
-        x = (x - self.mean) / self.std
+        # crop/flip may have run on uint8: convert once; the float copy is ours, so normalize in place
+        x = x.float().sub_(self.mean).div_(self.std)
         if gen is not None:
             x = self.augment.post(x, gen)
         return x, labels.to(self.device, non_blocking=True)

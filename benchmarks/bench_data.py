@@ -1,0 +1,89 @@
+"""Images/s of the JPEG file path vs the packed path, side by side, at 128 and 224 px.
+
+    python benchmarks/bench_data.py [--images 3000] [--sizes 128 224] [--threads 2]
+
+Generates a MiniPlaces-layout tree of 128 px JPEGs, packs it once with
+`vitcli.data.packed.prepare`, then times one training epoch of each loader with
+the same augmentation (augmentation=basic: RandomCrop with 4 px padding + flip,
+resize to the target size, normalize):
+
+- files:  list file -> PIL decode -> torchvision transforms, torch DataLoader, 2 workers
+- packed: memory-mapped uint8 array -> batched crop/flip/resize/normalize on tensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    import vitcli.config  # noqa: F401
+
+    with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides)
+
+
+def images_per_s(loader, epochs: int) -> float:
+    """Steady-state rate: the clock starts after the first batch (worker start-up excluded)."""
+    seen, t0 = 0, None
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            if t0 is None:
+                t0 = time.perf_counter()
+                continue
+            seen += len(y)
+    return seen / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=3000, help="train images to generate (128 px JPEGs)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the file path")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the packed path's CPU budget)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--root", help="reuse/keep the generated tree here")
+    args = ap.parse_args()
+
+    import torch
+
+    from jpeg_trees import make_miniplaces
+    from vitcli.data import create_data
+    from vitcli.data.packed import prepare
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.root or tempfile.mkdtemp(prefix="bench_data_")) / "miniplaces"
+    classes = 10
+    if not (root / "train.txt").is_file():
+        t = time.perf_counter()
+        make_miniplaces(root, classes=classes, per_class=args.images // classes, val=1, test=0, size=128)
+        print(f"generated {args.images} 128px JPEGs in {time.perf_counter() - t:.1f} s under {root}")
+    base = [f"data=miniplaces", f"data.root={root}", "augmentation=basic", f"data.batch_size={args.batch_size}",
+            f"data.num_workers={args.workers}", "trainer.device=cpu"]
+    t = time.perf_counter()
+    manifest = prepare(compose(base).data, None, ["train", "val"], workers=args.workers, overwrite=False)
+    print(f"vitcli prepare (one-off): {manifest['splits']['train']['count']} images, "
+          f"{time.perf_counter() - t:.1f} s ({manifest['splits']['train'].get('seconds')} s when packed)")
+    print(f"{'img_size':>8} {'files img/s':>12} {'packed img/s':>13} {'ratio':>7}   "
+          f"(cpu, {args.workers} workers / {args.threads} threads, batch {args.batch_size})")
+    for size in args.sizes:
+        rates = []
+        for fmt in ("files", "packed"):
+            loader = create_data(compose(base + [f"data.img_size={size}", f"data.format={fmt}"])).loader("train")
+            rates.append(images_per_s(loader, args.epochs))
+        print(f"{size:>8} {rates[0]:>12.0f} {rates[1]:>13.0f} {rates[1] / rates[0]:>6.1f}x")
+
+
+if __name__ == "__main__":
+    main()

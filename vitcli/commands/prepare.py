@@ -1,0 +1,37 @@
+"""`vitcli prepare data=miniplaces data.root=DIR`: decode a file dataset once into packed uint8 arrays."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+import vitcli.config  # noqa: F401  (registers the schemas)
+from vitcli.errors import UserError, report_user_errors
+
+log = logging.getLogger("vitcli")
+
+
+@report_user_errors
+def run_prepare(cfg: DictConfig) -> dict:
+    from vitcli.data.packed import packed_dir, prepare
+    from vitcli.data.sources import FILE_SOURCES
+
+    if cfg.data.name not in FILE_SOURCES:
+        raise UserError(f"data={cfg.data.name} is already in memory; prepare packs {', '.join(FILE_SOURCES)}")
+    opts = cfg.prepare
+    if opts.size is not None and opts.size <= 0:
+        raise UserError(f"prepare.size={opts.size} must be a positive number of pixels (e.g. prepare.size=128)")
+    manifest = prepare(cfg.data, opts.size, list(opts.splits) if opts.splits else None, opts.workers, opts.overwrite)
+    counts = ", ".join(f"{k} {v['count']}" for k, v in manifest["splits"].items())
+    skipped = sum(v["skipped"] for v in manifest["splits"].values())
+    log.info(f"packed {cfg.data.name} at {manifest['size']}px into {packed_dir(cfg.data)}: {counts}"
+             f"{f' ({skipped} unreadable files skipped)' if skipped else ''}; "
+             f"train with data.format=packed")
+    return manifest
+
+
+@hydra.main(version_base="1.3", config_path="pkg://vitcli.conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    run_prepare(cfg)
