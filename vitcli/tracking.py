@@ -132,7 +132,7 @@ def _sweep_group(cfg: Any) -> str | None:
 
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:
-            return f"{cfg.name}/{Path(hc.sweep.dir).name}"
+            return f"{cfg.name}/{Path(hc.runtime.output_dir).parent.name}"  # the sweep dir (its stamp)
     except Exception:  # no Hydra context (tests, library use)
         pass
     return None
@@ -159,9 +159,10 @@ class WandbSink:
             mode = _wandb_mode(lc.mode)
             config = OmegaConf.to_container(self.cfg, resolve=True)
             config["run_dir"] = str(self.run_dir.resolve())
+            sweep = _sweep_group(self.cfg)  # sweep jobs: <experiment>/<stamp>/<job num>
             kwargs = dict(
-                project=lc.project, entity=lc.entity, group=lc.group or _sweep_group(self.cfg),
-                tags=list(lc.tags or []), name=lc.run_name or f"{self.cfg.name}/{self.run_dir.name}",
+                project=lc.project, entity=lc.entity, group=lc.group or sweep,
+                tags=list(lc.tags or []), name=lc.run_name or f"{sweep or self.cfg.name}/{self.run_dir.name}",
                 notes=lc.notes, config=config, dir=str(self.run_dir), job_type="train", reinit="finish_previous",
                 settings=wandb.Settings(init_timeout=lc.init_timeout, console="off"),
             )
