@@ -148,8 +148,17 @@ def test_miniplaces_run_writes_test_and_val_submissions(tmp_path):
     assert [line.split(" ")[0] for line in lines] == tree["test"]
     assert (run / "submission" / "test_kaggle.csv").read_text().splitlines()[1].startswith("00000001,")
     assert load_predictions(run / "predictions" / "test.npz").labels is None  # test labels are not public
+    with pytest.raises(SystemExit, match="2"):
+        cmd("eval", f"run={run}", "split=test")  # "has no labels ... use vitcli predict"
     cmd("predict", f"run={run}", "split=val")
     result = cmd("eval", f"run={run}", "save=false")
     errors = official_score((run / "submission" / "val_top5.txt").read_text(), dict(zip(tree["val"], tree["val_labels"])))
     assert 100 * (1 - errors[0]) == pytest.approx(result["top1"])
     assert 100 * (1 - errors[4]) == pytest.approx(result["top5"])
+
+
+@pytest.mark.parametrize("name", ["eval", "predict", "ensemble"])
+def test_missing_run_argument_is_a_user_error(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cmd(name)
+    assert exit_info.value.code == 2 and "is missing" in capsys.readouterr().err

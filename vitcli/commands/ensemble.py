@@ -175,6 +175,8 @@ def run_ensemble(cfg: DictConfig) -> dict[str, Any]:
     from vitcli.ensemble import METHODS, combine
     from vitcli.predictions import Predictions
 
+    if OmegaConf.is_missing(cfg, "runs"):
+        raise UserError("runs=[...] is missing: vitcli ensemble runs=[RUN_DIR,RUN_DIR] (or a glob, or a multirun dir)")
     if cfg.method not in METHODS:
         raise UserError(f"method={cfg.method} is not one of {', '.join(METHODS)}")
     members = resolve_runs(cfg.runs)

@@ -15,7 +15,7 @@ from typing import Any
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import vitcli.config  # noqa: F401  (registers the schemas)
 from vitcli.errors import UserError, report_user_errors
@@ -106,6 +106,8 @@ def run_eval(cfg: DictConfig) -> dict:
     from vitcli.engine.evaluate import class_report
     from vitcli.engine.inference import run_split
 
+    if OmegaConf.is_missing(cfg, "run"):
+        raise UserError("run=DIR is missing: vitcli eval run=runs/<experiment>/<timestamp> (`vitcli runs` lists them)")
     tta = cfg.eval.tta
     result, preds = run_split(cfg.run, split=cfg.split, checkpoint=cfg.checkpoint, device=cfg.device,
                               batch_size=cfg.batch_size, tta=tta, crop_fraction=cfg.eval.crop_fraction)

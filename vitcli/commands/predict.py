@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import report_user_errors
+from vitcli.errors import UserError, report_user_errors
 
 log = logging.getLogger("vitcli")
 
@@ -38,6 +38,8 @@ def predict_run(run: str | Path, split: str | None = None, checkpoint: str = "be
 
 @report_user_errors
 def run_predict(cfg: DictConfig) -> dict:
+    if OmegaConf.is_missing(cfg, "run"):
+        raise UserError("run=DIR is missing: vitcli predict run=runs/<experiment>/<timestamp> split=test")
     preds, result, written = predict_run(cfg.run, cfg.split, cfg.checkpoint, cfg.device, cfg.batch_size,
                                          cfg.eval.tta, cfg.eval.crop_fraction, cfg.submission)
     scored = (f"top1 {result['top1']:.2f}  top5 {result['top5']:.2f}" if preds.labels is not None
