@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the file path")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (the packed path's CPU budget)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the packed path (1 leaves a core to training; 2 spins badly on a busy box)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--root", help="reuse/keep the generated tree here")
     args = ap.parse_args()
@@ -71,10 +71,9 @@ def main() -> None:
         print(f"generated {args.images} 128px JPEGs in {time.perf_counter() - t:.1f} s under {root}")
     base = [f"data=miniplaces", f"data.root={root}", "augmentation=basic", f"data.batch_size={args.batch_size}",
             f"data.num_workers={args.workers}", "trainer.device=cpu"]
-    t = time.perf_counter()
     manifest = prepare(compose(base).data, None, ["train", "val"], workers=args.workers, overwrite=False)
-    print(f"vitcli prepare (one-off): {manifest['splits']['train']['count']} images, "
-          f"{time.perf_counter() - t:.1f} s ({manifest['splits']['train'].get('seconds')} s when packed)")
+    print(f"prepare (one-off): {manifest['splits']['train']['count']} train images packed in "
+          f"{manifest['splits']['train']['seconds']} s ({args.workers} workers)")
     print(f"{'img_size':>8} {'files img/s':>12} {'packed img/s':>13} {'ratio':>7}   "
           f"(cpu, {args.workers} workers / {args.threads} threads, batch {args.batch_size})")
     for size in args.sizes:
