@@ -254,7 +254,15 @@ class RunsConfig:
     limit: int = 0  # show at most this many rows (0: all)
 
 
+def _or_default(value: Any, default: Any) -> Any:
+    return default if value in (None, "", "None", "null") else value
+
+
 def register_configs() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("or_default"):  # hydra.run.dir: the resumed run, else a new stamp
+        OmegaConf.register_new_resolver("or_default", _or_default)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)

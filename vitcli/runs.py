@@ -57,3 +57,26 @@ def require_checkpoint(run_dir: Path, which: str) -> Path:
 def read_summary(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / SUMMARY
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resume_config(cfg: Any, overrides: list[str]):
+    """`vitcli train resume=DIR [dotted overrides]`: the run's own config, with the
+    command line's dotted overrides (e.g. trainer.epochs=30) applied on top."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    run_dir = require_run_dir(cfg.resume)
+    if not checkpoint_path(run_dir, "last").is_file():
+        raise UserError(f"resume={cfg.resume}: no checkpoints/last.pt to resume from")
+    saved = load_run_config(run_dir)
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if key.startswith("hydra") or key == "resume":
+            continue
+        if "." not in key:
+            raise UserError(
+                f"resume keeps the run's own '{key}' choice; only dotted overrides such as trainer.epochs=30 apply"
+            )
+        OmegaConf.update(saved, key, override.value(), merge=True)
+    saved.resume = str(run_dir)
+    return saved

@@ -16,7 +16,12 @@ def fit_run(cfg: DictConfig) -> float:
 
     from vitcli.engine.trainer import Trainer
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.resume:  # hydra.run.dir already points at the resumed run (conf/train.yaml)
+        from vitcli.runs import resume_config
+
+        cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
     summary = Trainer(cfg, run_dir).fit()
     return float(summary["best"]["val_top1"])
 
