@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 224])
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the file path")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of the packed path (1 leaves a core to training; 2 spins badly on a busy box)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of the packed path (1 leaves a core to the model; 2 spin on a busy box)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--root", help="reuse/keep the generated tree here")
     args = ap.parse_args()
@@ -69,7 +70,7 @@ def main() -> None:
         t = time.perf_counter()
         make_miniplaces(root, classes=classes, per_class=args.images // classes, val=1, test=0, size=128)
         print(f"generated {args.images} 128px JPEGs in {time.perf_counter() - t:.1f} s under {root}")
-    base = [f"data=miniplaces", f"data.root={root}", "augmentation=basic", f"data.batch_size={args.batch_size}",
+    base = ["data=miniplaces", f"data.root={root}", "augmentation=basic", f"data.batch_size={args.batch_size}",
             f"data.num_workers={args.workers}", "trainer.device=cpu"]
     manifest = prepare(compose(base).data, None, ["train", "val"], workers=args.workers, overwrite=False)
     print(f"prepare (one-off): {manifest['splits']['train']['count']} train images packed in "

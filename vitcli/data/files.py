@@ -134,7 +134,8 @@ class FileLoader:
         from vitcli.data.arrays import epoch_seed
 
         n = len(self.split)
-        order = np.random.default_rng(epoch_seed(self.seed, self.epoch)).permutation(n) if self.shuffle else np.arange(n)
+        rng = np.random.default_rng(epoch_seed(self.seed, self.epoch))
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
         # sorted within a batch, as ArrayLoader does, so both paths yield the same batches
         return [np.sort(order[s * self.batch_size:(s + 1) * self.batch_size]).tolist()
                 for s in range(self.start_step, len(self))]

@@ -144,7 +144,8 @@ def prepare(data_cfg: Any, size: int | None, splits: list[str] | None, workers: 
     wanted = list(splits) if splits else list(sources)
     unknown = [s for s in wanted if s not in sources]
     if unknown:
-        raise UserError(f"prepare.splits: '{unknown[0]}' is not a split of data={data_cfg.name}; choose from {list(sources)}")
+        raise UserError(f"prepare.splits: '{unknown[0]}' is not a split of data={data_cfg.name}; "
+                        f"choose from {list(sources)}")
     out = packed_dir(data_cfg)
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)

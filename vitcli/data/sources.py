@@ -50,7 +50,8 @@ def carve_minival(splits: dict, fraction: float, seed: int) -> dict:
     try:
         train_idx, mini_idx = stratified_split(splits["train"].labels, fraction, seed)
     except ValueError as err:
-        raise UserError(f"data.minival_fraction={fraction} cannot carve a stratified minival from train: {err}") from err
+        raise UserError(f"data.minival_fraction={fraction} cannot carve a stratified minival "
+                        f"from train: {err}") from err
     return {**splits, "train": subset(splits["train"], train_idx), "minival": subset(splits["train"], mini_idx)}
 
 
@@ -87,8 +88,9 @@ def array_loader(cfg: Any, key: str, split: Any, device: str, train: bool, info:
     d = cfg.data
     common = dict(img_size=d.img_size, mean=d.mean, std=d.std, device=device)
     if key == "train":
-        return ArrayLoader(split, d.batch_size, shuffle=True, drop_last=len(split) > d.batch_size, seed=cfg.trainer.seed,
-                           augment=create_batch_augment(cfg.augmentation) if train else None, **common)
+        return ArrayLoader(split, d.batch_size, shuffle=True, drop_last=len(split) > d.batch_size,
+                           seed=cfg.trainer.seed, augment=create_batch_augment(cfg.augmentation) if train else None,
+                           **common)
     return ArrayLoader(split, d.eval_batch_size or 2 * d.batch_size, **common)
 
 
