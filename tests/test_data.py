@@ -100,3 +100,12 @@ def test_hflip_flips_about_half():
 def test_augmentation_none_builds_no_pipeline():
     assert create_batch_augment(compose("train").augmentation) is None
     assert create_batch_augment(compose("train", ["augmentation=basic"]).augmentation) is not None
+
+
+def test_too_few_samples_for_a_stratified_split_is_a_user_error():
+    import pytest
+
+    from vitcli.errors import UserError
+
+    with pytest.raises(UserError, match="val_fraction"):
+        create_data(compose("train", ["data=synthetic", "data.num_samples=40"]))

@@ -73,7 +73,13 @@ def create_data(cfg: Any, device: str = "cpu", train: bool = True) -> DataModule
     else:
         raise UserError(f"data={name} is not a dataset; use digits, synthetic, {', '.join(FILE_SOURCES)}")
 
-    train_idx, val_idx = stratified_split(full.labels, data_cfg.val_fraction, data_cfg.split_seed)
+    try:
+        train_idx, val_idx = stratified_split(full.labels, data_cfg.val_fraction, data_cfg.split_seed)
+    except ValueError as err:  # sklearn: too few samples for a stratified split
+        raise UserError(
+            f"data={name}: cannot hold out data.val_fraction={data_cfg.val_fraction} of {len(full.labels)} samples "
+            f"with every one of {len(class_names)} classes in both splits; use more samples or a larger val_fraction"
+        ) from err
     splits = carve_minival({"train": take(full, train_idx), "val": take(full, val_idx)},
                            data_cfg.minival_fraction, data_cfg.split_seed)
     if data_cfg.num_classes is not None and data_cfg.num_classes != len(class_names):
