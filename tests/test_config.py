@@ -8,19 +8,22 @@ from omegaconf import OmegaConf
 from conftest import compose
 from vitcli.presets import group_options
 
-GROUPS = ["model", "data", "augmentation", "regularization", "optimizer", "scheduler", "trainer", "logger"]
+GROUPS = ["model", "data", "augmentation", "regularization", "optimizer", "scheduler", "trainer", "logger",
+          "distill", "experiment", "hparams_search"]
 
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_option_composes_and_opens_with_a_runnable_example(group):
     options = group_options(group)
     assert options
-    for option in options:
-        cfg = compose("train", [f"{group}={option}"])
-        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-        from importlib import resources
+    from importlib import resources
 
-        first = resources.files("vitcli.conf").joinpath(group, f"{option}.yaml").read_text().splitlines()[0]
+    for option in options:
+        cfg = compose("train", [f"{group}={option}", "data.root=/data/x"])
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+        lines = resources.files("vitcli.conf").joinpath(group, f"{option}.yaml").read_text().splitlines()
+        # Hydra needs a `# @package` header on the very first line; the example comes next
+        first = [line for line in lines if line.startswith("#") and not line.startswith("# @package")][0]
         assert first.startswith("# vitcli "), f"{group}/{option}.yaml must open with a runnable example"
 
 

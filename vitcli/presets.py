@@ -21,5 +21,6 @@ def load_option(group: str, name: str) -> Any:
 def option_description(group: str, name: str) -> str:
     """The option's second comment line (the first is its runnable example)."""
     text = resources.files("vitcli.conf").joinpath(group, f"{name}.yaml").read_text()
-    comments = [line[1:].strip() for line in text.splitlines() if line.startswith("#")]
+    comments = [line[1:].strip() for line in text.splitlines()
+                if line.startswith("#") and not line.startswith("# @package")]
     return comments[1] if len(comments) > 1 else ""
