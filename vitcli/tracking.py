@@ -52,12 +52,7 @@ class MetricsLogger:
         self._append({"kind": "epoch", **record})
         if self.wandb:
             self.wandb.log_epoch(record)
-        new = not self.csv.exists()
-        with open(self.csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(record))
-            if new:
-                writer.writeheader()
-            writer.writerow(record)
+        _append_csv(self.csv, [record])
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Called once when the run ends (completed, failed or interrupted): plots, then W&B."""
@@ -87,13 +82,19 @@ class MetricsLogger:
             with open(self.csv, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epoch]
             self.csv.unlink()
-            for row in rows:
-                new = not self.csv.exists()
-                with open(self.csv, "a", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=list(row))
-                    if new:
-                        writer.writeheader()
-                    writer.writerow(row)
+            _append_csv(self.csv, rows)
+
+
+def _append_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows, writing the header first when the file is new (columns: the first row's keys)."""
+    if not rows:
+        return
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
