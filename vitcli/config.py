@@ -38,7 +38,7 @@ class DataConfig:
     num_classes: Optional[int] = None  # derived from the data where possible
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    batch_size: int = 64  # per device
+    batch_size: int = 64  # per device: the global batch is batch_size x trainer.devices x trainer.grad_accum
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
     num_workers: int = 0
     val_fraction: float = 0.2  # digits / synthetic: held-out share
@@ -100,6 +100,9 @@ class OptimizerConfig:
     eps: Optional[float] = None
     layer_decay: Optional[float] = None  # layer-wise lr decay (e.g. 0.65 for fine-tuning ViT-B)
     head_lr_mult: float = 1.0  # classifier lr = lr x this (e.g. 10 when fine-tuning)
+    lr_base: Optional[float] = None  # set: lr = lr_base x scale(global batch / lr_base_size), replacing lr (timm, DeiT)
+    lr_base_size: int = 256  # the global batch lr_base was tuned for
+    lr_base_scale: str = "linear"  # linear | sqrt (sqrt is usual for adaptive optimizers at large batch)
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -132,6 +135,8 @@ class TrainerConfig:
     freeze_backbone_epochs: int = 0  # train only the classifier for the first N epochs
     ckpt_interval_steps: int = 0  # also save last.pt every N optimizer steps (0: at epoch ends only)
     export_safetensors: bool = True  # best weights as model.safetensors at the end
+    devices: int = 1  # >1: that many DDP processes on this node via torchrun; data.batch_size is per device
+    sync_batchnorm: bool = False  # DDP on GPUs: BatchNorm statistics over all ranks (CNNs)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -14,7 +15,7 @@ from vitcli.errors import report_user_errors
 def fit_run(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from vitcli.engine.trainer import Trainer
+    from vitcli.engine import distributed
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -22,13 +23,30 @@ def fit_run(cfg: DictConfig) -> float:
         from vitcli.runs import resume_config
 
         cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
-    summary = Trainer(cfg, run_dir).fit()
+    if distributed.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
+        return distributed.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
+    return distributed.record_errors(fit_rank)(cfg, run_dir)
+
+
+def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
+    """One process: the whole run, or one DDP rank of it under torchrun."""
+    from vitcli.engine import distributed
+    from vitcli.engine.trainer import Trainer
+
+    with distributed.process_group(cfg.trainer.device):
+        summary = Trainer(cfg, distributed.shared_run_dir(run_dir)).fit()
     return float(summary["best"]["val_top1"])
 
 
 @report_user_errors
 def run_training(cfg: DictConfig) -> float:
-    return fit_run(cfg)
+    from vitcli.engine.distributed import RanksFailed
+
+    try:
+        return fit_run(cfg)
+    except RanksFailed as err:  # one line, with the failed rank's exit code
+        print(f"vitcli: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://vitcli.conf", config_name="train")

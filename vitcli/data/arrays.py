@@ -29,9 +29,24 @@ class ArraySplit:
         return len(self.labels)
 
 
-def epoch_seed(seed: int, epoch: int, step: int = 0) -> int:
-    """A seed that depends only on (seed, epoch, step): resumable, worker-independent."""
-    return int(np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, step: int = 0, rank: int = 0) -> int:
+    """A seed that depends only on (seed, epoch, step[, DDP rank]): resumable, worker-independent."""
+    return int(np.random.SeedSequence([seed, epoch, step] + ([rank] if rank else [])).generate_state(1)[0])
+
+
+def shard_order(order: np.ndarray, rank: int, world: int, pad: bool) -> np.ndarray:
+    """This DDP rank's share of an epoch order, taken as torch's DistributedSampler does: every
+    world-th index from `rank`. pad=True wraps around so every rank gets as many samples (equal
+    step counts in training); pad=False repeats nothing (evaluation counts each sample once)."""
+    if world == 1:
+        return order
+    if pad:
+        order = np.resize(order, -(-len(order) // world) * world)
+    return order[rank::world]
+
+
+def shard_size(n: int, rank: int, world: int, pad: bool) -> int:
+    return -(-n // world) if pad else len(range(rank, n, world))
 
 
 class ArrayLoader:
@@ -40,7 +55,10 @@ class ArrayLoader:
     The order of an epoch is a permutation seeded by (seed, epoch); the
     augmentation of a batch is seeded by (seed, epoch, step). So an epoch can be
     started at any step (`start_step`) and yields exactly what it would have.
+    Under DDP, `shard(rank, world)` makes each rank take its share of that order.
     """
+
+    rank, world, pad = 0, 1, True  # DDP shard (see shard())
 
     def __init__(
         self,
@@ -72,15 +90,21 @@ class ArrayLoader:
         self.epoch = epoch
         self.start_step = start_step
 
+    def shard(self, rank: int, world: int, pad: bool = True) -> None:
+        """DistributedSampler semantics: disjoint shards of the same seeded epoch order."""
+        self.rank, self.world, self.pad = rank, world, pad
+        self.drop_last = self.drop_last and shard_size(len(self.split), rank, world, pad) > self.batch_size
+
     def __len__(self) -> int:
-        n = len(self.split)
+        n = shard_size(len(self.split), self.rank, self.world, self.pad)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self) -> np.ndarray:
         n = len(self.split)
         if not self.shuffle:
-            return np.arange(n)
-        return np.random.default_rng(epoch_seed(self.seed, self.epoch)).permutation(n)
+            return shard_order(np.arange(n), self.rank, self.world, self.pad)
+        order = np.random.default_rng(epoch_seed(self.seed, self.epoch)).permutation(n)
+        return shard_order(order, self.rank, self.world, self.pad)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order()
@@ -100,7 +124,7 @@ class ArrayLoader:
         x = x.contiguous()  # NCHW from here: per-channel ops on channels-last are ~4x slower on CPU
         gen = None
         if self.augment is not None:
-            gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch, step + 1))
+            gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch, step + 1, self.rank))
             x = self.augment(x, gen)
         # crop/flip may have run on uint8: convert once; the float copy is ours, so normalize in place
         x = x.float().sub_(self.mean).div_(self.std)

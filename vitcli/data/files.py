@@ -118,6 +118,7 @@ class FileLoader:
         self.num_workers, self.seed, self.bad = num_workers, seed, bad
         self.device = torch.device(device)
         self.epoch = self.start_step = 0
+        self.rank, self.world, self.pad = 0, 1, True  # DDP shard (see shard())
 
     @property
     def ids(self) -> list[str]:
@@ -126,16 +127,25 @@ class FileLoader:
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
 
+    def shard(self, rank: int, world: int, pad: bool = True) -> None:
+        """DistributedSampler semantics: disjoint shards of the same seeded epoch order."""
+        from vitcli.data.arrays import shard_size
+
+        self.rank, self.world, self.pad = rank, world, pad
+        self.drop_last = self.drop_last and shard_size(len(self.split), rank, world, pad) > self.batch_size
+
     def __len__(self) -> int:
-        n = len(self.split)
+        from vitcli.data.arrays import shard_size
+
+        n = shard_size(len(self.split), self.rank, self.world, self.pad)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def batches(self) -> list[list[int]]:
-        from vitcli.data.arrays import epoch_seed
+        from vitcli.data.arrays import epoch_seed, shard_order
 
         n = len(self.split)
         rng = np.random.default_rng(epoch_seed(self.seed, self.epoch))
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        order = shard_order(rng.permutation(n) if self.shuffle else np.arange(n), self.rank, self.world, self.pad)
         # sorted within a batch, as ArrayLoader does, so both paths yield the same batches
         return [np.sort(order[s * self.batch_size:(s + 1) * self.batch_size]).tolist()
                 for s in range(self.start_step, len(self))]
@@ -146,7 +156,7 @@ class FileLoader:
 
         from vitcli.data.arrays import epoch_seed
 
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 10_000 + self.start_step))
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 10_000 + self.start_step, self.rank))
         loader = DataLoader(self.dataset, batch_sampler=self.batches(), num_workers=self.num_workers,
                             collate_fn=collate_skipping, generator=gen, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)

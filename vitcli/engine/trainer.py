@@ -17,15 +17,15 @@ from typing import Any
 import torch
 
 from vitcli import runs
+from vitcli.engine import distributed
 from vitcli.engine.checkpoint import load_checkpoint, save_checkpoint
-from vitcli.engine.evaluate import evaluate
 from vitcli.engine.losses import create_criterion
 from vitcli.engine.optim import create_optimizer, create_scheduler
 from vitcli.engine.precision import autocast_factory, create_scaler
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.engine.rng import rng_state, set_rng_state
 from vitcli.errors import UserError
-from vitcli.tracking import MetricsLogger, read_jsonl, write_json
+from vitcli.tracking import read_jsonl, write_json
 
 log = logging.getLogger("vitcli")
 
@@ -78,13 +78,15 @@ class Trainer:
         validate_trainer_cfg(tcfg)
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
-        self.device = resolve_device(tcfg.device)
-        self.progress_mode = choose_mode(tcfg.progress)
+        self.device = distributed.rank_device(resolve_device(tcfg.device))
+        self.main = distributed.is_main()  # only rank 0 writes files, logs and draws progress
+        self.progress_mode = choose_mode(tcfg.progress) if self.main else "none"
         self.autocast = autocast_factory(tcfg.precision, self.device)
         self.scaler = create_scaler(tcfg.precision, self.device)
         seed_everything(tcfg.seed)
 
         self.data = create_data(cfg, device=str(self.device))
+        distributed.shard_data(self.data, cfg)
         self.train_loader, self.val_loader = self.data.loader("train"), self.data.loader("val")
         self.model = create_model(cfg.model, self.data.num_classes, cfg.regularization).to(self.device)
         if tcfg.channels_last:
@@ -95,7 +97,10 @@ class Trainer:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.model, decay=tcfg.ema_decay, use_warmup=tcfg.ema_warmup)
-        self.forward_model = torch.compile(self.model) if tcfg.compile else self.model
+        ddp_model = distributed.wrap_model(self.model, self.device, tcfg)  # self.model stays unwrapped
+        self.forward_model = torch.compile(ddp_model) if tcfg.compile else ddp_model
+        distributed.seed_rank(tcfg.seed)
+        distributed.scale_lr(cfg)
         self.optimizer = create_optimizer(self.model, cfg.optimizer, cfg.regularization.weight_decay)
         self.batches_per_epoch = len(self.train_loader)
         self.steps_per_epoch = max(1, self.batches_per_epoch // tcfg.grad_accum)
@@ -104,7 +109,7 @@ class Trainer:
         self.criterion = create_criterion(cfg, device=self.device, num_classes=self.data.num_classes,
                                           mean=list(cfg.data.mean), std=list(cfg.data.std), model=self.model,
                                           autocast=self.autocast)
-        self.metrics = MetricsLogger(self.run_dir, cfg)
+        self.metrics = distributed.metrics_logger(self.run_dir, cfg)
         self.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
 
         self.epoch = 0  # epochs completed
@@ -178,7 +183,7 @@ class Trainer:
         try:
             for i, (x, y) in enumerate(self.train_loader, start=start):
                 loss = self.forward_backward(x, y)
-                loss_value = loss.item()
+                loss_value = distributed.mean_item(loss)
                 if not math.isfinite(loss_value):
                     raise NonFiniteLoss(
                         f"loss became {loss_value} at epoch {epoch + 1} batch {i + 1}; the run stopped and "
@@ -211,7 +216,7 @@ class Trainer:
             self.metrics.log({"kind": "step", "epoch": epoch + 1, "global_step": self.global_step,
                               "train_loss": loss_value, "lr": lr, "images_per_s": images_per_s})
         if tcfg.ckpt_interval_steps and self.global_step % tcfg.ckpt_interval_steps == 0 \
-                and self.batch_in_epoch < self.batches_per_epoch:
+                and self.batch_in_epoch < self.batches_per_epoch and self.main:
             save_checkpoint(self.state_dict(), runs.checkpoint_path(self.run_dir, "last"))
 
     # ---- checkpoints ----------------------------------------------------------
@@ -266,6 +271,8 @@ class Trainer:
         return True
 
     def save_epoch_checkpoints(self, improved_source: str | None) -> None:
+        if not self.main:
+            return
         state = self.state_dict()
         save_checkpoint(state, runs.checkpoint_path(self.run_dir, "last"))
         if improved_source is not None:
@@ -277,11 +284,11 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------
     def validate(self) -> tuple[dict[str, Any], str | None]:
         """Evaluate raw (and EMA) weights; update self.best; return the record and the improved source."""
-        val = evaluate(self.model, self.val_loader, self.device, autocast=self.autocast)
+        val = distributed.evaluate(self.model, self.val_loader, self.device, autocast=self.autocast)
         record = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]}
         candidates = [("model", val)]
         if self.ema is not None:
-            ema_val = evaluate(self.ema.module, self.val_loader, self.device, autocast=self.autocast)
+            ema_val = distributed.evaluate(self.ema.module, self.val_loader, self.device, autocast=self.autocast)
             record.update(ema_top1=ema_val["top1"], ema_top5=ema_val["top5"], ema_loss=ema_val["loss"])
             candidates.append(("ema", ema_val))
         source, metrics = max(candidates, key=lambda c: c[1]["top1"])
@@ -304,12 +311,15 @@ class Trainer:
         }
 
     def finish(self, summary: dict[str, Any]) -> None:
+        if not self.main:
+            return
         write_json(self.run_dir / runs.SUMMARY, summary)
         self.metrics.finish(summary)
 
     def fit(self) -> dict[str, Any]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / runs.CONFIG).write_text(self.config_yaml)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / runs.CONFIG).write_text(self.config_yaml)
         self.maybe_resume()
         epochs = self.cfg.trainer.epochs
         log.info(
@@ -317,7 +327,8 @@ class Trainer:
             f"({self.data.info.get('train_samples')} train / {self.data.info.get('val_samples')} val) "
             f"for {epochs} epochs on {self.device}; run dir {self.run_dir}"
         )
-        write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
+        if self.main:
+            write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
         try:
             for epoch in range(self.epoch, epochs):
                 self.run_epoch(epoch)
@@ -350,10 +361,11 @@ class Trainer:
             f"val_top1 {record['val_top1']:.2f}  val_top5 {record['val_top5']:.2f}  val_loss {record['val_loss']:.4f}"
             f"{ema}  {train_stats['images_per_s']:,.0f} img/s" + (f"  *best ({improved})*" if improved else "")
         )
-        write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
+        if self.main:
+            write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
 
     def export(self) -> None:
-        if not self.cfg.trainer.export_safetensors:
+        if not self.cfg.trainer.export_safetensors or not self.main:
             return
         from vitcli.engine.export import export_safetensors
 
