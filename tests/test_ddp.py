@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import compose, read_summary, train_run, vitcli
+from vitcli.errors import UserError
 
 # 165 samples: 132 train (66 per rank), 33 val (not divisible by 2 ranks)
 DDP = ["trainer.devices=2", "trainer.device=cpu", "data.num_samples=165"]
@@ -79,10 +80,21 @@ def _eval_rank(rank: int, world: int, store: str, labels: np.ndarray, out: str) 
     single = evaluate(model, loader, torch.device("cpu"))
     loader.shard(rank, world, pad=False)
     sharded = distributed.evaluate(model, loader, torch.device("cpu"))
+    bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    keys = list(distributed.wrap_model(bn, torch.device("cpu"), _tcfg(False)).module.state_dict())
+    try:
+        distributed.wrap_model(bn, torch.device("cpu"), _tcfg(True))
+        sync_bn_error = ""
+    except UserError as err:
+        sync_bn_error = str(err)
     dist.destroy_process_group()
     if rank == 0:
         with open(out, "w") as f:
-            json.dump({"single": single, "sharded": sharded}, f)
+            json.dump({"single": single, "sharded": sharded, "keys": keys, "sync_bn_error": sync_bn_error}, f)
+
+
+def _tcfg(sync_batchnorm: bool) -> SimpleNamespace:
+    return SimpleNamespace(sync_batchnorm=sync_batchnorm, freeze_backbone_epochs=0)
 
 
 def _loader(labels: np.ndarray):
@@ -103,6 +115,9 @@ def test_sharded_eval_counts_every_sample_once(tmp_path):
     for key in ("top1", "top5"):
         assert result["sharded"][key] == result["single"][key]
     assert result["sharded"]["loss"] == pytest.approx(result["single"]["loss"], rel=1e-6)
+    assert result["keys"] == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                              "1.num_batches_tracked"]  # DDP's .module: keys unchanged
+    assert "sync_batchnorm=true needs GPUs" in result["sync_bn_error"]
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])

@@ -100,6 +100,7 @@ def relaunch(cfg: Any, run_dir: Path, task: list[str], hydra: list[str]) -> floa
     from torch.distributed.run import get_args_parser, run
 
     devices = int(cfg.trainer.devices)
+    uses_cuda(cfg.trainer.device, devices)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
     os.environ[RELAUNCHED] = "1"  # ranks leave their errors to this process (one line, below)
     for name in ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher"):
@@ -194,9 +195,7 @@ def process_group(device_name: str) -> Iterator[None]:
     import torch
     import torch.distributed as dist
 
-    from vitcli.engine.trainer import resolve_device
-
-    cuda = resolve_device(device_name).type == "cuda"
+    cuda = uses_cuda(device_name, int(os.environ.get("LOCAL_WORLD_SIZE", world_size())))
     if cuda:
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend="nccl" if cuda else "gloo")
@@ -208,6 +207,20 @@ def process_group(device_name: str) -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         dist.destroy_process_group()
+
+
+def uses_cuda(device_name: str, per_node: int) -> bool:
+    """Whether the ranks run on GPUs (one each), checking this node has that many."""
+    import torch
+
+    from vitcli.engine.trainer import resolve_device
+
+    if resolve_device(device_name).type != "cuda":
+        return False
+    if per_node > torch.cuda.device_count():
+        raise UserError(f"{per_node} processes on this node need {per_node} GPUs but {torch.cuda.device_count()} "
+                        "are visible; lower trainer.devices (or --nproc-per-node), or use trainer.device=cpu")
+    return True
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
@@ -253,8 +266,7 @@ def wrap_model(model: Any, device: Any, tcfg: Any) -> Any:
         if device.type == "cpu":
             raise UserError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm does not run on CPU); "
                             "drop it for trainer.device=cpu")
-        converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        assert converted is model  # BN layers are replaced inside the model, parameters kept
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BN layers inside, same parameters
     # frozen backbone epochs leave parameters without gradients, which DDP must be told about
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=tcfg.freeze_backbone_epochs > 0)
