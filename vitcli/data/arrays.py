@@ -49,7 +49,27 @@ def shard_size(n: int, rank: int, world: int, pad: bool) -> int:
     return -(-n // world) if pad else len(range(rank, n, world))
 
 
-class ArrayLoader:
+class EpochBatching:
+    """What every vitcli loader shares: the position in the epoch (for exact resume)
+    and the DDP shard. Subclasses set split, batch_size, drop_last."""
+
+    rank, world, pad = 0, 1, True  # DDP shard (see shard())
+    epoch = start_step = 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def shard(self, rank: int, world: int, pad: bool = True) -> None:
+        """DistributedSampler semantics: disjoint shards of the same seeded epoch order."""
+        self.rank, self.world, self.pad = rank, world, pad
+        self.drop_last = self.drop_last and shard_size(len(self.split), rank, world, pad) > self.batch_size
+
+    def __len__(self) -> int:
+        n = shard_size(len(self.split), self.rank, self.world, self.pad)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class ArrayLoader(EpochBatching):
     """Batches of (images float NCHW normalized, labels) from an ArraySplit.
 
     The order of an epoch is a permutation seeded by (seed, epoch); the
@@ -57,8 +77,6 @@ class ArrayLoader:
     started at any step (`start_step`) and yields exactly what it would have.
     Under DDP, `shard(rank, world)` makes each rank take its share of that order.
     """
-
-    rank, world, pad = 0, 1, True  # DDP shard (see shard())
 
     def __init__(
         self,
@@ -85,19 +103,6 @@ class ArrayLoader:
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255.0
         self.epoch = 0
         self.start_step = 0
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        self.epoch = epoch
-        self.start_step = start_step
-
-    def shard(self, rank: int, world: int, pad: bool = True) -> None:
-        """DistributedSampler semantics: disjoint shards of the same seeded epoch order."""
-        self.rank, self.world, self.pad = rank, world, pad
-        self.drop_last = self.drop_last and shard_size(len(self.split), rank, world, pad) > self.batch_size
-
-    def __len__(self) -> int:
-        n = shard_size(len(self.split), self.rank, self.world, self.pad)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self) -> np.ndarray:
         n = len(self.split)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from vitcli.data.arrays import EpochBatching
 from vitcli.errors import UserError
 
 log = logging.getLogger("vitcli")
@@ -99,7 +100,7 @@ def collate_skipping(batch):
     return x, y, bad
 
 
-class FileLoader:
+class FileLoader(EpochBatching):
     """Batches of (x float NCHW normalized, y int64) from image files, on `device`.
 
     The epoch order is the same seeded permutation as ArrayLoader's; worker
@@ -117,28 +118,10 @@ class FileLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.num_workers, self.seed, self.bad = num_workers, seed, bad
         self.device = torch.device(device)
-        self.epoch = self.start_step = 0
-        self.rank, self.world, self.pad = 0, 1, True  # DDP shard (see shard())
 
     @property
     def ids(self) -> list[str]:
         return [i for i, p in zip(self.split.ids, self.split.paths) if p not in self.bad.paths]
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        self.epoch, self.start_step = epoch, start_step
-
-    def shard(self, rank: int, world: int, pad: bool = True) -> None:
-        """DistributedSampler semantics: disjoint shards of the same seeded epoch order."""
-        from vitcli.data.arrays import shard_size
-
-        self.rank, self.world, self.pad = rank, world, pad
-        self.drop_last = self.drop_last and shard_size(len(self.split), rank, world, pad) > self.batch_size
-
-    def __len__(self) -> int:
-        from vitcli.data.arrays import shard_size
-
-        n = shard_size(len(self.split), self.rank, self.world, self.pad)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def batches(self) -> list[list[int]]:
         from vitcli.data.arrays import epoch_seed, shard_order
