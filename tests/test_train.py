@@ -83,3 +83,14 @@ def test_rerun_in_same_dir_resumes_instead_of_restarting(tiny_run, tmp_path):
     epochs = [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()
               if json.loads(l)["kind"] == "epoch"]
     assert epochs == [1, 2, 3]
+
+
+def test_minival_takes_over_model_selection(tmp_path):
+    from vitcli.engine.inference import evaluate_run
+
+    run = tmp_path / "mini"
+    train_run(run, "trainer.epochs=1", "data.minival_fraction=0.25", "data.num_samples=200")
+    summary = read_summary(run)
+    assert summary["selection_split"] == "minival"
+    assert summary["minival_samples"] > 0
+    assert evaluate_run(run, split="minival", device="cpu")["top1"] == summary["best"]["val_top1"]

@@ -87,7 +87,9 @@ class Trainer:
 
         self.data = create_data(cfg, device=str(self.device))
         distributed.shard_data(self.data, cfg)
-        self.train_loader, self.val_loader = self.data.loader("train"), self.data.loader("val")
+        # With data.minival_fraction > 0, model selection (best.pt, EMA vs raw) uses minival, never val.
+        self.select_split = "minival" if "minival" in self.data.loaders else "val"
+        self.train_loader, self.val_loader = self.data.loader("train"), self.data.loader(self.select_split)
         self.model = create_model(cfg.model, self.data.num_classes, cfg.regularization).to(self.device)
         if tcfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -303,7 +305,7 @@ class Trainer:
             "status": status, "error": error, "experiment": self.cfg.name, "model": self.cfg.model.name,
             "timm_name": self.cfg.model.timm_name, "data": self.cfg.data.name, "num_classes": self.data.num_classes,
             "num_params": self.num_params, "device": str(self.device), "precision": str(self.cfg.trainer.precision),
-            "epochs": self.cfg.trainer.epochs, "epochs_completed": self.epoch, "global_step": self.global_step,
+            "epochs": self.cfg.trainer.epochs, "epochs_completed": self.epoch, "selection_split": self.select_split, "global_step": self.global_step,
             "best": self.best, "final": self.history[-1] if self.history else {},
             "wall_time_s": round(time.time() - self.wall_start, 3),
             "train_images_per_s": self.train_images / self.train_seconds if self.train_seconds else None,
