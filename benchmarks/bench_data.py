@@ -8,7 +8,8 @@ the same augmentation (augmentation=basic: RandomCrop with 4 px padding + flip,
 resize to the target size, normalize):
 
 - files:  list file -> PIL decode -> torchvision transforms, torch DataLoader, 2 workers
-- packed: memory-mapped uint8 array -> batched crop/flip/resize/normalize on tensors
+- packed: memory-mapped uint8 array (packed at 128) -> batched crop/flip/resize/normalize on tensors
+- packed@size: the same, packed at the training size (`prepare.size=SIZE`), so no resize per batch
 """
 
 from __future__ import annotations
@@ -75,14 +76,20 @@ def main() -> None:
     manifest = prepare(compose(base).data, None, ["train", "val"], workers=args.workers, overwrite=False)
     print(f"prepare (one-off): {manifest['splits']['train']['count']} train images packed in "
           f"{manifest['splits']['train']['seconds']} s ({args.workers} workers)")
-    print(f"{'img_size':>8} {'files img/s':>12} {'packed img/s':>13} {'ratio':>7}   "
-          f"(cpu, {args.workers} workers / {args.threads} threads, batch {args.batch_size})")
+    print(f"{'img_size':>8} {'files img/s':>12} {'packed img/s':>13} {'ratio':>7} {'packed@size img/s':>18} "
+          f"{'ratio':>7}   (cpu, {args.workers} workers / {args.threads} threads, batch {args.batch_size})")
     for size in args.sizes:
         rates = []
         for fmt in ("files", "packed"):
             loader = create_data(compose(base + [f"data.img_size={size}", f"data.format={fmt}"])).loader("train")
             rates.append(images_per_s(loader, args.epochs))
-        print(f"{size:>8} {rates[0]:>12.0f} {rates[1]:>13.0f} {rates[1] / rates[0]:>6.1f}x")
+        # packed@size: `vitcli prepare prepare.size=SIZE` packs at the training size, so batches skip the resize
+        at_size = base + [f"data.packed_dir={root}/packed_{size}"]
+        prepare(compose(at_size).data, size, ["train", "val"], workers=args.workers, overwrite=False)
+        loader = create_data(compose(at_size + [f"data.img_size={size}", "data.format=packed"])).loader("train")
+        rates.append(images_per_s(loader, args.epochs))
+        print(f"{size:>8} {rates[0]:>12.0f} {rates[1]:>13.0f} {rates[1] / rates[0]:>6.1f}x {rates[2]:>18.0f} "
+              f"{rates[2] / rates[0]:>6.1f}x")
 
 
 if __name__ == "__main__":

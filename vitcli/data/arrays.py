@@ -119,8 +119,17 @@ class ArrayLoader(EpochBatching):
         self.start_step = 0
 
     def batch(self, idx: np.ndarray, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        images = torch.from_numpy(np.ascontiguousarray(self.split.images[idx]))
         labels = torch.from_numpy(np.asarray(self.split.labels[idx], dtype=np.int64))
+        native = self.split.images.shape[1:3] == (self.img_size, self.img_size)
+        if self.augment is not None and self.device.type == "cpu" and native:
+            # gather, NHWC->NCHW, crop and flip in one copy per sample (identical results)
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, step + 1, self.rank))
+            x, rest = BT.gather_crop_flip(self.split.images, idx, self.augment.ops, gen)
+            for op in rest:
+                x = op(x, gen)
+            x = x.float().sub_(self.mean).div_(self.std)
+            return self.augment.post(x, gen), labels
+        images = torch.from_numpy(np.ascontiguousarray(self.split.images[idx]))
         x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
             # CPU: resize uint8 channels-last (SIMD path, like PIL); CUDA: resize floats
