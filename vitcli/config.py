@@ -118,7 +118,7 @@ class SchedulerConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 20
+    epochs: int = 25
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_interval: int = 20  # steps between plain log lines (non-terminal output)
