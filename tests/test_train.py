@@ -29,7 +29,7 @@ def test_run_directory_contract(tiny_run):
 
 
 def test_eval_matches_summary(tiny_run):
-    proc = vitcli("eval", f"run={tiny_run}")
+    proc = vitcli("eval", f"run={tiny_run}", "save=false")  # tiny_run is shared: write nothing into it
     best = read_summary(tiny_run)["best"]
     assert f"top1 {best['val_top1']:.2f}" in proc.stdout
     assert f"top5 {best['val_top5']:.2f}" in proc.stdout

@@ -305,6 +305,7 @@ def mean_item(value: Any) -> float:
 def evaluate(model: Any, loader: Any, device: Any, **kwargs: Any) -> dict[str, Any]:
     """vitcli.engine.evaluate.evaluate over this rank's shard, with counts and sums all-reduced."""
     from vitcli.engine.evaluate import evaluate as evaluate_shard
+    from vitcli.engine.evaluate import metrics_from_sums
 
     out = evaluate_shard(model, loader, device, **kwargs)
     if world_size() == 1 or not _initialized():
@@ -312,14 +313,9 @@ def evaluate(model: Any, loader: Any, device: Any, **kwargs: Any) -> dict[str, A
     import torch
     import torch.distributed as dist
 
-    n = out["samples"]
-    sums = torch.tensor([round(out["top1"] * n / 100), round(out["top5"] * n / 100), out["loss"] * n, n],
-                        dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
+    sums = torch.tensor(out["sums"], dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(sums)
-    correct1, correct5, loss_sum, count = sums.tolist()
-    count = int(count)
-    return {**out, "top1": 100.0 * int(correct1) / max(count, 1), "top5": 100.0 * int(correct5) / max(count, 1),
-            "loss": loss_sum / max(count, 1), "samples": count}
+    return {**out, **metrics_from_sums(sums), "sums": sums.tolist()}
 
 
 def scale_lr(cfg: Any) -> None:

@@ -58,9 +58,9 @@ def evaluate(model, loader, device: torch.device, keep_logits: bool = False, aut
 
         raise UserError(f"eval.tta={tta} is not one of {', '.join(TTA_MODES)}")
     model.eval()
-    correct1 = correct5 = 0
-    loss_sum = 0.0
-    count = 0
+    # running sums stay on the device (no sync per batch); metrics_from_sums turns them into
+    # percentages, and DDP all-reduces the same sums (engine/distributed.py)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss_sum, count
     all_logits, all_labels = [], []
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -69,26 +69,26 @@ def evaluate(model, loader, device: torch.device, keep_logits: bool = False, aut
             all_logits.append(logits.cpu())
             all_labels.append(y.cpu())
         known = y >= 0
-        if not known.any():
-            continue
         logits_k, y_k = logits[known], y[known]
-        loss_sum += F.cross_entropy(logits_k, y_k, reduction="sum").item()
-        k = min(5, logits.shape[1])
-        topk = logits_k.topk(k, dim=1).indices
-        hits = topk.eq(y_k[:, None])
-        correct1 += hits[:, 0].sum().item()
-        correct5 += hits.any(dim=1).sum().item()
-        count += int(known.sum())
-    out: dict[str, Any] = {
-        "top1": 100.0 * correct1 / max(count, 1),
-        "top5": 100.0 * correct5 / max(count, 1),
-        "loss": loss_sum / max(count, 1),
-        "samples": count,
-    }
+        if len(y_k) == 0:
+            continue
+        hits = logits_k.topk(min(5, logits.shape[1]), dim=1).indices.eq(y_k[:, None])
+        sums += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(),
+                             F.cross_entropy(logits_k, y_k, reduction="sum"), known.sum()]).double()
+    # "sums" (plain floats) lets DDP all-reduce exact counts instead of re-deriving them from percentages
+    out: dict[str, Any] = {**metrics_from_sums(sums), "sums": sums.tolist()}
     if keep_logits:
         out["logits"] = torch.cat(all_logits) if all_logits else torch.empty(0)
         out["labels"] = torch.cat(all_labels) if all_labels else torch.empty(0, dtype=torch.long)
     return out
+
+
+def metrics_from_sums(sums: Any) -> dict[str, Any]:
+    """top1 / top5 (%), mean loss and sample count from (correct1, correct5, loss_sum, count)."""
+    correct1, correct5, loss_sum, count = sums.tolist() if torch.is_tensor(sums) else sums
+    count = int(count)
+    return {"top1": 100.0 * int(correct1) / max(count, 1), "top5": 100.0 * int(correct5) / max(count, 1),
+            "loss": loss_sum / max(count, 1), "samples": count}
 
 
 def class_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:

@@ -74,6 +74,7 @@ def run_split(run: str | Path, split: str | None = "val", checkpoint: str = "bes
               "epoch": int(state["epoch"]), "model": cfg.model.name, "data": cfg.data.name}
     preds = Predictions(logits=metrics.pop("logits").numpy(), ids=ids, class_names=class_names,
                         labels=metrics.pop("labels").numpy(), source=source)
+    metrics.pop("sums")  # raw counts, for DDP all-reduce only
     result = {"run": str(run), "split": split, "checkpoint": checkpoint, "tta": tta,
               "epoch": int(state["epoch"]), "data": cfg.data.name, **metrics}
     return result, preds
