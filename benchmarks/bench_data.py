@@ -3,7 +3,7 @@
     python benchmarks/bench_data.py [--images 3000] [--sizes 128 224] [--threads 2]
 
 Generates a MiniPlaces-layout tree of 128 px JPEGs, packs it once with
-`vitcli.data.packed.prepare`, then times one training epoch of each loader with
+`vitcli.data.pack.prepare`, then times one training epoch of each loader with
 the same augmentation (augmentation=basic: RandomCrop with 4 px padding + flip,
 resize to the target size, normalize):
 
@@ -62,7 +62,7 @@ def main() -> None:
 
     from jpeg_trees import make_miniplaces
     from vitcli.data import create_data
-    from vitcli.data.packed import prepare
+    from vitcli.data.pack import prepare
 
     torch.set_num_threads(args.threads)
     root = Path(args.root or tempfile.mkdtemp(prefix="bench_data_")) / "miniplaces"

@@ -8,7 +8,8 @@ import pickle
 import pytest
 import torch
 
-from vitcli.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from vitcli.engine.checkpoint import load_checkpoint, save_checkpoint
+from vitcli.io import atomic_write
 from vitcli.errors import UserError
 
 

@@ -54,3 +54,75 @@ def test_model_img_size_follows_data():
     assert cfg.model.img_size == 48
     cfg = compose("train", ["model=resnet18"])
     assert cfg.model.img_size is None
+
+
+@pytest.mark.parametrize("override, valid", [
+    ("trainer.precision=fp8", "fp32, bf16, fp16"),
+    ("trainer.progress=loud", "auto, bar, plain, none"),
+    ("model.head=deep", "linear, mlp"),
+    ("data.format=zip", "files, packed"),
+    ("scheduler.name=exp", "cosine"),
+    ("distill.target=medium", "soft, hard"),
+])
+def test_a_choice_outside_its_set_fails_at_compose_time_listing_the_valid_ones(override, valid):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose("train", [override])
+    assert valid in str(err.value.__cause__ or err.value)
+
+
+@pytest.mark.parametrize("command, override", [("eval", "eval.tta=rotate"), ("ensemble", "method=median"),
+                                               ("predict", "checkpoint=first"), ("eval", "precision=fp8")])
+def test_command_choices_fail_at_compose_time(command, override):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        compose(command, [override])
+
+
+def test_precision_reads_as_its_value_whichever_way_it_is_written():
+    for written in ("trainer.precision=32", "trainer.precision='32'", "trainer.precision=fp32"):
+        assert compose("train", [written]).trainer.precision == "32"
+    cfg = compose("train", ["trainer.precision=bf16"])
+    assert cfg.trainer.precision == "bf16" and f"{cfg.trainer.precision}" == "bf16"
+
+
+def test_every_scheduler_name_is_one_timm_builds():
+    """The Scheduler choices pass straight to timm's create_scheduler_v2."""
+    import torch
+
+    from vitcli.choices import Scheduler
+    from vitcli.engine.optim import create_scheduler
+
+    for name in Scheduler:
+        cfg = compose("train", [f"scheduler.name={name.value}", "scheduler.decay_epochs=2"])
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler = create_scheduler(opt, cfg.scheduler, epochs=4, steps_per_epoch=3)
+        assert scheduler is not None or name.value == "none"
+
+
+def test_each_default_has_one_home():
+    """Defaults live in the schema (vitcli/config.py); a group option file holds only what makes
+    it differ, so no option repeats a schema default and the trainer's default option is empty."""
+    from importlib import resources
+
+    import yaml
+
+    from vitcli import config
+
+    schemas = {"model": config.ModelConfig, "data": config.DataConfig, "augmentation": config.AugmentationConfig,
+               "regularization": config.RegularizationConfig, "optimizer": config.OptimizerConfig,
+               "scheduler": config.SchedulerConfig, "trainer": config.TrainerConfig, "logger": config.LoggerConfig,
+               "distill": config.DistillConfig}
+    repeated = []
+    for group, schema in schemas.items():
+        defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+        for option in group_options(group):
+            text = resources.files("vitcli.conf").joinpath(group, f"{option}.yaml").read_text()
+            for key, value in (yaml.safe_load(text) or {}).items():
+                default = defaults.get(key, "<no default>")
+                if key != "name" and default != "???" and value == default:
+                    repeated.append(f"{group}/{option}.yaml: {key}: {value}")
+    assert repeated == []
+    assert not yaml.safe_load(resources.files("vitcli.conf").joinpath("trainer", "default.yaml").read_text())

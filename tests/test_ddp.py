@@ -70,20 +70,21 @@ def _eval_rank(rank: int, world: int, store: str, labels: np.ndarray, out: str) 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     import torch.distributed as dist
 
-    from vitcli.engine import distributed
+    from vitcli.engine import comm
     from vitcli.engine.evaluate import evaluate
+    from vitcli.engine.runtime import Runtime
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
     loader = _loader(labels)
-    single = evaluate(model, loader, torch.device("cpu"))
+    single = evaluate(model, loader, Runtime(torch.device("cpu")))  # one process's view: no reduction
     loader.shard(rank, world, pad=False)
-    sharded = distributed.evaluate(model, loader, torch.device("cpu"))
+    sharded = evaluate(model, loader, Runtime(torch.device("cpu"), rank=rank, world_size=world))
     bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    keys = list(distributed.wrap_model(bn, torch.device("cpu"), _tcfg(False)).module.state_dict())
+    keys = list(comm.wrap_model(bn, torch.device("cpu"), sync_batchnorm=False).module.state_dict())
     try:
-        distributed.wrap_model(bn, torch.device("cpu"), _tcfg(True))
+        comm.wrap_model(bn, torch.device("cpu"), sync_batchnorm=True)
         sync_bn_error = ""
     except UserError as err:
         sync_bn_error = str(err)
@@ -91,10 +92,6 @@ def _eval_rank(rank: int, world: int, store: str, labels: np.ndarray, out: str) 
     if rank == 0:
         with open(out, "w") as f:
             json.dump({"single": single, "sharded": sharded, "keys": keys, "sync_bn_error": sync_bn_error}, f)
-
-
-def _tcfg(sync_batchnorm: bool) -> SimpleNamespace:
-    return SimpleNamespace(sync_batchnorm=sync_batchnorm, freeze_backbone_epochs=0)
 
 
 def _loader(labels: np.ndarray):
@@ -158,18 +155,17 @@ def test_array_and_file_loaders_shard_the_same_seeded_epoch_order():
 
 @pytest.mark.parametrize("scale, expected", [("linear", 4e-3), ("sqrt", 2e-3)])
 def test_lr_base_scales_with_the_global_batch(monkeypatch, scale, expected):
-    from vitcli.engine import distributed
+    from vitcli.engine.optim import global_batch_size, scaled_lr
 
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "4")
     cfg = compose("train", ["data.batch_size=64", "trainer.grad_accum=2", "optimizer.lr_base=1e-3",
                             "optimizer.lr_base_size=128", f"optimizer.lr_base_scale={scale}"])
-    distributed.scale_lr(cfg)  # global batch 64 x 4 x 2 = 512 = 4 x 128
-    assert cfg.optimizer.lr == pytest.approx(expected)
+    lr = scaled_lr(cfg.optimizer, global_batch_size(cfg.data.batch_size, 4, cfg.trainer.grad_accum))  # 512 = 4 x 128
+    assert lr == pytest.approx(expected)
+    assert cfg.optimizer.lr == 1e-3  # pure: the config is left as the user wrote it
 
 
 def test_child_command_line_keeps_overrides_and_pins_the_run_dir(tmp_path):
-    from vitcli.engine.distributed import child_overrides, launcher_args
+    from vitcli.engine.launch import child_overrides, launcher_args
 
     args = launcher_args(2, child_overrides(["trainer.devices=2", "data=synthetic"],
                                             ["hydra.run.dir=elsewhere", "hydra.mode=MULTIRUN", "hydra.verbose=true"],
@@ -181,7 +177,8 @@ def test_child_command_line_keeps_overrides_and_pins_the_run_dir(tmp_path):
 
 
 def test_root_cause_is_the_rank_that_did_not_fail_because_of_another():
-    from vitcli.engine.distributed import PEER_FAILED, ranks_failed
+    from vitcli.engine.comm import PEER_FAILED
+    from vitcli.engine.launch import ranks_failed
 
     def failure(message, timestamp, exitcode=2):
         return SimpleNamespace(message=message, timestamp=timestamp, exitcode=exitcode,

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
 from conftest import compose, read_summary, train_run, vitcli
-from vitcli.engine.distill import (DistillLoss, Teacher, TeacherMember, create_distill_criterion,
-                                   hard_distill_loss, soft_distill_loss)
+from vitcli.engine.distill import DistillLoss, create_distill_criterion, hard_distill_loss, soft_distill_loss
 from vitcli.engine.losses import LabelLoss, create_criterion
+from vitcli.engine.teacher import Teacher, TeacherMember
 from vitcli.errors import UserError
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
@@ -136,7 +137,7 @@ def test_teacher_is_frozen_timed_and_runs_under_autocast():
         def __exit__(self, *exc):
             return False
 
-    crit = DistillLoss(LabelLoss(), fixed_teacher(T), target="soft", autocast=Recording)
+    crit = DistillLoss(LabelLoss(), fixed_teacher(T), target="soft", runtime=SimpleNamespace(autocast=Recording))
     crit.train()
     assert not crit.teacher.training and not crit.teacher.members[0].model.training
     student = torch.tensor(S, requires_grad=True)
@@ -152,17 +153,17 @@ def test_teacher_is_frozen_timed_and_runs_under_autocast():
 def test_config_errors_are_one_clear_line():
     cfg = compose("train", ["distill=soft"])
     with pytest.raises(UserError, match="needs distill.teacher=RUN_DIR"):
-        create_criterion(cfg, device="cpu", num_classes=10, mean=MEAN, std=STD)
+        create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
     cfg = compose("train", ["distill=soft", "distill.teacher=model:resnet18"])
     with pytest.raises(UserError, match="needs distill.teacher_weights"):
-        create_criterion(cfg, device="cpu", num_classes=10, mean=MEAN, std=STD)
+        create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
     cfg = compose("train", ["distill=soft", "distill.teacher=[a,b]", "distill.teacher_weights=x.pt"])
     with pytest.raises(UserError, match="list as long"):
-        create_criterion(cfg, device="cpu", num_classes=10, mean=MEAN, std=STD)
+        create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
     cfg = compose("train", ["distill=soft", "distill.teacher=x", "distill.alpha=2"])
     with pytest.raises(UserError, match="alpha"):
-        create_criterion(cfg, device="cpu", num_classes=10, mean=MEAN, std=STD)
-    assert type(create_criterion(compose("train"), device="cpu", num_classes=10)) is LabelLoss
+        create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
+    assert type(create_criterion(compose("train"), num_classes=10)) is LabelLoss
 
 
 def _save_resnet(path, num_classes):
@@ -180,7 +181,7 @@ def test_model_teacher_from_a_weights_file(tmp_path):
     saved = _save_resnet(tmp_path / "t.safetensors", 10)
     cfg = compose("train", ["data.img_size=16", "distill=hard", "distill.teacher=model:resnet18",
                             f"distill.teacher_weights={tmp_path / 't.safetensors'}"])
-    crit = create_criterion(cfg, device="cpu", num_classes=10, mean=MEAN, std=STD)
+    crit = create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(crit.teacher.probs(x), torch.softmax(saved(x), -1), atol=1e-6)
@@ -191,14 +192,14 @@ def test_teacher_class_count_mismatch_names_both_counts(tmp_path):
     cfg = compose("train", ["data.img_size=16", "distill=soft", "distill.teacher=model:resnet18",
                             f"distill.teacher_weights={tmp_path / 't5.safetensors'}"])
     with pytest.raises(UserError, match=r"predicts 5 classes but the data has 10"):
-        create_criterion(cfg, device="cpu", num_classes=10, mean=MEAN, std=STD)
+        create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
 
 
 def test_run_dir_teacher_resizes_to_its_own_size(tiny_run):
     from vitcli.engine.inference import load_run_model
 
     cfg = compose("train", ["data.img_size=32", "distill=soft", "distill.tau=1", f"distill.teacher={tiny_run}"])
-    crit = create_criterion(cfg, device="cpu", num_classes=10, mean=MEAN, std=STD)
+    crit = create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
     member = crit.teacher.members[0]
     assert member.img_size == 16 and not member.model.training
     _, model, _, _ = load_run_model(tiny_run, "best", "cpu")
@@ -208,10 +209,10 @@ def test_run_dir_teacher_resizes_to_its_own_size(tiny_run):
         expected = torch.softmax(model((small - 0.5) / 0.5), -1)
     assert torch.allclose(crit.teacher.probs(x), expected, atol=1e-5)
     with pytest.raises(UserError, match="predicts 10 classes but the data has 7"):
-        create_criterion(cfg, device="cpu", num_classes=7, mean=MEAN, std=STD)
+        create_criterion(cfg, num_classes=7, mean=MEAN, std=STD)
     cfg = compose("train", ["distill=soft", f"distill.teacher={tiny_run}/nope"])
     with pytest.raises(UserError, match="distill.teacher=.*no such directory"):
-        create_criterion(cfg, device="cpu", num_classes=10, mean=MEAN, std=STD)
+        create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
 
 
 def test_token_distillation_switches_deit_to_two_heads(tmp_path):
@@ -222,7 +223,7 @@ def test_token_distillation_switches_deit_to_two_heads(tmp_path):
             "distill=token", "distill.teacher=model:resnet18", f"distill.teacher_weights={tmp_path / 't.safetensors'}"]
     cfg = compose("train", over)
     student = create_model(cfg.model, 10)
-    crit = create_criterion(cfg, device="cpu", num_classes=10, mean=MEAN, std=STD, model=student)
+    crit = create_criterion(cfg, num_classes=10, mean=MEAN, std=STD, model=student)
     x = torch.randn(2, 3, 16, 16)
     cls, dist = student.train()(x)
     loss = crit(x, (cls, dist), torch.tensor([0, 1]))

@@ -114,10 +114,10 @@ def test_checkpoint_ema(run):
     assert not np.allclose(ema.logits, load_predictions(run / "predictions" / "val.npz").logits)
 
 
-def test_bad_tta_is_a_user_error(run, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cmd("eval", f"run={run}", "eval.tta=tenfold")
-    assert exit_info.value.code == 2 and "eval.tta=tenfold" in capsys.readouterr().err
+def test_bad_tta_fails_at_compose_time_with_the_valid_choices(run):
+    proc = vitcli("eval", f"run={run}", "eval.tta=tenfold", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "tenfold" in proc.stderr and "none, flip, multicrop" in proc.stderr
 
 
 def test_ensemble_predicts_missing_members_on_the_fly(run, tmp_path):

@@ -11,7 +11,7 @@ import torch
 from conftest import compose, read_summary, train_run, vitcli
 from jpeg_trees import make_miniplaces, write_corrupt
 from vitcli.data import create_data
-from vitcli.data import packed as P
+from vitcli.data import pack as P
 from vitcli.errors import UserError
 
 

@@ -25,7 +25,7 @@ def fake_run(root: Path, rel: str, top1: float | None, status: str = "completed"
 
 
 def runs_cfg(root: Path, **kw):
-    from vitcli.config import RunsConfig
+    from vitcli.command_config import RunsConfig
 
     return OmegaConf.merge(OmegaConf.structured(RunsConfig), {"root": str(root), **kw})
 

@@ -1,8 +1,10 @@
 """Structured config schemas, registered in Hydra's ConfigStore.
 
 Every primary config (conf/train.yaml, conf/eval.yaml, ...) lists its schema
-first in its defaults, so a misspelt key or a wrongly typed value fails at
-compose time with Hydra's own message, before any work starts.
+first in its defaults, so a misspelt key, a wrongly typed value or a choice
+outside its closed set (vitcli/choices.py) fails at compose time with Hydra's own
+message, before any work starts. The defaults written here are the only ones:
+group option files (conf/<group>/*.yaml) hold only what makes them differ.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from vitcli.choices import (DataFormat, DistillName, DistillTarget, EraseMode, Head, LoggerName,
+                            LrBaseScale, MixupMode, Precision, Progress, RunCheckpoint, Scheduler,
+                            WandbMode)
 
 
 @dataclass
@@ -24,7 +30,7 @@ class ModelConfig:
     patch_size: Optional[int] = None  # overrides the patch size (small inputs)
     drop_path_rate: Optional[float] = None  # null: taken from the regularization group
     drop_rate: Optional[float] = None  # null: taken from the regularization group
-    head: str = "linear"  # linear | mlp
+    head: Head = Head.linear
     head_hidden_dim: Optional[int] = None  # mlp head width (default: the feature width)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm constructor kwargs
 
@@ -33,7 +39,7 @@ class ModelConfig:
 class DataConfig:
     name: str = MISSING  # digits | synthetic | imagefolder | miniplaces | imagenet
     root: Optional[str] = None
-    format: str = "files"  # files | packed
+    format: DataFormat = DataFormat.files
     img_size: int = 32
     num_classes: Optional[int] = None  # derived from the data where possible
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
@@ -70,14 +76,14 @@ class AugmentationConfig:
     auto_augment: Optional[str] = None  # timm policy string, e.g. rand-m9-mstd0.5-inc1
     interpolation: str = "bicubic"
     re_prob: float = 0.0  # RandomErasing probability
-    re_mode: str = "pixel"
+    re_mode: EraseMode = EraseMode.pixel
     re_count: int = 1
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     cutmix_minmax: Optional[List[float]] = None
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
-    mixup_mode: str = "batch"  # batch | pair | elem
+    mixup_mode: MixupMode = MixupMode.batch
     mixup_off_epoch: int = 0  # stop mixing from this epoch on (0: never)
     crop_pct: float = 1.0  # eval: resize to img_size / crop_pct, then centre crop
 
@@ -102,18 +108,21 @@ class OptimizerConfig:
     head_lr_mult: float = 1.0  # classifier lr = lr x this (e.g. 10 when fine-tuning)
     lr_base: Optional[float] = None  # set: lr = lr_base x scale(global batch / lr_base_size), replacing lr (timm, DeiT)
     lr_base_size: int = 256  # the global batch lr_base was tuned for
-    lr_base_scale: str = "linear"  # linear | sqrt (sqrt is usual for adaptive optimizers at large batch)
+    lr_base_scale: LrBaseScale = LrBaseScale.linear  # sqrt is usual for adaptive optimizers at large batch
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class SchedulerConfig:
-    name: str = "cosine"  # cosine | step | constant
+    name: Scheduler = Scheduler.cosine  # any timm create_scheduler_v2 name
     warmup_epochs: float = 1.0
     warmup_lr: float = 1e-6
     min_lr: float = 1e-6
-    decay_epochs: float = 30.0  # step: decay every this many epochs
-    decay_rate: float = 0.1  # step: multiply by this
+    decay_epochs: Optional[float] = None  # step: decay every N epochs (null: timm's 90); wsd/rsqrt: decay length
+    decay_rate: float = 0.1  # step / multistep / plateau: multiply by this; poly: the power
+    decay_milestones: List[float] = field(default_factory=lambda: [30.0, 60.0])  # multistep: epochs to decay at
+    patience_epochs: int = 10  # plateau: epochs without improvement of the selection metric before a decay
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # more create_scheduler_v2 args (cycle_mul, k_decay, noise, ...)
 
 
 @dataclass
@@ -121,10 +130,10 @@ class TrainerConfig:
     epochs: int = 25
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_interval: int = 20  # steps between plain log lines (non-terminal output)
-    progress: str = "auto"  # auto | bar | plain | none
+    log_interval: int = 20  # optimizer steps between log points (loss read back from the device, log lines)
+    progress: Progress = Progress.auto  # auto: a bar on a terminal, plain lines elsewhere
     threads: Optional[int] = None  # torch CPU threads (null: torch default)
-    precision: str = "32"  # 32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
+    precision: Precision = Precision.fp32  # 32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
     compile: bool = False  # torch.compile the model
     channels_last: bool = False
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -141,7 +150,7 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "csv"  # csv (metrics.jsonl/csv, always on) | wandb (csv + Weights & Biases)
+    name: LoggerName = LoggerName.csv  # csv (metrics.jsonl/csv, always on) | wandb (csv + Weights & Biases)
     csv: bool = True
     project: str = "vitcli"  # wandb only, like the fields below
     entity: Optional[str] = None  # W&B team or user (null: your default entity)
@@ -149,7 +158,7 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
     run_name: Optional[str] = None  # null: <experiment>/<run dir name>
     notes: Optional[str] = None
-    mode: str = "auto"  # auto (online with an API key, else offline) | online | offline | disabled
+    mode: WandbMode = WandbMode.auto  # auto: online with an API key, else offline
     init_timeout: float = 30.0  # seconds before an unreachable server falls back to offline
 
 
@@ -157,12 +166,12 @@ class LoggerConfig:
 class DistillConfig:
     """Knowledge distillation from a frozen teacher (DeiT; vitcli/engine/distill.py)."""
 
-    name: str = "none"  # none | soft | hard | token
+    name: DistillName = DistillName.none
     teacher: Any = None  # a run dir, model:<preset or timm name>, or a list of either (ensemble)
     teacher_weights: Any = None  # state dict FILE for a model: teacher (a list when teacher is a list)
-    teacher_checkpoint: str = "best"  # run-dir teachers: best | last
+    teacher_checkpoint: RunCheckpoint = RunCheckpoint.best  # run-dir teachers
     teacher_img_size: Optional[int] = None  # null: the teacher run's data.img_size, else the student's
-    target: str = "soft"  # soft: KL to the teacher's probabilities | hard: CE on the teacher's argmax
+    target: DistillTarget = DistillTarget.soft  # soft: KL to the teacher's probabilities | hard: CE on its argmax
     alpha: float = 0.5  # weight of the distillation term (1 - alpha on the labels)
     tau: float = 1.0  # softmax temperature of soft targets; the KL is scaled by tau^2
 
@@ -184,55 +193,6 @@ class TrainConfig:
 
 
 @dataclass
-class EvalOptions:
-    tta: str = "none"  # none | flip | multicrop (test-time augmentation, averages probabilities)
-    crop_fraction: float = 0.875  # multicrop: crop side as a fraction of the image side
-
-
-@dataclass
-class EvalConfig:
-    run: str = MISSING  # a training run directory
-    split: str = "val"
-    checkpoint: str = "best"  # best | last | ema
-    batch_size: Optional[int] = None
-    device: str = "auto"
-    eval: EvalOptions = field(default_factory=EvalOptions)
-    worst: int = 10  # rows in the worst-classes table
-    save: bool = True  # write eval/<split>_<checkpoint>.json, the confusion CSV and plots/confusion.png
-
-
-@dataclass
-class PredictConfig:
-    run: str = MISSING  # a training run directory
-    split: Optional[str] = None  # null: test when the data has one, else val
-    checkpoint: str = "best"  # best | last | ema
-    batch_size: Optional[int] = None
-    device: str = "auto"
-    eval: EvalOptions = field(default_factory=EvalOptions)
-    submission: str = "auto"  # auto (MiniPlaces data) | always | never
-
-
-@dataclass
-class EnsembleConfig:
-    runs: Any = MISSING  # list of run dirs, a glob, or a multirun dir
-    method: str = "mean_prob"  # vote | weighted_vote | mean_prob | mean_logit | greedy
-    split: Optional[str] = None  # null: test when the members have it, else val
-    weights_from: str = "val"  # split that weights / selects members (val | minival)
-    weights: Optional[List[float]] = None  # explicit member weights (override weights_from)
-    temperatures: Optional[List[float]] = None  # per-member softmax temperature (mean_prob, greedy)
-    greedy_steps: int = 25  # greedy: forward-selection rounds (with replacement)
-    greedy_metric: str = "nll"  # greedy: nll (log loss, then top-1) | top1 (top-1, then log loss)
-    checkpoint: str = "best"  # for members predicted on the fly
-    predict_missing: bool = True  # predict members lacking predictions/<split>.npz
-    batch_size: Optional[int] = None
-    device: str = "auto"
-    eval: EvalOptions = field(default_factory=EvalOptions)
-    submission: str = "auto"  # auto | always | never
-    runs_root: str = "runs"
-    out: Optional[str] = None  # output dir (conf/ensemble.yaml: runs/ensembles/<stamp>)
-
-
-@dataclass
 class PackOptions:
     size: Optional[int] = None  # side of the packed images (null: the native size, 128 for MiniPlaces)
     splits: Optional[List[str]] = None  # which splits (null: all: train, val, test)
@@ -246,25 +206,14 @@ class PrepareConfig:
     prepare: PackOptions = field(default_factory=PackOptions)
 
 
-@dataclass
-class ModelsConfig:
-    pattern: Optional[str] = None  # glob over preset names
-
-
-@dataclass
-class RunsConfig:
-    root: str = "runs"  # searched recursively for run directories (summary.json)
-    sort: str = "val_top1"  # any column; a leading - reverses the order
-    filter: Optional[str] = None  # glob (or substring) over run path, experiment, model, data, status
-    limit: int = 0  # show at most this many rows (0: all)
-
-
 def _or_default(value: Any, default: Any) -> Any:
     return default if value in (None, "", "None", "null") else value
 
 
 def register_configs() -> None:
     from omegaconf import OmegaConf
+
+    from vitcli.command_config import EnsembleConfig, EvalConfig, ModelsConfig, PredictConfig, RunsConfig
 
     if not OmegaConf.has_resolver("or_default"):  # hydra.run.dir: the resumed run, else a new stamp
         OmegaConf.register_new_resolver("or_default", _or_default)

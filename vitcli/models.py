@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitcli.errors import UserError
+
+if TYPE_CHECKING:
+    from vitcli.config import ModelConfig, RegularizationConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ _MIXER_ARCH = {
 }
 
 
-def timm_kwargs(model_cfg: Any, num_classes: int, reg_cfg: Any | None = None) -> dict[str, Any]:
+def timm_kwargs(model_cfg: ModelConfig, num_classes: int, reg_cfg: RegularizationConfig | None = None) -> dict[str, Any]:
     """The keyword arguments vitcli passes to timm.create_model for a preset."""
     kwargs: dict[str, Any] = dict(model_cfg.kwargs or {})
     kwargs["num_classes"] = num_classes
@@ -46,7 +49,7 @@ def timm_kwargs(model_cfg: Any, num_classes: int, reg_cfg: Any | None = None) ->
     return kwargs
 
 
-def create_model(model_cfg: Any, num_classes: int, reg_cfg: Any | None = None):
+def create_model(model_cfg: ModelConfig, num_classes: int, reg_cfg: RegularizationConfig | None = None):
     """Build the preset's timm model with `num_classes` outputs."""
     import timm
 
@@ -82,8 +85,6 @@ def create_model(model_cfg: Any, num_classes: int, reg_cfg: Any | None = None):
         raise UserError(f"model={model_cfg.name} ({name}) could not be built: {str(err).splitlines()[0]}") from err
     if model_cfg.head == "mlp":
         attach_mlp_head(model, num_classes, model_cfg.head_hidden_dim, kwargs.get("drop_rate", 0.0))
-    elif model_cfg.head != "linear":
-        raise UserError(f"model.head={model_cfg.head} is not supported; use linear or mlp")
     return model
 
 

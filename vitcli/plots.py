@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitcli.tracking import read_jsonl
+from vitcli import runs
+from vitcli.io import read_jsonl
 
-CURVES = Path("plots") / "curves.png"
 
 
 def plot_curves(run_dir: Path, steps_per_epoch: float | None = None) -> Path | None:
     """Write <run_dir>/plots/curves.png; None when the run has no finished epoch yet.
     With `steps_per_epoch`, the learning rate is drawn per logged step (warmup shows)."""
     run_dir = Path(run_dir)
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    records = read_jsonl(run_dir / runs.METRICS_JSONL)
     epochs = [r for r in records if r.get("kind") == "epoch"]
     steps = [r for r in records if r.get("kind") == "step" and r.get("lr") is not None] if steps_per_epoch else []
     if not epochs:
@@ -48,7 +48,7 @@ def plot_curves(run_dir: Path, steps_per_epoch: float | None = None) -> Path | N
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(str(run_dir), fontsize=8)
     fig.tight_layout()
-    out = run_dir / CURVES
+    out = run_dir / runs.CURVES
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -16,13 +16,6 @@ import numpy as np
 
 from vitcli.errors import UserError
 
-PREDICTIONS = "predictions"
-
-
-def predictions_path(run_dir: str | Path, split: str) -> Path:
-    return Path(run_dir) / PREDICTIONS / f"{split}.npz"
-
-
 @dataclass
 class Predictions:
     logits: np.ndarray  # (N, C) float32; log-probabilities when TTA or an ensemble produced them
@@ -47,7 +40,7 @@ class Predictions:
         return int(self.logits.shape[0])
 
     def save(self, path: str | Path) -> Path:
-        from vitcli.engine.checkpoint import atomic_write
+        from vitcli.io import atomic_write
 
         arrays: dict[str, np.ndarray] = {
             "logits": self.logits,

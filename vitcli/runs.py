@@ -1,16 +1,71 @@
-"""The run directory contract: where a run keeps what, and loading it back."""
+"""The run directory contract: every file name a run keeps, finding runs, loading them back.
+
+    runs/<experiment>/<stamp>/
+      config.yaml  summary.json  metrics.jsonl  metrics.csv  train.log  model.safetensors
+      checkpoints/{last,best}.pt  predictions/<split>.npz  submission/  eval/  plots/  .hydra/
+
+Every module that reads or writes one of these asks this module for its path.
+"""
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 from typing import Any
 
 from vitcli.errors import UserError
+from vitcli.io import read_json
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+TRAIN_LOG = "train.log"
+MODEL_WEIGHTS = "model.safetensors"
 CHECKPOINTS = "checkpoints"
+PREDICTIONS = "predictions"
+SUBMISSION = "submission"
+EVAL = "eval"
+PLOTS = "plots"
+HYDRA = ".hydra"
+CURVES = f"{PLOTS}/curves.png"
+# folders inside a run that never hold another run (the run browser does not descend into them)
+RUN_SUBDIRS = {HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, PLOTS, "wandb", ".submitit", "__pycache__"}
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """A vitcli run: a directory holding config.yaml or summary.json (not Hydra's own .hydra/)."""
+    path = Path(path)
+    return path.name != HYDRA and ((path / CONFIG).is_file() or (path / SUMMARY).is_file())
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Every run dir at or below `root` (a run dir is not searched further), in no set order."""
+    found, stack = [], [Path(root)]
+    while stack:
+        d = stack.pop()
+        if is_run_dir(d):
+            found.append(d)
+            continue
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        stack.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and e.name not in RUN_SUBDIRS)
+    return found
+
+
+def plot_path(run_dir: str | Path, name: str) -> Path:
+    """plots/<name> of a run (name with its extension, e.g. confusion_val_best.png)."""
+    return Path(run_dir) / PLOTS / name
+
+
+def predictions_path(run_dir: str | Path, split: str) -> Path:
+    return Path(run_dir) / PREDICTIONS / f"{split}.npz"
+
+
+def eval_path(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / EVAL / name
 
 
 def checkpoint_path(run_dir: Path, which: str) -> Path:
@@ -55,8 +110,7 @@ def require_checkpoint(run_dir: Path, which: str) -> Path:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / SUMMARY
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(Path(run_dir) / SUMMARY)
 
 
 def resume_config(cfg: Any, overrides: list[str]):

@@ -16,11 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
+from vitcli import runs
 from vitcli.errors import UserError
 
 log = logging.getLogger("vitcli")
 
-SUBMISSION = "submission"
 _MINIPLACES_ID = re.compile(r"^(?:val|test|train/.+)/(\d{8})\.jpg$")
 _EIGHT_DIGITS = re.compile(r"(\d{8})\.jpg$")
 
@@ -39,7 +39,7 @@ def top5_labels(logits: np.ndarray) -> np.ndarray:
 
 def write_top5(path: str | Path, ids: Sequence[str], logits: np.ndarray) -> Path:
     """Development-kit file: lines sorted by file name (id), 5 labels each, LF endings."""
-    from vitcli.engine.checkpoint import atomic_write
+    from vitcli.io import atomic_write
 
     if len(ids) != len(logits):
         raise UserError(f"{len(ids)} ids but {len(logits)} rows of logits")
@@ -64,7 +64,7 @@ def kaggle_ids(ids: Sequence[str]) -> list[str] | None:
 
 def write_kaggle(path: str | Path, ids: Sequence[str], logits: np.ndarray) -> Path:
     """Course Kaggle CSV: `Id,Category` then `00000001,<top-1 label>` rows, sorted by id."""
-    from vitcli.engine.checkpoint import atomic_write
+    from vitcli.io import atomic_write
 
     short = kaggle_ids(ids)
     if short is None:
@@ -79,7 +79,7 @@ def write_kaggle(path: str | Path, ids: Sequence[str], logits: np.ndarray) -> Pa
 
 def write_submissions(out_dir: str | Path, split: str, ids: Sequence[str], logits: np.ndarray) -> list[Path]:
     """Both submission files under out_dir/submission/; the CSV only where Kaggle ids exist."""
-    sub = Path(out_dir) / SUBMISSION
+    sub = Path(out_dir) / runs.SUBMISSION
     written = [write_top5(sub / f"{split}_top5.txt", ids, logits)]
     if kaggle_ids(ids) is not None:
         written.append(write_kaggle(sub / f"{split}_kaggle.csv", ids, logits))

@@ -56,7 +56,7 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
 def record_failure(run_dir: Path, cfg: Any, message: str) -> None:
     """Mark the job failed in summary.json, keeping what the trainer already wrote."""
     from vitcli import runs
-    from vitcli.tracking import write_json
+    from vitcli.io import write_json
 
     summary = runs.read_summary(run_dir)
     if summary.get("status") in (None, "running"):

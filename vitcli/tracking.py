@@ -7,25 +7,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-from vitcli.engine.checkpoint import atomic_write
+from vitcli import runs
+from vitcli.io import append_csv, append_jsonl, finite_or_none
 
 log = logging.getLogger("vitcli")
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    data = json.dumps(obj, indent=2, default=str).encode() + b"\n"
-    atomic_write(Path(path), lambda f: f.write(data))
 
 
 class MetricsLogger:
@@ -34,8 +23,8 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, cfg: Any = None):
         self.run_dir = Path(run_dir)
         self.cfg = cfg
-        self.jsonl = self.run_dir / "metrics.jsonl"
-        self.csv = self.run_dir / "metrics.csv"
+        self.jsonl = self.run_dir / runs.METRICS_JSONL
+        self.csv = self.run_dir / runs.METRICS_CSV
         use_wandb = cfg is not None and cfg.get("logger") is not None and cfg.logger.get("name") == "wandb"
         self.wandb = WandbSink(self.run_dir, cfg) if use_wandb else None
 
@@ -45,24 +34,16 @@ class MetricsLogger:
             self.wandb.log_step(record)
 
     def _append(self, record: dict[str, Any]) -> None:
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        append_jsonl(self.jsonl, record)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         self._append({"kind": "epoch", **record})
         if self.wandb:
             self.wandb.log_epoch(record)
-        _append_csv(self.csv, [record])
+        append_csv(self.csv, [record])
 
     def finish(self, summary: dict[str, Any]) -> None:
-        """Called once when the run ends (completed, failed or interrupted): plots, then W&B."""
-        from vitcli.plots import plot_curves
-
-        try:
-            done = summary.get("epochs_completed") or 0
-            plot_curves(self.run_dir, summary["global_step"] / done if done and summary.get("global_step") else None)
-        except Exception as err:  # a plot is never worth failing a finished run
-            log.warning(f"could not write plots/curves.png: {err}")
+        """Called once when the run ends (completed, failed or interrupted)."""
         if self.wandb:
             self.wandb.finish(summary)
 
@@ -82,26 +63,26 @@ class MetricsLogger:
             with open(self.csv, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epoch]
             self.csv.unlink()
-            _append_csv(self.csv, rows)
+            append_csv(self.csv, rows)
 
 
-def _append_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows, writing the header first when the file is new (columns: the first row's keys)."""
-    if not rows:
-        return
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+class NullMetrics:
+    """What DDP ranks other than 0 log: nothing (rank 0 writes metrics, W&B and the summary)."""
 
+    def __init__(self) -> None:
+        self.jsonl = self.csv = Path(os.devnull)
+        self.wandb = None
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    log_epoch = log
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def truncate_after(self, epoch: int, step: int) -> None:
+        pass
 
 
 def _wandb_mode(requested: str) -> str:
@@ -197,7 +178,7 @@ class WandbSink:
             self._disable(err)
 
     def log_step(self, record: dict[str, Any]) -> None:
-        data = {f"train/{k.removeprefix('train_')}": _clean(v) for k, v in record.items()
+        data = {f"train/{k.removeprefix('train_')}": finite_or_none(v) for k, v in record.items()
                 if k not in ("kind", "epoch", "global_step")}
         self._log({"global_step": record.get("global_step"), **data})
 
@@ -205,7 +186,7 @@ class WandbSink:
         data = {"epoch": record.get("epoch")}
         for key, value in record.items():
             if key != "epoch" and isinstance(value, (int, float)):
-                data[f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"] = _clean(value)
+                data[f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}"] = finite_or_none(value)
         self._log(data)
 
     def finish(self, summary: dict[str, Any]) -> None:
@@ -214,10 +195,10 @@ class WandbSink:
             return
         try:
             for key, value in (summary.get("best") or {}).items():
-                run.summary[f"best/{key}"] = _clean(value)
+                run.summary[f"best/{key}"] = finite_or_none(value)
             for key in ("status", "error", "epochs_completed", "wall_time_s", "train_images_per_s", "num_params"):
                 if summary.get(key) is not None:
-                    run.summary[key] = _clean(summary[key])
+                    run.summary[key] = finite_or_none(summary[key])
             run.summary["run_dir"] = str(self.run_dir.resolve())
             run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
         except Exception as err:

@@ -89,7 +89,7 @@ def worst_table(rep: dict[str, np.ndarray], names: list[str], k: int, title: str
 
 
 def save_outputs(run_dir: Path, tag: str, result: dict[str, Any], rep: dict[str, np.ndarray], names: list[str]) -> None:
-    from vitcli.tracking import write_json
+    from vitcli.io import write_json
 
     eval_dir = run_dir / "eval"
     write_per_class(eval_dir / f"{tag}_per_class.csv", rep, names)
@@ -110,7 +110,8 @@ def run_eval(cfg: DictConfig) -> dict:
         raise UserError("run=DIR is missing: vitcli eval run=runs/<experiment>/<timestamp> (`vitcli runs` lists them)")
     tta = cfg.eval.tta
     result, preds = run_split(cfg.run, split=cfg.split, checkpoint=cfg.checkpoint, device=cfg.device,
-                              batch_size=cfg.batch_size, tta=tta, crop_fraction=cfg.eval.crop_fraction)
+                              batch_size=cfg.batch_size, tta=tta, crop_fraction=cfg.eval.crop_fraction,
+                              precision=cfg.precision)
     if preds.labels is None:
         raise UserError(f"split {cfg.split} of {cfg.run} has no labels, so it cannot be scored; "
                         f"use `vitcli predict run={cfg.run} split={cfg.split}` for its predictions")

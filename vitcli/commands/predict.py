@@ -8,8 +8,6 @@ and <split>_kaggle.csv (vitcli/submission.py).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -20,28 +18,15 @@ from vitcli.errors import UserError, report_user_errors
 log = logging.getLogger("vitcli")
 
 
-def predict_run(run: str | Path, split: str | None = None, checkpoint: str = "best", device: str = "auto",
-                batch_size: int | None = None, tta: str = "none", crop_fraction: float = 0.875,
-                submission: str = "auto") -> tuple[Any, dict[str, Any], list[Path]]:
-    """Predict a split, save predictions/<split>.npz (+ submissions): (Predictions, metrics, written paths)."""
-    from vitcli import submission as sub
-    from vitcli.engine.inference import run_split
-    from vitcli.predictions import predictions_path
-
-    result, preds = run_split(run, split, checkpoint, device, batch_size, tta, crop_fraction)
-    split = result["split"]
-    written = [preds.save(predictions_path(run, split))]
-    if sub.should_write(submission, result.get("data"), preds.ids):
-        written += sub.write_submissions(run, split, preds.ids, preds.logits)
-    return preds, result, written
-
-
 @report_user_errors
 def run_predict(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "run"):
         raise UserError("run=DIR is missing: vitcli predict run=runs/<experiment>/<timestamp> split=test")
-    preds, result, written = predict_run(cfg.run, cfg.split, cfg.checkpoint, cfg.device, cfg.batch_size,
-                                         cfg.eval.tta, cfg.eval.crop_fraction, cfg.submission)
+    from vitcli.predict import predict_split
+
+    preds, result, written = predict_split(cfg.run, cfg.split, cfg.checkpoint, cfg.device, cfg.batch_size,
+                                           cfg.eval.tta, cfg.eval.crop_fraction, cfg.submission,
+                                           cfg.precision)
     scored = (f"top1 {result['top1']:.2f}  top5 {result['top5']:.2f}" if preds.labels is not None
               else "labels unknown")
     log.info(f"{cfg.run} [{cfg.checkpoint}, {result['split']}, tta {cfg.eval.tta}]  {len(preds)} samples  {scored}")

@@ -15,7 +15,7 @@ from vitcli.errors import report_user_errors
 def fit_run(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from vitcli.engine import distributed
+    from vitcli.engine import launch
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -23,24 +23,24 @@ def fit_run(cfg: DictConfig) -> float:
         from vitcli.runs import resume_config
 
         cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
-    if distributed.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
-        return distributed.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
-    return distributed.record_errors(fit_rank)(cfg, run_dir)
+    if launch.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
+        return launch.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
+    return launch.record_errors(fit_rank)(cfg, run_dir)
 
 
 def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
     """One process: the whole run, or one DDP rank of it under torchrun."""
-    from vitcli.engine import distributed
+    from vitcli.engine import comm, launch
     from vitcli.engine.trainer import Trainer
 
-    with distributed.process_group(cfg.trainer.device):
-        summary = Trainer(cfg, distributed.shared_run_dir(run_dir)).fit()
+    with launch.rank_session(cfg.trainer.device):
+        summary = Trainer(cfg, comm.shared_run_dir(run_dir)).fit()
     return float(summary["best"]["val_top1"])
 
 
 @report_user_errors
 def run_training(cfg: DictConfig) -> float:
-    from vitcli.engine.distributed import RanksFailed
+    from vitcli.engine.launch import RanksFailed
 
     try:
         return fit_run(cfg)

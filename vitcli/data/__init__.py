@@ -6,49 +6,21 @@ batched `ArrayLoader`; image files go through a torch DataLoader.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
+from vitcli.data.module import DataModule, check_num_classes, validate_data_cfg
 from vitcli.errors import UserError
 
+if TYPE_CHECKING:
+    from vitcli.config import TrainConfig
 
-@dataclass
-class DataModule:
-    """What the engine needs from a dataset: loaders per split and class info."""
-
-    name: str
-    num_classes: int
-    class_names: list[str]
-    loaders: dict[str, Any] = field(default_factory=dict)  # split -> loader
-    info: dict[str, Any] = field(default_factory=dict)  # counts, skipped files, ...
-
-    def ids(self, split: str) -> list[str]:
-        """Sample ids of a split in the order its (unshuffled) loader yields them."""
-        loader = self.loader(split)
-        source = getattr(loader, "split", None) or getattr(loader, "dataset", None)
-        return list(source.ids)
-
-    def loader(self, split: str):
-        if split not in self.loaders:
-            raise UserError(f"split '{split}' is not available for data={self.name}; choose one of {sorted(self.loaders)}")
-        return self.loaders[split]
+__all__ = ["DataModule", "create_data"]
 
 
-def validate_data_cfg(data_cfg: Any) -> None:
-    if data_cfg.img_size <= 0:
-        raise UserError(f"data.img_size={data_cfg.img_size} must be a positive number of pixels (e.g. data.img_size=32)")
-    if data_cfg.batch_size <= 0:
-        raise UserError(f"data.batch_size={data_cfg.batch_size} must be positive")
-    if not 0.0 < data_cfg.val_fraction < 1.0:
-        raise UserError(f"data.val_fraction={data_cfg.val_fraction} must be between 0 and 1")
-    if len(data_cfg.mean) != 3 or len(data_cfg.std) != 3:
-        raise UserError("data.mean and data.std need three values each (RGB)")
-
-
-def create_data(cfg: Any, device: str = "cpu", train: bool = True) -> DataModule:
+def create_data(cfg: TrainConfig, device: str = "cpu", train: bool = True) -> DataModule:
     """Build the loaders for cfg.data with cfg.augmentation on the train split."""
-    from vitcli.data.arrays import ArrayLoader, stratified_split, take
-    from vitcli.data.batch_transforms import create_batch_augment
+    from vitcli.data.arrays import stratified_split, take
+    from vitcli.data.loaders import array_loader
     from vitcli.data.sources import FILE_SOURCES, carve_minival, create_file_data
 
     data_cfg = cfg.data
@@ -82,20 +54,7 @@ def create_data(cfg: Any, device: str = "cpu", train: bool = True) -> DataModule
         ) from err
     splits = carve_minival({"train": take(full, train_idx), "val": take(full, val_idx)},
                            data_cfg.minival_fraction, data_cfg.split_seed)
-    if data_cfg.num_classes is not None and data_cfg.num_classes != len(class_names):
-        raise UserError(
-            f"data.num_classes={data_cfg.num_classes} but data={name} has {len(class_names)} classes; drop the override"
-        )
-    eval_bs = data_cfg.eval_batch_size or 2 * data_cfg.batch_size
-    common = dict(img_size=data_cfg.img_size, mean=data_cfg.mean, std=data_cfg.std, device=device)
-    loaders = {
-        "train": ArrayLoader(
-            splits["train"], data_cfg.batch_size, shuffle=True, drop_last=len(splits["train"]) > data_cfg.batch_size,
-            augment=create_batch_augment(cfg.augmentation) if train else None, seed=cfg.trainer.seed, **common,
-        ),
-        "val": ArrayLoader(splits["val"], eval_bs, **common),
-    }
-    if "minival" in splits:
-        loaders["minival"] = ArrayLoader(splits["minival"], eval_bs, **common)
+    check_num_classes(data_cfg, len(class_names), f"data={name}")
+    loaders = {k: array_loader(cfg, k, split, device, train) for k, split in splits.items()}
     info = {f"{k}_samples": len(v) for k, v in splits.items()}
     return DataModule(name, len(class_names), class_names, loaders, info)

@@ -10,7 +10,7 @@ batches (no per-sample Python, no worker processes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -158,3 +158,27 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 
 def take(split: ArraySplit, idx: np.ndarray) -> ArraySplit:
     return ArraySplit(split.images[idx], split.labels[idx], [split.ids[i] for i in idx])
+
+
+class IndexedRows:
+    """A lazy row subset of a (memory-mapped) array: rows are read only when indexed."""
+
+    def __init__(self, array: np.ndarray, idx: np.ndarray):
+        self.array, self.idx = array, np.asarray(idx)
+        self.shape = (len(self.idx), *array.shape[1:])
+        self.dtype = array.dtype
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i):
+        return self.array[self.idx[i]]
+
+
+def subset(split: Any, idx: np.ndarray) -> Any:
+    """Rows `idx` of an ArraySplit or FileSplit, lazily for memory-mapped images."""
+    if not isinstance(split, ArraySplit):
+        return split.subset(idx)
+    if isinstance(split.images, np.memmap) or getattr(split.images, "filename", None):
+        return ArraySplit(IndexedRows(split.images, idx), split.labels[idx], [split.ids[i] for i in idx])
+    return take(split, idx)

@@ -10,11 +10,14 @@ device that holds the batch (the GPU when there is one).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from vitcli.config import AugmentationConfig
 
 Op = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -200,7 +203,7 @@ class BatchAugment:
         return x
 
 
-def create_batch_augment(aug_cfg: Any) -> BatchAugment | None:
+def create_batch_augment(aug_cfg: AugmentationConfig) -> BatchAugment | None:
     """The batch pipeline for an augmentation preset (None when it does nothing)."""
     ops: list[Op] = []
     if aug_cfg.scale:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    from vitcli.config import AugmentationConfig
 
-def create_mixup(aug_cfg: Any, label_smoothing: float, num_classes: int):
+
+def create_mixup(aug_cfg: AugmentationConfig, label_smoothing: float, num_classes: int):
     """timm Mixup (MixUp and/or CutMix) or None. It smooths its soft targets itself,
     so the label loss must not smooth again."""
     if not (aug_cfg.mixup_alpha > 0 or aug_cfg.cutmix_alpha > 0 or aug_cfg.cutmix_minmax):

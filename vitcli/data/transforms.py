@@ -6,10 +6,13 @@ The same augmentation config drives the batched tensor path
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vitcli.config import AugmentationConfig, DataConfig
 
 
-def create_file_transform(aug_cfg: Any, data_cfg: Any, train: bool):
+def create_file_transform(aug_cfg: AugmentationConfig, data_cfg: DataConfig, train: bool):
     """PIL image -> normalized float tensor (3, img_size, img_size)."""
     from timm.data import create_transform
     from torchvision import transforms as T

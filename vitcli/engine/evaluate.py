@@ -7,11 +7,13 @@ averaged probabilities (softmax of them gives those probabilities back).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vitcli.engine.runtime import Runtime
 
 TTA_MODES = ("none", "flip", "multicrop")
 
@@ -32,13 +34,29 @@ def tta_views(x: torch.Tensor, tta: str, crop_fraction: float = 0.875) -> list[t
     return views
 
 
-def _forward(model, x: torch.Tensor, tta: str, crop_fraction: float, autocast: Any) -> torch.Tensor:
+class EvalCounts(NamedTuple):
+    """Exact running totals of an evaluation: what DDP sums over ranks and metrics are made of."""
+
+    correct1: float
+    correct5: float
+    loss_sum: float
+    count: float
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> "EvalCounts":
+        return cls(*t.tolist())
+
+    def metrics(self) -> dict[str, Any]:
+        """top1 / top5 (%), mean loss and sample count."""
+        n = int(self.count)
+        return {"top1": 100.0 * int(self.correct1) / max(n, 1), "top5": 100.0 * int(self.correct5) / max(n, 1),
+                "loss": self.loss_sum / max(n, 1), "samples": n}
+
+
+def _forward(model, x: torch.Tensor, tta: str, crop_fraction: float, runtime: Runtime) -> torch.Tensor:
     outs = []
     for view in tta_views(x, tta, crop_fraction):
-        if autocast is not None:
-            with autocast():
-                outs.append(model(view).float())
-        else:
+        with runtime.autocast():
             outs.append(model(view).float())
     if len(outs) == 1:
         return outs[0]
@@ -47,24 +65,32 @@ def _forward(model, x: torch.Tensor, tta: str, crop_fraction: float, autocast: A
 
 
 @torch.no_grad()
-def evaluate(model, loader, device: torch.device, keep_logits: bool = False, autocast: Any = None,
-             tta: str = "none", crop_fraction: float = 0.875) -> dict[str, Any]:
-    """Metrics over every sample of `loader` (labels < 0 are excluded from metrics).
+def evaluate(model, loader, runtime: Runtime, keep_logits: bool = False, tta: str = "none",
+             crop_fraction: float = 0.875) -> dict[str, Any]:
+    """Metrics over every sample of `loader` (labels < 0 are excluded from metrics), at the runtime's precision.
 
-    With keep_logits the result also holds "logits" (N, C) and "labels" (N,) in loader order.
+    Under DDP each rank evaluates its own shard and the exact counts are summed over ranks,
+    so every sample counts once. With keep_logits the result also holds "logits" (N, C) and
+    "labels" (N,) of this rank's shard, in loader order.
+
+    Args:
+        model: the model to score (put in eval mode here).
+        loader: yields (inputs, labels) batches.
+        runtime: device and precision (autocast) of the forward passes; DDP reduction.
+        tta: none | flip | multicrop (averages softmax probabilities over views).
     """
     if tta not in TTA_MODES:
         from vitcli.errors import UserError
 
         raise UserError(f"eval.tta={tta} is not one of {', '.join(TTA_MODES)}")
     model.eval()
-    # running sums stay on the device (no sync per batch); metrics_from_sums turns them into
-    # percentages, and DDP all-reduces the same sums (engine/distributed.py)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss_sum, count
+    device = runtime.device
+    # running totals stay on the device (no sync per batch) until the end
+    totals = torch.zeros(4, dtype=torch.float64, device=device)  # EvalCounts fields
     all_logits, all_labels = [], []
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = _forward(model, x, tta, crop_fraction, autocast)
+        logits = _forward(model, x, str(tta), crop_fraction, runtime)
         if keep_logits:
             all_logits.append(logits.cpu())
             all_labels.append(y.cpu())
@@ -73,22 +99,14 @@ def evaluate(model, loader, device: torch.device, keep_logits: bool = False, aut
         if len(y_k) == 0:
             continue
         hits = logits_k.topk(min(5, logits.shape[1]), dim=1).indices.eq(y_k[:, None])
-        sums += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(),
-                             F.cross_entropy(logits_k, y_k, reduction="sum"), known.sum()]).double()
-    # "sums" (plain floats) lets DDP all-reduce exact counts instead of re-deriving them from percentages
-    out: dict[str, Any] = {**metrics_from_sums(sums), "sums": sums.tolist()}
+        totals += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(),
+                               F.cross_entropy(logits_k, y_k, reduction="sum"), known.sum()]).double()
+    counts = EvalCounts.from_tensor(runtime.all_reduce_sum(totals))
+    out: dict[str, Any] = {**counts.metrics(), "counts": counts}
     if keep_logits:
         out["logits"] = torch.cat(all_logits) if all_logits else torch.empty(0)
         out["labels"] = torch.cat(all_labels) if all_labels else torch.empty(0, dtype=torch.long)
     return out
-
-
-def metrics_from_sums(sums: Any) -> dict[str, Any]:
-    """top1 / top5 (%), mean loss and sample count from (correct1, correct5, loss_sum, count)."""
-    correct1, correct5, loss_sum, count = sums.tolist() if torch.is_tensor(sums) else sums
-    count = int(count)
-    return {"top1": 100.0 * int(correct1) / max(count, 1), "top5": 100.0 * int(correct5) / max(count, 1),
-            "loss": loss_sum / max(count, 1), "samples": count}
 
 
 def class_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import torch
 def export_safetensors(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    from vitcli.engine.checkpoint import atomic_write
+    from vitcli.io import atomic_write
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     tmp = Path(path).with_suffix(".safetensors.tmp")

@@ -3,10 +3,13 @@ DeiT's signature, so distillation can see the inputs it must show the teacher.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from vitcli.config import TrainConfig
 
 
 class LabelLoss(nn.Module):
@@ -25,9 +28,9 @@ class LabelLoss(nn.Module):
         return self.hard(outputs, targets)
 
 
-def create_criterion(cfg: Any, **context: Any) -> nn.Module:
-    """The train criterion for a config; `context` carries what extensions need
-    (device, num_classes, data mean/std) without widening this signature."""
+def create_criterion(cfg: TrainConfig, **context: Any) -> nn.Module:
+    """The train criterion for a config; `context` carries what distillation needs
+    (runtime, num_classes, data mean/std, the student model) without widening this signature."""
     base = LabelLoss(cfg.regularization.label_smoothing)
     distill = cfg.get("distill")
     if distill is not None and distill.name != "none":

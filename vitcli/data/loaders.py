@@ -1,0 +1,37 @@
+"""One loader per split: in-memory and packed arrays go through the batched `ArrayLoader`
+(augmentation as batch ops on the device), image files through `FileLoader` (timm
+transforms per sample in worker processes). Both follow the rules in data/module.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vitcli.data.module import eval_batch_size, train_drop_last
+
+
+def array_loader(cfg: Any, split_name: str, split: Any, device: str, train: bool):
+    """ArrayLoader for one split: shuffled and augmented for train (when `train`), in order otherwise."""
+    from vitcli.data.arrays import ArrayLoader
+    from vitcli.data.batch_transforms import create_batch_augment
+
+    d = cfg.data
+    common = dict(img_size=d.img_size, mean=d.mean, std=d.std, device=device)
+    if split_name == "train":
+        return ArrayLoader(split, d.batch_size, shuffle=True, drop_last=train_drop_last(len(split), d.batch_size),
+                           seed=cfg.trainer.seed, augment=create_batch_augment(cfg.augmentation) if train else None,
+                           **common)
+    return ArrayLoader(split, eval_batch_size(d), **common)
+
+
+def file_loader(cfg: Any, split_name: str, split: Any, device: str, train: bool, info: dict):
+    """FileLoader for one split; unreadable files are counted into `info` (skipped_files_<split>)."""
+    from vitcli.data.files import BadFiles, FileLoader
+    from vitcli.data.transforms import create_file_transform
+
+    d = cfg.data
+    is_train = split_name == "train"
+    transform = create_file_transform(cfg.augmentation, d, train=is_train and train)
+    bad = BadFiles(split_name, len(split), info, d.max_bad_fraction)
+    bs = d.batch_size if is_train else eval_batch_size(d)
+    return FileLoader(split, transform, bs, bad, shuffle=is_train, drop_last=is_train and train_drop_last(len(split), bs),
+                      num_workers=d.num_workers, seed=cfg.trainer.seed, device=device)

@@ -1,0 +1,124 @@
+"""Everything a training run is made of, built once from its config: data (sharded per
+DDP rank), model (EMA, DDP, compile), optimizer with its lr, schedule, MixUp/CutMix
+and the criterion (with its teacher). The loop in trainer.py only uses these parts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from vitcli.engine.runtime import Runtime, seed_everything
+from vitcli.errors import UserError
+
+if TYPE_CHECKING:
+    from vitcli.config import TrainConfig, TrainerConfig
+    from vitcli.data.module import DataModule
+
+log = logging.getLogger("vitcli")
+
+
+@dataclass
+class TrainParts:
+    """The built components of a run; `model` is the bare model whose state dict is saved,
+    `forward_model` what the step calls (DDP-wrapped and/or compiled)."""
+
+    data: DataModule
+    select_split: str  # where best.pt is chosen: minival when carved, else val
+    model: torch.nn.Module
+    forward_model: Any
+    ema: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    mixup: Any
+    criterion: Any
+    lr: float  # the base lr after lr_base scaling
+    global_batch: int
+
+    @property
+    def train_loader(self) -> Any:
+        return self.data.loader("train")
+
+    @property
+    def val_loader(self) -> Any:
+        return self.data.loader(self.select_split)
+
+
+def validate_trainer_cfg(tcfg: TrainerConfig) -> None:
+    if tcfg.epochs <= 0:
+        raise UserError(f"trainer.epochs={tcfg.epochs} must be at least 1")
+    if tcfg.grad_accum < 1:
+        raise UserError(f"trainer.grad_accum={tcfg.grad_accum} must be at least 1")
+    if tcfg.freeze_backbone_epochs < 0:
+        raise UserError(f"trainer.freeze_backbone_epochs={tcfg.freeze_backbone_epochs} must be >= 0")
+    if tcfg.log_interval < 1:
+        raise UserError(f"trainer.log_interval={tcfg.log_interval} must be at least 1")
+
+
+def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
+    """The run's data on the runtime's device; under DDP each rank keeps its shard of every split
+    (train padded for equal step counts, evaluation splits not, so each sample counts once)."""
+    from vitcli.data import create_data
+
+    data = create_data(cfg, device=str(runtime.device))
+    data.info["devices"] = runtime.world_size
+    if runtime.world_size > 1:
+        for split, loader in data.loaders.items():
+            loader.shard(runtime.rank, runtime.world_size, pad=split == "train")
+    return data
+
+
+def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[torch.nn.Module, Any, Any]:
+    """(model on the device, EMA copy or None, what the step calls: DDP-wrapped and/or compiled)."""
+    from vitcli.engine.comm import wrap_model
+    from vitcli.models import create_model
+
+    tcfg = cfg.trainer
+    model = create_model(cfg.model, num_classes, cfg.regularization).to(runtime.device)
+    if tcfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = None
+    if tcfg.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=tcfg.ema_decay, use_warmup=tcfg.ema_warmup)
+    # frozen-backbone epochs leave parameters without gradients, which DDP must be told about
+    ddp = wrap_model(model, runtime.device, tcfg.sync_batchnorm, find_unused=tcfg.freeze_backbone_epochs > 0)
+    return model, ema, torch.compile(ddp) if tcfg.compile else ddp
+
+
+def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
+    """Build a run's parts in the order exact resume relies on (seed, data, model, then per-rank seeds)."""
+    from vitcli.data.mixing import create_mixup
+    from vitcli.engine.losses import create_criterion
+    from vitcli.engine.optim import create_optimizer, create_scheduler, global_batch_size, scaled_lr
+
+    tcfg = cfg.trainer
+    validate_trainer_cfg(tcfg)
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    seed_everything(tcfg.seed)
+    data = build_data(cfg, runtime)
+    select_split = "minival" if "minival" in data.loaders else "val"  # model selection never sees val then
+    model, ema, forward_model = build_model(cfg, data.num_classes, runtime)
+    if runtime.world_size > 1:  # different dropout / MixUp draws per rank, after identical models
+        seed_everything(tcfg.seed + runtime.rank)
+    global_batch = global_batch_size(cfg.data.batch_size, runtime.world_size, tcfg.grad_accum)
+    data.info["global_batch_size"] = global_batch
+    lr = scaled_lr(cfg.optimizer, global_batch)
+    scaling = "" if cfg.optimizer.lr_base is None else \
+        f" = lr_base {cfg.optimizer.lr_base:.3g} x {cfg.optimizer.lr_base_scale}({global_batch}/{cfg.optimizer.lr_base_size})"
+    log.info(f"global batch {global_batch} = {cfg.data.batch_size} per device x {runtime.world_size} device(s) x "
+             f"{tcfg.grad_accum} accumulation step(s); lr {lr:.3g}{scaling}")
+    optimizer = create_optimizer(model, cfg.optimizer, cfg.regularization.weight_decay, lr=lr)
+    steps_per_epoch = max(1, len(data.loader("train")) // tcfg.grad_accum)
+    scheduler = create_scheduler(optimizer, cfg.scheduler, tcfg.epochs, steps_per_epoch)
+    mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, data.num_classes)
+    criterion = create_criterion(cfg, runtime=runtime, num_classes=data.num_classes, mean=list(cfg.data.mean),
+                                 std=list(cfg.data.std), model=model)
+    return TrainParts(data, select_split, model, forward_model, ema, optimizer, scheduler, runtime.create_scaler(),
+                      mixup, criterion, lr, global_batch)

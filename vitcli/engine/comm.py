@@ -1,0 +1,123 @@
+"""In-process communication between DDP ranks (torch.distributed, started by torchrun).
+
+Who this process is (rank, world size, read from torchrun's environment), joining
+the process group, wrapping the model in DDP, and the few collectives vitcli uses:
+summing counts and sharing rank 0's run directory. Launching ranks lives in launch.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any, Iterator
+
+from vitcli.errors import UserError
+
+log = logging.getLogger("vitcli")
+
+PEER_FAILED = "stopped because another rank of the job failed"
+
+
+class PeerFailed(UserError):
+    """This rank was stopped (SIGTERM from torchrun, or a broken collective) after another one failed."""
+
+
+def under_launcher() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", 1)) if under_launcher() else 1
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", 0)) if under_launcher() else 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0)) if under_launcher() else 0
+
+
+def initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def process_group(cuda: bool) -> Iterator[None]:
+    """Join the job's process group (NCCL on GPUs, gloo on CPU) when started by torchrun."""
+    if world_size() == 1:
+        yield
+        return
+    import torch
+    import torch.distributed as dist
+
+    if cuda:
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if rank() != 0:
+        log.setLevel(logging.WARNING)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        dist.destroy_process_group()
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise PeerFailed(PEER_FAILED)
+
+
+def all_reduce_sum(tensor: Any) -> Any:
+    """Sum over ranks. gloo reduces on the CPU, so a CUDA tensor makes the round trip there."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl" or tensor.device.type == "cpu":
+        dist.all_reduce(tensor)
+        return tensor
+    host = tensor.cpu()
+    dist.all_reduce(host)
+    return host.to(tensor.device)
+
+
+def shared_run_dir(run_dir: Path) -> Path:
+    """Rank 0's run dir on every rank (direct torchrun: each rank resolved its own timestamp)."""
+    if not initialized():
+        return run_dir
+    import torch.distributed as dist
+
+    box = [str(run_dir)]
+    dist.broadcast_object_list(box, src=0)
+    shared = Path(box[0])
+    if shared.resolve() != run_dir.resolve() and run_dir.is_dir():
+        leftovers = {p.name for p in run_dir.iterdir()}
+        if leftovers <= {".hydra", "train.log"}:  # only what Hydra made for this rank
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return shared
+
+
+def wrap_model(model: Any, device: Any, sync_batchnorm: bool = False, find_unused: bool = False) -> Any:
+    """DDP around the model (its own state dict keys stay unwrapped); SyncBatchNorm when asked.
+
+    Args:
+        find_unused: parameters may get no gradient in a step (frozen-backbone epochs).
+    """
+    if world_size() == 1 or not initialized():
+        return model
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    if sync_batchnorm:
+        if device.type == "cpu":
+            raise UserError("trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm does not run on CPU); "
+                            "drop it for trainer.device=cpu")
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BN layers inside, same parameters
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused)

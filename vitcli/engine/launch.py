@@ -1,0 +1,166 @@
+"""Launching data-parallel training: `vitcli train trainer.devices=N` relaunches itself
+through torch.distributed.run with N processes on this node, all writing into the one
+run directory Hydra made; `torchrun --nnodes ... -m vitcli train ...` runs the same code
+directly. A failed rank becomes one line in the parent (its exit code kept); ranks
+stopped because another one failed stay quiet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from vitcli import runs
+from vitcli.engine import comm
+from vitcli.errors import UserError
+from vitcli.io import write_json
+
+log = logging.getLogger("vitcli")
+
+RELAUNCHED = "VITCLI_DDP_RELAUNCHED"  # set by `vitcli train trainer.devices=N` for its ranks
+
+
+class RanksFailed(UserError):
+    """A relaunched job ended with a failed rank (its error is the message)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def needs_relaunch(cfg: Any) -> bool:
+    devices = int(cfg.trainer.devices)
+    if devices < 1:
+        raise UserError(f"trainer.devices={devices} must be at least 1")
+    return devices > 1 and not comm.under_launcher()
+
+
+def child_overrides(task: list[str], hydra: list[str], run_dir: Path) -> list[str]:
+    """The command line of each rank: the same overrides, the same (already created) run dir."""
+    dropped = ("hydra.run.dir", "hydra.output_subdir", "hydra.mode", "hydra.sweep", "hydra/launcher",
+               "hydra/sweeper", "hydra.launcher", "hydra.sweeper", "hydra.job.num", "hydra.job.id")
+    keep = [o for o in hydra if not o.lstrip("+~").startswith(dropped)]
+    quoted = str(run_dir.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+    # the parent already wrote .hydra/; the ranks must not race to rewrite it
+    return [*task, *keep, f"hydra.run.dir='{quoted}'", "hydra.output_subdir=null"]
+
+
+def launcher_args(devices: int, overrides: list[str]) -> list[str]:
+    return ["--standalone", f"--nproc-per-node={devices}", "--local-ranks-filter=0",  # others report via error files
+            "--module", "vitcli", "train", *overrides]
+
+
+def relaunch(cfg: Any, run_dir: Path, task: list[str], hydra: list[str]) -> float:
+    """Run this training as `python -m torch.distributed.run --nproc-per-node N -m vitcli train ...`
+    (in this process, so a failure becomes one line); returns the run's best val_top1."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    devices = int(cfg.trainer.devices)
+    uses_cuda(cfg.trainer.device, devices)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
+    os.environ[RELAUNCHED] = "1"  # ranks leave their errors to this process (one line, below)
+    for name in ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # the agent's own warnings would repeat it
+    args = launcher_args(devices, child_overrides(task, hydra, run_dir))
+    log.info(f"launching {devices} processes with torchrun (python -m torch.distributed.run "
+             f"{' '.join(args[:2])} -m vitcli train ...); run dir {run_dir}")
+    try:
+        run(get_args_parser().parse_args(args))
+    except ChildFailedError as err:
+        failed = ranks_failed(err.failures, devices)
+        record_root_cause(run_dir, str(failed))
+        raise failed from None
+    finally:
+        os.environ.pop(RELAUNCHED, None)
+    best = runs.read_summary(run_dir).get("best") or {}
+    return float(best.get("val_top1", math.nan))
+
+
+def record_root_cause(run_dir: Path, message: str) -> None:
+    """Rank 0 may have recorded only "another rank failed"; summary.json gets the real error."""
+    summary = runs.read_summary(run_dir)
+    if summary and summary.get("status") in ("running", "failed"):
+        write_json(run_dir / runs.SUMMARY, {**summary, "status": "failed", "error": message})
+
+
+def ranks_failed(failures: dict[int, Any], devices: int) -> RanksFailed:
+    """The root cause among failed ranks: one that did not fail because another one did."""
+    items = sorted(failures.items(), key=lambda kv: (comm.PEER_FAILED in str(kv[1].message), kv[1].timestamp, kv[0]))
+    rank_, failure = items[0]
+    code = failure.exitcode
+    if code < 0:
+        message = f"rank {rank_} of {devices} was killed by {failure.signal_name()} (out of memory?); the job stopped"
+    elif failure.error_file_data.get("vitcli"):
+        message = str(failure.message)
+    else:
+        message = f"rank {rank_} of {devices} failed with exit code {code}: {str(failure.message).splitlines()[0]}"
+    return RanksFailed(message, 128 - code if code < 0 else code)
+
+
+def record_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Under torchrun, write this rank's error as one line into torchrun's error file (the
+    parent prints it), and end a rank stopped by another rank's failure quietly."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            if comm.world_size() == 1:
+                raise
+            peer = isinstance(err, comm.PeerFailed) or _is_broken_collective(err)
+            text = comm.PEER_FAILED if peer else (str(err).splitlines() or [type(err).__name__])[0]
+            if not isinstance(err, UserError) and not peer:
+                text = f"{type(err).__name__}: {text}"
+            _write_error_file(f"rank {comm.rank()}: {text}" if comm.rank() else text)
+            if peer or (isinstance(err, UserError) and os.environ.get(RELAUNCHED)):
+                sys.exit(2)  # the parent (or the failing rank) says it, once
+            raise
+
+    return wrapper
+
+
+def _is_broken_collective(err: BaseException) -> bool:
+    import torch.distributed as dist
+
+    text = str(err)
+    return isinstance(err, getattr(dist, "DistError", ())) or "Connection closed by peer" in text \
+        or "Connection reset by peer" in text
+
+
+def _write_error_file(message: str) -> None:
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w") as f:
+            json.dump({"message": message, "timestamp": int(time.time()), "vitcli": True}, f)
+
+
+def uses_cuda(device_name: str, per_node: int) -> bool:
+    """Whether the ranks run on GPUs (one each), checking this node has that many."""
+    import torch
+
+    from vitcli.engine.runtime import resolve_device
+
+    if resolve_device(device_name).type != "cuda":
+        return False
+    if per_node > torch.cuda.device_count():
+        raise UserError(f"{per_node} processes on this node need {per_node} GPUs but {torch.cuda.device_count()} "
+                        "are visible; lower trainer.devices (or --nproc-per-node), or use trainer.device=cpu")
+    return True
+
+
+@contextlib.contextmanager
+def rank_session(device_name: str) -> Iterator[None]:
+    """This rank inside the job's process group (a no-op for a single process)."""
+    cuda = comm.world_size() > 1 and uses_cuda(device_name, int(os.environ.get("LOCAL_WORLD_SIZE", comm.world_size())))
+    with comm.process_group(cuda):
+        yield
