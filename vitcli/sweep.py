@@ -9,7 +9,6 @@ submitit) and any sweeper (basic grid, optuna).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import traceback
@@ -18,6 +17,7 @@ from typing import Any, Callable
 
 from hydra.experimental.callback import Callback
 
+from vitcli import runs
 from vitcli.errors import full_errors
 
 log = logging.getLogger("vitcli")
@@ -55,7 +55,6 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
 
 def record_failure(run_dir: Path, cfg: Any, message: str) -> None:
     """Mark the job failed in summary.json, keeping what the trainer already wrote."""
-    from vitcli import runs
     from vitcli.io import write_json
 
     summary = runs.read_summary(run_dir)
@@ -70,12 +69,13 @@ def record_failure(run_dir: Path, cfg: Any, message: str) -> None:
 def _read_overrides(job_dir: Path) -> list[str]:
     from omegaconf import OmegaConf
 
-    path = job_dir / ".hydra" / "overrides.yaml"
+    path = job_dir / runs.HYDRA / "overrides.yaml"
     return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and ((d / ".hydra").is_dir() or (d / "summary.json").is_file())]
+    """The sweep's jobs: run dirs, and jobs killed before they wrote anything but Hydra's .hydra/."""
+    dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and (runs.is_run_dir(d) or (d / runs.HYDRA).is_dir())]
     return sorted(dirs, key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
 
 
@@ -86,7 +86,7 @@ def collect(sweep_dir: Path, swept: list[str] | None = None) -> tuple[list[dict[
     for job_dir in _job_dirs(Path(sweep_dir)):
         overrides = _read_overrides(job_dir)
         pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
-        summary = json.loads((job_dir / "summary.json").read_text()) if (job_dir / "summary.json").is_file() else {}
+        summary = runs.read_summary(job_dir)
         jobs.append((job_dir, overrides, pairs, summary))
     keys: list[str] = []
     for _, _, pairs, _ in jobs:
