@@ -36,8 +36,10 @@ class DataConfig:
     format: str = "files"  # files | packed
     img_size: int = 32
     num_classes: Optional[int] = None  # derived from the data where possible
-    mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    # auto: the weights' own statistics (model.pretrained / model.weights, via timm), else the
+    # dataset's default; the run's config.yaml records the resolved numbers (data/normalization.py)
+    mean: Any = "auto"  # auto | three floats
+    std: Any = "auto"  # auto | three floats
     batch_size: int = 64  # per device: the global batch is batch_size x trainer.devices x trainer.grad_accum
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
     num_workers: int = 0

@@ -49,9 +49,11 @@ def create_data(cfg: Any, device: str = "cpu", train: bool = True) -> DataModule
     """Build the loaders for cfg.data with cfg.augmentation on the train split."""
     from vitcli.data.arrays import ArrayLoader, stratified_split, take
     from vitcli.data.batch_transforms import create_batch_augment
+    from vitcli.data.normalization import fill_dataset_defaults
     from vitcli.data.sources import FILE_SOURCES, carve_minival, create_file_data
 
     data_cfg = cfg.data
+    fill_dataset_defaults(data_cfg)  # `auto` left unresolved (no trainer): the dataset's default
     validate_data_cfg(data_cfg)
     name = data_cfg.name
     if name == "digits":

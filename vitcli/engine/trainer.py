@@ -72,9 +72,11 @@ class Trainer:
 
         from vitcli.data import create_data
         from vitcli.data.mixing import create_mixup
+        from vitcli.data.normalization import resolve_normalization
         from vitcli.models import count_params, create_model
 
         self.cfg, self.run_dir, tcfg = cfg, Path(run_dir), cfg.trainer
+        resolve_normalization(cfg)  # data.mean/std=auto -> the weights' own; recorded in config.yaml
         validate_trainer_cfg(tcfg)
         if tcfg.threads:
             torch.set_num_threads(tcfg.threads)
