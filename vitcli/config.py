@@ -215,6 +215,15 @@ class PredictConfig:
 
 
 @dataclass
+class ExportConfig:
+    run: str = MISSING  # a training run directory
+    checkpoint: str = "best"  # best | last | ema
+    format: str = "timm"  # timm (folder for timm.create_model("local-dir:...")) | onnx
+    out: Optional[str] = None  # null: RUN/export/<checkpoint>_timm or RUN/export/<checkpoint>.onnx
+    device: str = "cpu"  # where the checkpoint is loaded (exports are written from CPU fp32)
+
+
+@dataclass
 class EnsembleConfig:
     runs: Any = MISSING  # list of run dirs, a glob, or a multirun dir
     method: str = "mean_prob"  # vote | weighted_vote | mean_prob | mean_logit | greedy
@@ -275,6 +284,7 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="ensemble_schema", node=EnsembleConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="models_schema", node=ModelsConfig)
     cs.store(name="runs_schema", node=RunsConfig)
     cs.store(name="prepare_schema", node=PrepareConfig)

@@ -8,6 +8,7 @@ ends with the same weights as an uninterrupted one (bitwise on CPU).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -376,4 +377,5 @@ class Trainer:
         best = load_checkpoint(runs.checkpoint_path(self.run_dir, "best"))
         export_safetensors(best["model"], self.run_dir / "model.safetensors",
                            {"timm_name": self.cfg.model.timm_name, "num_classes": str(self.data.num_classes),
+                            "class_names": json.dumps(list(self.data.class_names)),
                             "source": str(self.best.get("source")), "epoch": str(self.best.get("epoch"))})
