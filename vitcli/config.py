@@ -212,6 +212,9 @@ class PredictConfig:
     device: str = "auto"
     eval: EvalOptions = field(default_factory=EvalOptions)
     submission: str = "auto"  # auto (MiniPlaces data) | always | never
+    images: Optional[str] = None  # an image file, folder (recursive) or glob: top-k CSV instead of a split
+    topk: int = 5  # images=: classes per image in predictions/<name>.csv
+    name: Optional[str] = None  # images=: the CSV's name (null: the folder's / file's name, `images` for a glob)
 
 
 @dataclass
