@@ -29,6 +29,7 @@ def test_auto_from_scratch_is_the_dataset_default():
     cfg = compose("train", ["data=synthetic"])
     resolve_normalization(cfg)
     assert list(cfg.data.mean) == [0.5] * 3
+    assert cfg.augmentation.crop_pct == 1.0 and cfg.augmentation.interpolation == "bicubic"
     cfg = compose("train", ["data=miniplaces"])
     resolve_normalization(cfg)
     assert list(cfg.data.mean) == pytest.approx(IMAGENET_MEAN) and list(cfg.data.std) == pytest.approx(IMAGENET_STD)
@@ -55,6 +56,18 @@ def test_explicit_value_that_differs_from_the_weights_warns_once(caplog):
         resolve_normalization(cfg)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert list(cfg.data.std) == pytest.approx(CLIP_STD)
+    assert cfg.augmentation.crop_pct == pytest.approx(0.9)  # CLIP's eval crop, from timm's pretrained cfg
+
+
+def test_eval_crop_and_interpolation_follow_cnn_weights(tmp_path):
+    weights = write_weights(tmp_path / "r18.pth", "resnet18")
+    cfg = compose("train", ["model=resnet18", f"model.weights={weights}", "data=synthetic"])
+    resolve_normalization(cfg)
+    assert cfg.augmentation.crop_pct == pytest.approx(0.95) and cfg.augmentation.interpolation == "bicubic"
+    cfg = compose("train", ["model=resnet18", f"model.weights={weights}", "data=synthetic",
+                            "augmentation.crop_pct=0.8", "augmentation.interpolation=bilinear"])
+    resolve_normalization(cfg)  # explicit values stay
+    assert cfg.augmentation.crop_pct == 0.8 and cfg.augmentation.interpolation == "bilinear"
 
 
 def test_clip_weights_file_run_records_clip_statistics(tmp_path):
@@ -65,3 +78,4 @@ def test_clip_weights_file_run_records_clip_statistics(tmp_path):
     train_run(run, "model=clip_b16", f"model.weights={weights}", *TINY_VIT, "trainer.epochs=1")
     saved = OmegaConf.load(run / "config.yaml")
     assert list(saved.data.mean) == pytest.approx(CLIP_MEAN) and list(saved.data.std) == pytest.approx(CLIP_STD)
+    assert saved.augmentation.crop_pct == pytest.approx(0.9) and saved.augmentation.interpolation == "bicubic"

@@ -70,7 +70,7 @@ class AugmentationConfig:
     color_jitter: Optional[float] = None  # brightness/contrast/saturation strength
     gaussian_noise: float = 0.0  # std of noise added to normalized inputs (0: off)
     auto_augment: Optional[str] = None  # timm policy string, e.g. rand-m9-mstd0.5-inc1
-    interpolation: str = "bicubic"
+    interpolation: Any = "auto"  # auto: the weights' own (pretrained / model.weights), else bicubic
     re_prob: float = 0.0  # RandomErasing probability
     re_mode: str = "pixel"
     re_count: int = 1
@@ -81,7 +81,7 @@ class AugmentationConfig:
     mixup_switch_prob: float = 0.5
     mixup_mode: str = "batch"  # batch | pair | elem
     mixup_off_epoch: int = 0  # stop mixing from this epoch on (0: never)
-    crop_pct: float = 1.0  # eval: resize to img_size / crop_pct, then centre crop
+    crop_pct: Any = "auto"  # eval: resize to img_size / crop_pct, centre crop (auto: the weights' own, else 1.0)
 
 
 @dataclass

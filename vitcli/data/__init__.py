@@ -53,7 +53,7 @@ def create_data(cfg: Any, device: str = "cpu", train: bool = True) -> DataModule
     from vitcli.data.sources import FILE_SOURCES, carve_minival, create_file_data
 
     data_cfg = cfg.data
-    fill_dataset_defaults(data_cfg)  # `auto` left unresolved (no trainer): the dataset's default
+    fill_dataset_defaults(cfg)  # `auto` left unresolved (no trainer): the dataset's default
     validate_data_cfg(data_cfg)
     name = data_cfg.name
     if name == "digits":

@@ -1,9 +1,10 @@
-"""Input normalization that follows the weights (`data.mean` / `data.std` = auto).
+"""Preprocessing that follows the weights: `data.mean`, `data.std`,
+`augmentation.interpolation` and `augmentation.crop_pct` (eval) default to `auto`.
 
-With `model.pretrained=true` or `model.weights=FILE`, auto means the mean/std the
-weights were trained with, read from the timm model's pretrained config by
+With `model.pretrained=true` or `model.weights=FILE`, auto means what the weights
+were trained with, read from the timm model's pretrained config by
 `timm.data.resolve_model_data_config` (CLIP and DINOv2 differ from ImageNet's).
-Otherwise auto means the dataset's default. The trainer resolves the values once,
+Otherwise auto means the dataset's default (bicubic, crop_pct 1.0: the whole image). The trainer resolves the values once,
 before anything is built, so the run's config.yaml records the numbers that
 eval, predict, export and distillation teachers then reuse.
 """
@@ -25,6 +26,8 @@ DATASET_DEFAULTS: dict[str, tuple[Sequence[float], Sequence[float]]] = {
     "miniplaces": (IMAGENET_MEAN, IMAGENET_STD),
 }
 FALLBACK = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+DEFAULT_INTERPOLATION = "bicubic"
+DEFAULT_CROP_PCT = 1.0  # small scene images: keep everything
 
 
 def is_auto(value: Any) -> bool:
@@ -36,13 +39,20 @@ def dataset_defaults(name: str) -> tuple[list[float], list[float]]:
     return list(mean), list(std)
 
 
-def fill_dataset_defaults(data_cfg: Any) -> None:
+def fill_dataset_defaults(cfg: Any) -> None:
     """Replace an unresolved `auto` by the dataset's default (no model involved)."""
+    data_cfg = cfg.data
     mean, std = dataset_defaults(data_cfg.name)
     if is_auto(data_cfg.mean):
         data_cfg.mean = mean
     if is_auto(data_cfg.std):
         data_cfg.std = std
+    aug = cfg.get("augmentation") if hasattr(cfg, "get") else getattr(cfg, "augmentation", None)
+    if aug is not None:
+        if is_auto(aug.interpolation):
+            aug.interpolation = DEFAULT_INTERPOLATION
+        if is_auto(aug.crop_pct):
+            aug.crop_pct = DEFAULT_CROP_PCT
 
 
 def weights_data_config(model_cfg: Any) -> dict[str, Any] | None:
@@ -64,8 +74,8 @@ def weights_data_config(model_cfg: Any) -> dict[str, Any] | None:
 
 
 def resolve_normalization(cfg: Any) -> None:
-    """Resolve `data.mean`/`data.std` in place (see the module docstring); warn once
-    when an explicit value differs from the statistics of the weights."""
+    """Resolve the `auto` values in place (see the module docstring); warn once when an
+    explicit data.mean/data.std differs from the statistics of the weights."""
     data_cfg = cfg.data
     own = weights_data_config(cfg.model)
     defaults = dataset_defaults(data_cfg.name)
@@ -77,6 +87,11 @@ def resolve_normalization(cfg: Any) -> None:
             data_cfg[key] = wanted or defaults[i]
         elif wanted and any(abs(float(a) - b) > 1e-4 for a, b in zip(value, wanted)):
             differs.append(f"data.{key}={list(value)} (the weights use {[round(v, 4) for v in wanted]})")
+    aug = cfg.augmentation
+    if is_auto(aug.interpolation):
+        aug.interpolation = str(own["interpolation"]) if own else DEFAULT_INTERPOLATION
+    if is_auto(aug.crop_pct):
+        aug.crop_pct = float(own["crop_pct"]) if own else DEFAULT_CROP_PCT
     if differs:
         log.warning(f"{' and '.join(differs)}: model={cfg.model.name} was pretrained with other statistics; "
                     "leave data.mean/data.std at auto to use the weights' own")
