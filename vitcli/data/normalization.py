@@ -39,6 +39,17 @@ def dataset_defaults(name: str) -> tuple[list[float], list[float]]:
     return list(mean), list(std)
 
 
+def interpolation_of(aug_cfg: Any) -> str:
+    """augmentation.interpolation, with an unresolved auto read as the default."""
+    value = aug_cfg.interpolation if aug_cfg is not None else None
+    return DEFAULT_INTERPOLATION if is_auto(value) else str(value)
+
+
+def crop_pct_of(aug_cfg: Any) -> float:
+    value = aug_cfg.crop_pct if aug_cfg is not None else None
+    return DEFAULT_CROP_PCT if is_auto(value) else float(value)
+
+
 def fill_dataset_defaults(cfg: Any) -> None:
     """Replace an unresolved `auto` by the dataset's default (no model involved)."""
     data_cfg = cfg.data
