@@ -63,3 +63,4 @@ EnsembleMethod = _choice("EnsembleMethod", ["vote", "weighted_vote", "mean_prob"
 GreedyMetric = _choice("GreedyMetric", ["nll", "top1"])
 MixupMode = _choice("MixupMode", ["batch", "pair", "elem"])
 EraseMode = _choice("EraseMode", ["pixel", "rand", "const"])
+ExportFormat = _choice("ExportFormat", ["timm", "onnx"])

@@ -6,18 +6,22 @@ Kept free of torch/timm/hydra imports so that `vitcli --help` stays instant.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> (module under vitcli.commands, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model (distils when distill=... is set; -m for sweeps)"),
     "eval": ("evaluate", "metrics of a trained run on a split: vitcli eval run=DIR"),
-    "predict": ("predict", "logits for a split -> predictions/<split>.npz (+ MiniPlaces submissions)"),
+    "predict": ("predict", "logits for a split -> predictions/<split>.npz; images=PATH: top-k CSV of your own images"),
     "ensemble": ("ensemble", "vote / weighted vote / mean prob / greedy over runs' predictions"),
     "prepare": ("prepare", "pack a dataset into uint8 arrays for the fast path (then data.format=packed)"),
     "models": ("models", "model presets and the timm names behind them"),
     "runs": ("runs", "table of runs under runs/ with their best metrics: vitcli runs [sort=val_top1]"),
+    "export": ("export", "a run's model as a timm folder (config.json + safetensors) or ONNX: vitcli export run=DIR"),
 }
+
+COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
 def usage() -> str:
@@ -30,12 +34,43 @@ def usage() -> str:
         "",
         "Each command is a Hydra app: `vitcli <command> --help` shows its config groups,",
         "`--cfg job` prints the composed config, `-m` runs a sweep.",
+        'Tab completion: eval "$(vitcli train -sc install=bash)" (or zsh, fish).',
     ]
     return "\n".join(lines)
 
 
+def complete(argv: list[str]) -> None:
+    """`vitcli -sc query=SHELL`, run by the script `vitcli <command> -sc install=SHELL` prints.
+
+    The shell passes the whole line in COMP_LINE. While the command word is being
+    typed, list the matching commands; after it, hand the line without the command
+    word to that command's Hydra app, which completes config groups and keys.
+    """
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    typing_command = len(words) < 2 or (len(words) == 2 and not line.endswith(" "))
+    if typing_command:
+        prefix = words[1] if len(words) == 2 else ""
+        print(" ".join(name for name in COMMANDS if name.startswith(prefix)))
+        return
+    command = words[1]
+    if command not in COMMANDS or not any(a.startswith("query=") for a in argv[1:]):
+        return
+    start = line.index(command)
+    rest = line[start + len(command):].lstrip()
+    os.environ["COMP_LINE"] = f"{words[0]} {rest}"
+    point = int(os.environ.get("COMP_POINT") or len(line))
+    os.environ["COMP_POINT"] = str(max(0, point - (len(line) - len(os.environ["COMP_LINE"]))))
+    module = importlib.import_module(f"vitcli.commands.{COMMANDS[command][0]}")
+    sys.argv = ["vitcli", *argv]
+    module.main()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMPLETION_FLAGS:
+        complete(argv)
+        return
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         sys.exit(0 if argv else 2)
@@ -53,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     module = importlib.import_module(f"vitcli.commands.{COMMANDS[command][0]}")
-    # Hydra parses sys.argv itself; show the command in its usage lines.
-    sys.argv = [f"vitcli {command}", *argv[1:]]
+    # Hydra parses sys.argv itself; show the command in its usage lines. Completion
+    # scripts take their program name from argv[0]: register them for `vitcli` itself.
+    completing = any(a in COMPLETION_FLAGS for a in argv[1:])
+    sys.argv = ["vitcli" if completing else f"vitcli {command}", *argv[1:]]
     module.main()

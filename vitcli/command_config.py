@@ -1,4 +1,4 @@
-"""Schemas of the primary configs of the commands that read trained runs (eval, predict, ensemble)
+"""Schemas of the primary configs of the commands that read trained runs (eval, predict, export, ensemble)
 and browse presets or runs (models, runs); registered in the ConfigStore by vitcli/config.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
-from vitcli.choices import Checkpoint, EnsembleMethod, GreedyMetric, Precision, Submission, Tta
+from vitcli.choices import Checkpoint, EnsembleMethod, ExportFormat, GreedyMetric, Precision, Submission, Tta
 
 
 @dataclass
@@ -40,6 +40,18 @@ class PredictConfig:
     precision: Optional[Precision] = None  # null: the precision the run trained with
     eval: EvalOptions = field(default_factory=EvalOptions)
     submission: Submission = Submission.auto  # auto: for MiniPlaces data
+    images: Optional[str] = None  # an image file, folder (recursive) or glob: top-k CSV instead of a split
+    topk: int = 5  # images=: classes per image in predictions/<name>.csv
+    name: Optional[str] = None  # images=: the CSV's name (null: the folder's / file's name, `images` for a glob)
+
+
+@dataclass
+class ExportConfig:
+    run: str = MISSING  # a training run directory
+    checkpoint: Checkpoint = Checkpoint.best
+    format: ExportFormat = ExportFormat.timm  # timm: a folder for timm.create_model("local-dir:...") | onnx
+    out: Optional[str] = None  # null: RUN/export/<checkpoint>_timm or RUN/export/<checkpoint>.onnx
+    device: str = "cpu"  # where the checkpoint is loaded (exports are written from CPU fp32)
 
 
 @dataclass

@@ -42,8 +42,10 @@ class DataConfig:
     format: DataFormat = DataFormat.files
     img_size: int = 32
     num_classes: Optional[int] = None  # derived from the data where possible
-    mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    # auto: the weights' own statistics (model.pretrained / model.weights, via timm), else the
+    # dataset's default; the run's config.yaml records the resolved numbers (data/normalization.py)
+    mean: Any = "auto"  # auto | three floats
+    std: Any = "auto"  # auto | three floats
     batch_size: int = 64  # per device: the global batch is batch_size x trainer.devices x trainer.grad_accum
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
     num_workers: int = 0
@@ -74,7 +76,7 @@ class AugmentationConfig:
     color_jitter: Optional[float] = None  # brightness/contrast/saturation strength
     gaussian_noise: float = 0.0  # std of noise added to normalized inputs (0: off)
     auto_augment: Optional[str] = None  # timm policy string, e.g. rand-m9-mstd0.5-inc1
-    interpolation: str = "bicubic"
+    interpolation: Any = "auto"  # auto: the weights' own (pretrained / model.weights), else bicubic
     re_prob: float = 0.0  # RandomErasing probability
     re_mode: EraseMode = EraseMode.pixel
     re_count: int = 1
@@ -85,7 +87,7 @@ class AugmentationConfig:
     mixup_switch_prob: float = 0.5
     mixup_mode: MixupMode = MixupMode.batch
     mixup_off_epoch: int = 0  # stop mixing from this epoch on (0: never)
-    crop_pct: float = 1.0  # eval: resize to img_size / crop_pct, then centre crop
+    crop_pct: Any = "auto"  # eval: resize to img_size / crop_pct, centre crop (auto: the weights' own, else 1.0)
 
 
 @dataclass
@@ -213,7 +215,8 @@ def _or_default(value: Any, default: Any) -> Any:
 def register_configs() -> None:
     from omegaconf import OmegaConf
 
-    from vitcli.command_config import EnsembleConfig, EvalConfig, ModelsConfig, PredictConfig, RunsConfig
+    from vitcli.command_config import (EnsembleConfig, EvalConfig, ExportConfig, ModelsConfig, PredictConfig,
+                                       RunsConfig)
 
     if not OmegaConf.has_resolver("or_default"):  # hydra.run.dir: the resumed run, else a new stamp
         OmegaConf.register_new_resolver("or_default", _or_default)
@@ -222,6 +225,7 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="ensemble_schema", node=EnsembleConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="models_schema", node=ModelsConfig)
     cs.store(name="runs_schema", node=RunsConfig)
     cs.store(name="prepare_schema", node=PrepareConfig)

@@ -31,7 +31,11 @@ _MIXER_ARCH = {
 
 def timm_kwargs(model_cfg: ModelConfig, num_classes: int, reg_cfg: RegularizationConfig | None = None) -> dict[str, Any]:
     """The keyword arguments vitcli passes to timm.create_model for a preset."""
-    kwargs: dict[str, Any] = dict(model_cfg.kwargs or {})
+    from omegaconf import DictConfig, OmegaConf
+
+    extra = model_cfg.kwargs or {}
+    # plain lists/dicts: timm passes some (e.g. swin depths) to torch ops that reject ListConfig
+    kwargs: dict[str, Any] = dict(OmegaConf.to_container(extra, resolve=True) if isinstance(extra, DictConfig) else extra)
     kwargs["num_classes"] = num_classes
     drop_path = model_cfg.drop_path_rate
     drop = model_cfg.drop_rate

@@ -1,4 +1,5 @@
 """`vitcli predict run=DIR split=test`: logits of a run on a split, plus leaderboard submissions.
+`vitcli predict run=DIR images=PATH [topk=5]`: top-k classes of your own image files (CSV).
 
 Writes RUN_DIR/predictions/<split>.npz (vitcli/predictions.py) and, for MiniPlaces
 (submission=auto) or when asked (submission=always), RUN_DIR/submission/<split>_top5.txt
@@ -22,6 +23,8 @@ log = logging.getLogger("vitcli")
 def run_predict(cfg: DictConfig) -> dict:
     if OmegaConf.is_missing(cfg, "run"):
         raise UserError("run=DIR is missing: vitcli predict run=runs/<experiment>/<timestamp> split=test")
+    if cfg.images:
+        return predict_files(cfg)
     from vitcli.predict import predict_split
 
     preds, result, written = predict_split(cfg.run, cfg.split, cfg.checkpoint, cfg.device, cfg.batch_size,
@@ -33,6 +36,19 @@ def run_predict(cfg: DictConfig) -> dict:
     for path in written:
         log.info(f"wrote {path}")
     return result
+
+
+def predict_files(cfg: DictConfig) -> dict:
+    """images=PATH: the user's own files -> predictions/<name>.csv and a preview table."""
+    from rich.console import Console
+
+    from vitcli.predict_images import predict_images, preview_table
+
+    result = predict_images(cfg.run, cfg.images, cfg.topk, cfg.checkpoint, cfg.device, cfg.batch_size, cfg.name)
+    Console().print(preview_table(result))
+    skipped = f", skipped {len(result.failed)} unreadable" if result.failed else ""
+    log.info(f"wrote {result.csv_path} ({len(result.paths)} images{skipped})")
+    return {"csv": str(result.csv_path), "images": len(result.paths), "failed": len(result.failed)}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://vitcli.conf", config_name="predict")

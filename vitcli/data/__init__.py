@@ -21,9 +21,11 @@ def create_data(cfg: TrainConfig, device: str = "cpu", train: bool = True) -> Da
     """Build the loaders for cfg.data with cfg.augmentation on the train split."""
     from vitcli.data.arrays import stratified_split, take
     from vitcli.data.loaders import array_loader
+    from vitcli.data.normalization import fill_dataset_defaults
     from vitcli.data.sources import FILE_SOURCES, carve_minival, create_file_data
 
     data_cfg = cfg.data
+    fill_dataset_defaults(cfg)  # `auto` left unresolved (no trainer): the dataset's default
     validate_data_cfg(data_cfg)
     name = data_cfg.name
     if name == "digits":

@@ -17,17 +17,22 @@ def create_file_transform(aug_cfg: AugmentationConfig, data_cfg: DataConfig, tra
     from timm.data import create_transform
     from torchvision import transforms as T
 
+    from vitcli.data.normalization import crop_pct_of, dataset_defaults, interpolation_of, is_auto
+
     size = int(data_cfg.img_size)
-    mean, std = tuple(data_cfg.mean), tuple(data_cfg.std)
+    defaults = dataset_defaults(data_cfg.name)  # only where `auto` was never resolved (no trainer)
+    mean = tuple(defaults[0] if is_auto(data_cfg.mean) else data_cfg.mean)
+    std = tuple(defaults[1] if is_auto(data_cfg.std) else data_cfg.std)
+    interpolation = interpolation_of(aug_cfg)
     if not train or aug_cfg is None:
-        # Resize the whole image (crop_pct 1.0 keeps everything, right for 128 px scenes).
-        return create_transform(size, is_training=False, interpolation=aug_cfg.interpolation if aug_cfg else "bicubic",
-                                mean=mean, std=std, crop_pct=aug_cfg.crop_pct if aug_cfg else 1.0)
+        # crop_pct 1.0 (the default) resizes the whole image: right for 128 px scenes.
+        return create_transform(size, is_training=False, interpolation=interpolation,
+                                mean=mean, std=std, crop_pct=crop_pct_of(aug_cfg))
     if aug_cfg.scale:
         return create_transform(
             size, is_training=True, scale=tuple(aug_cfg.scale), ratio=tuple(aug_cfg.ratio), hflip=aug_cfg.hflip,
             vflip=0.0, color_jitter=aug_cfg.color_jitter, auto_augment=aug_cfg.auto_augment,
-            interpolation=aug_cfg.interpolation, mean=mean, std=std, re_prob=aug_cfg.re_prob,
+            interpolation=interpolation, mean=mean, std=std, re_prob=aug_cfg.re_prob,
             re_mode=aug_cfg.re_mode, re_count=aug_cfg.re_count,
         )
     # No random-resized crop: resize to img_size, then (optionally) RandomCrop with padding.
@@ -35,7 +40,7 @@ def create_file_transform(aug_cfg: AugmentationConfig, data_cfg: DataConfig, tra
     from timm.data.random_erasing import RandomErasing
     from timm.data.transforms import str_to_interp_mode
 
-    ops: list[Any] = [T.Resize((size, size), interpolation=str_to_interp_mode(aug_cfg.interpolation))]
+    ops: list[Any] = [T.Resize((size, size), interpolation=str_to_interp_mode(interpolation))]
     if aug_cfg.random_crop_padding:
         ops.append(T.RandomCrop(size, padding=int(aug_cfg.random_crop_padding)))
     if aug_cfg.hflip:

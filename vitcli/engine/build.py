@@ -94,10 +94,12 @@ def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[t
 def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
     """Build a run's parts in the order exact resume relies on (seed, data, model, then per-rank seeds)."""
     from vitcli.data.mixing import create_mixup
+    from vitcli.data.normalization import resolve_normalization
     from vitcli.engine.losses import create_criterion
     from vitcli.engine.optim import create_optimizer, create_scheduler, global_batch_size, scaled_lr
 
     tcfg = cfg.trainer
+    resolve_normalization(cfg)  # data.mean/std=auto -> the weights' own; recorded in config.yaml
     validate_trainer_cfg(tcfg)
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)

@@ -3,6 +3,7 @@ RNGs in checkpoints, summary.json, plots/curves.png and model.safetensors. A mix
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -142,4 +143,5 @@ class RunState:
         best = load_checkpoint(runs.checkpoint_path(self.run_dir, "best"))
         export_safetensors(best["model"], self.run_dir / runs.MODEL_WEIGHTS,
                            {"timm_name": self.cfg.model.timm_name, "num_classes": str(self.data.num_classes),
+                            "class_names": json.dumps(list(self.data.class_names)),
                             "source": str(self.best.get("source")), "epoch": str(self.best.get("epoch"))})
