@@ -202,6 +202,18 @@ class EvalConfig:
 
 
 @dataclass
+class ExplainConfig:
+    run: str = MISSING  # a training run directory
+    split: str = "val"  # split whose samples are explained (ignored with images=)
+    n: int = 16  # images in the grid
+    method: str = "auto"  # auto | rollout | attention (last-layer CLS) | gradcam
+    images: Optional[str] = None  # explain these files instead: a file, a folder or a glob
+    checkpoint: str = "best"  # best | last | ema
+    seed: int = 0  # which samples are drawn (mistakes and correct ones)
+    device: str = "auto"
+
+
+@dataclass
 class PredictConfig:
     run: str = MISSING  # a training run directory
     split: Optional[str] = None  # null: test when the data has one, else val
@@ -272,6 +284,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="explain_schema", node=ExplainConfig)
     cs.store(name="ensemble_schema", node=EnsembleConfig)
     cs.store(name="models_schema", node=ModelsConfig)
     cs.store(name="runs_schema", node=RunsConfig)
