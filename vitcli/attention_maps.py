@@ -151,8 +151,11 @@ def _reshape(model, layout: str):
 
 def gradcam_map(model, x: torch.Tensor, classes: list[int]) -> np.ndarray:
     """Grad-CAM of `classes` (one per image) through the pytorch-grad-cam package, (B, H, W)."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError as err:
+        raise UserError("Grad-CAM needs the grad-cam package: pip install 'vitcli[explain]'") from err
 
     layer, layout = gradcam_target(model)
     with GradCAM(model=model, target_layers=[layer], reshape_transform=_reshape(model, layout)) as cam:

@@ -28,7 +28,11 @@ _MIXER_ARCH = {
 
 def timm_kwargs(model_cfg: Any, num_classes: int, reg_cfg: Any | None = None) -> dict[str, Any]:
     """The keyword arguments vitcli passes to timm.create_model for a preset."""
-    kwargs: dict[str, Any] = dict(model_cfg.kwargs or {})
+    from omegaconf import DictConfig, OmegaConf
+
+    raw = model_cfg.kwargs or {}
+    # plain lists, not ListConfig: timm passes some straight to torch ops (ConvNeXt's split sizes)
+    kwargs: dict[str, Any] = dict(OmegaConf.to_container(raw) if isinstance(raw, DictConfig) else raw)
     kwargs["num_classes"] = num_classes
     drop_path = model_cfg.drop_path_rate
     drop = model_cfg.drop_rate
