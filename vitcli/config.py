@@ -198,7 +198,7 @@ class EvalConfig:
     device: str = "auto"
     eval: EvalOptions = field(default_factory=EvalOptions)
     worst: int = 10  # rows in the worst-classes table
-    save: bool = True  # write eval/<split>_<checkpoint>.json, the confusion CSV and plots/confusion.png
+    save: bool = True  # write eval/<split>_<checkpoint>.json + CSVs, plots/confusion_<tag>.png, plots/errors_<tag>.png
 
 
 @dataclass

@@ -1,8 +1,11 @@
-"""Run plots: plots/curves.png (loss, accuracy and learning rate per epoch) from metrics.jsonl."""
+"""Run plots: plots/curves.png (loss, accuracy and learning rate per epoch) from metrics.jsonl,
+the confusion matrix and the error gallery of `vitcli eval`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from vitcli.tracking import read_jsonl
 
@@ -53,3 +56,95 @@ def plot_curves(run_dir: Path, steps_per_epoch: float | None = None) -> Path | N
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def confusion_path(run_dir: Path, tag: str) -> Path:
+    return Path(run_dir) / "plots" / f"confusion_{tag}.png"
+
+
+def errors_path(run_dir: Path, tag: str) -> Path:
+    return Path(run_dir) / "plots" / f"errors_{tag}.png"
+
+
+def plot_confusion(path: Path, cm: np.ndarray, names: list[str], title: str) -> Path:
+    """Confusion matrix of counts on a log colour scale (one error stands out from the white
+    zeros); the counts are written in the cells up to 20 classes, class names up to 40."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from vitcli.gallery import save_figure
+
+    n = len(names)
+    side = min(4 + (0.45 if n <= 20 else 0.18) * n, 24)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    masked = np.ma.masked_equal(cm, 0)
+    im = ax.imshow(masked, cmap=cmap, norm=LogNorm(vmin=1, vmax=max(int(cm.max()), 2)), interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="samples (log scale; white: none)")
+    if n <= 20:
+        for (i, j), v in np.ndenumerate(cm):
+            if v:
+                ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=7,
+                        color="black" if v > np.sqrt(max(cm.max(), 1)) else "white")
+    if n <= 40:
+        ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), names, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
+def confident_mistakes(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Indices of up to `k` wrong predictions, most confident (highest softmax top-1) first."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero((labels >= 0) & (pred != labels))
+    return wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:k]
+
+
+def confused_pairs(cm: np.ndarray, k: int) -> list[tuple[int, int, int]]:
+    """The `k` largest off-diagonal cells as (true, predicted, count), count > 0."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:k]
+    return [(int(i), int(j), int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
+
+
+def plot_errors(path: Path, images: np.ndarray, captions: list[str], pairs: list[tuple[str, int]],
+                title: str, cols: int = 8) -> Path:
+    """Gallery of mistakes (images captioned true / predicted) above a bar chart of the most confused pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vitcli.gallery import save_figure
+
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols) if n else 0
+    bar_h = 0.6 + 0.25 * len(pairs)
+    fig = plt.figure(figsize=(max(cols * 1.6, 6), rows * 1.9 + bar_h + 0.6))
+    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1.9] * rows + [bar_h])
+    for i in range(n):
+        ax = fig.add_subplot(grid[i // cols, i % cols])
+        ax.imshow(images[i], interpolation="nearest")
+        ax.set_title(captions[i], fontsize=7, color="tab:red", loc="left")
+        ax.axis("off")
+    ax = fig.add_subplot(grid[rows, :])
+    if pairs:
+        labels, counts = zip(*pairs)
+        ax.barh(range(len(pairs)), counts, color="tab:red")
+        ax.set_yticks(range(len(pairs)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("samples (true → predicted)")
+    else:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=80)
