@@ -12,50 +12,99 @@ from vitcli.tracking import read_jsonl
 CURVES = Path("plots") / "curves.png"
 
 
+def _run_title(run_dir: Path) -> str:
+    """'<experiment>/<run dir name>' (config.yaml's name), never an absolute path."""
+    try:
+        from omegaconf import OmegaConf
+
+        name = OmegaConf.load(run_dir / "config.yaml").get("name")
+    except Exception:  # no or unreadable config: the parent folder is the experiment
+        name = None
+    return f"{name or run_dir.parent.name}/{run_dir.name}"
+
+
+def _steps_per_epoch(run_dir: Path) -> float | None:
+    """Optimizer steps per epoch from summary.json (rewritten after every epoch)."""
+    import json
+
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        return summary["global_step"] / summary["epochs_completed"] if summary.get("epochs_completed") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def best_epoch(epochs: list[dict]) -> dict | None:
+    """The epoch record with the highest top-1 of the raw or EMA weights (the first on ties)."""
+    def score(r: dict) -> float:
+        return max(r.get("val_top1") or float("-inf"), r.get("ema_top1") or float("-inf"))
+
+    return max(epochs, key=score) if epochs else None
+
+
 def plot_curves(run_dir: Path, steps_per_epoch: float | None = None) -> Path | None:
-    """Write <run_dir>/plots/curves.png; None when the run has no finished epoch yet.
-    With `steps_per_epoch`, the learning rate is drawn per logged step (warmup shows)."""
+    """(Re)write <run_dir>/plots/curves.png atomically; None when the run has no finished epoch yet.
+    Self-contained: reads metrics.jsonl, summary.json (steps per epoch, for the per-step learning
+    rate) and config.yaml (the title). Marks the best epoch; draws the EMA curves when logged."""
     run_dir = Path(run_dir)
     records = read_jsonl(run_dir / "metrics.jsonl")
     epochs = [r for r in records if r.get("kind") == "epoch"]
-    steps = [r for r in records if r.get("kind") == "step" and r.get("lr") is not None] if steps_per_epoch else []
     if not epochs:
         return None
+    steps_per_epoch = steps_per_epoch or _steps_per_epoch(run_dir)
+    steps = [r for r in records if r.get("kind") == "step" and r.get("lr") is not None] if steps_per_epoch else []
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display, no GUI backend
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from vitcli.gallery import save_figure
 
     x = [r["epoch"] for r in epochs]
 
     def series(key: str) -> list:
         return [r.get(key) if r.get(key) is not None else float("nan") for r in epochs]
 
+    has_ema = any(r.get("ema_top1") is not None for r in epochs)
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(13, 3.6))
     ax_loss.plot(x, series("train_loss"), "o-", label="train")
     ax_loss.plot(x, series("val_loss"), "o-", label="val")
+    if has_ema:
+        ax_loss.plot(x, series("ema_loss"), "o--", label="val (EMA)")
     ax_loss.set(title="loss", xlabel="epoch")
     ax_acc.plot(x, series("val_top1"), "o-", label="val top-1")
     ax_acc.plot(x, series("val_top5"), "o-", label="val top-5")
+    if has_ema:
+        ax_acc.plot(x, series("ema_top1"), "o--", label="val top-1 (EMA)")
+    best = best_epoch(epochs)
+    top = max(best.get("val_top1") or float("-inf"), best.get("ema_top1") or float("-inf"))
+    for ax in (ax_loss, ax_acc):
+        ax.axvline(best["epoch"], color="gray", ls=":", lw=1)
+    ax_acc.plot([best["epoch"]], [top], "*", color="gold", ms=14, mec="black", label=f"best {top:.2f} (epoch {best['epoch']})")
     ax_acc.set(title="accuracy (%)", xlabel="epoch")
     if steps:
         ax_lr.plot([r["global_step"] / steps_per_epoch for r in steps], [r["lr"] for r in steps], "-", label="step")
     ax_lr.plot(x, series("lr"), "o", label="end of epoch")
     ax_lr.set(title="learning rate", xlabel="epoch")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    from matplotlib.ticker import MaxNLocator
-
     for ax in (ax_loss, ax_acc, ax_lr):
-        ax.legend()
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(str(run_dir), fontsize=8)
+    fig.suptitle(_run_title(run_dir), fontsize=9)
     fig.tight_layout()
-    out = run_dir / CURVES
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, run_dir / CURVES, dpi=100)
+
+
+def try_plot_curves(run_dir: Path) -> None:
+    """plot_curves for the train loop: a plot is never worth failing a run."""
+    import logging
+
+    try:
+        plot_curves(run_dir)
+    except Exception as err:
+        logging.getLogger("vitcli").warning(f"could not write plots/curves.png: {err}")
 
 
 def confusion_path(run_dir: Path, tag: str) -> Path:

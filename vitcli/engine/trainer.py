@@ -25,6 +25,7 @@ from vitcli.engine.precision import autocast_factory, create_scaler
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.engine.rng import rng_state, set_rng_state
 from vitcli.errors import UserError
+from vitcli.plots import try_plot_curves
 from vitcli.tracking import read_jsonl, write_json
 
 log = logging.getLogger("vitcli")
@@ -365,6 +366,7 @@ class Trainer:
         )
         if self.main:
             write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
+            try_plot_curves(self.run_dir)  # plots/curves.png, redrawn every epoch
 
     def export(self) -> None:
         if not self.cfg.trainer.export_safetensors or not self.main:
