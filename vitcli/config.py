@@ -184,6 +184,13 @@ class TrainConfig:
 
 
 @dataclass
+class PreviewConfig(TrainConfig):
+    """`vitcli preview`: the train config (same groups and overrides) plus the batch size shown."""
+
+    n: int = 32  # images in the preview batch (even when MixUp/CutMix is on)
+
+
+@dataclass
 class EvalOptions:
     tta: str = "none"  # none | flip | multicrop (test-time augmentation, averages probabilities)
     crop_fraction: float = 0.875  # multicrop: crop side as a fraction of the image side
@@ -285,6 +292,7 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="explain_schema", node=ExplainConfig)
+    cs.store(name="preview_schema", node=PreviewConfig)
     cs.store(name="ensemble_schema", node=EnsembleConfig)
     cs.store(name="models_schema", node=ModelsConfig)
     cs.store(name="runs_schema", node=RunsConfig)
