@@ -167,6 +167,9 @@ class WandbSink:
                 notes=lc.notes, config=config, dir=str(self.run_dir), job_type="train", reinit="finish_previous",
                 settings=wandb.Settings(init_timeout=lc.init_timeout, console="off"),
             )
+            run_id = self._saved_id()  # a resumed run continues the same W&B run
+            if run_id:
+                kwargs.update(id=run_id, resume="allow")
             try:
                 self.run = wandb.init(mode=mode, **kwargs)
             except Exception as err:
@@ -174,6 +177,7 @@ class WandbSink:
                     raise
                 log.warning(f"wandb online init failed ({err}); logging offline (sync later with `wandb sync`)")
                 self.run = wandb.init(mode="offline", **kwargs)
+            self._save_id(self.run.id)
             self.run.define_metric("global_step")
             self.run.define_metric("train/*", step_metric="global_step")
             self.run.define_metric("epoch")
@@ -182,6 +186,34 @@ class WandbSink:
         except Exception as err:
             self._disable(err)
         return self.run
+
+    @property
+    def id_file(self) -> Path:
+        return self.run_dir / "wandb" / "run_id"
+
+    def _saved_id(self) -> str | None:
+        try:
+            return self.id_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def _save_id(self, run_id: str) -> None:
+        self.id_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.id_file, lambda f: f.write(run_id.encode()))
+
+    def log_outputs(self) -> None:
+        """The run's plots as images and model.safetensors as a model artifact (aliases best, latest)."""
+        import wandb
+
+        plots = sorted((self.run_dir / "plots").glob("*.png"))
+        if plots:
+            self.run.log({f"plots/{p.stem}": wandb.Image(str(p)) for p in plots})
+        weights = self.run_dir / "model.safetensors"
+        if weights.is_file():
+            art = wandb.Artifact(f"model-{self.run.id}", type="model",
+                                 metadata={"run_dir": str(self.run_dir.resolve()), "model": self.cfg.model.name})
+            art.add_file(str(weights))
+            self.run.log_artifact(art, aliases=["best", "latest"])
 
     def _disable(self, err: Exception) -> None:
         log.warning(f"wandb logging is off for this run: {type(err).__name__}: {err}")
@@ -219,6 +251,7 @@ class WandbSink:
                 if summary.get(key) is not None:
                     run.summary[key] = _clean(summary[key])
             run.summary["run_dir"] = str(self.run_dir.resolve())
+            self.log_outputs()
             run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
         except Exception as err:
             self._disable(err)
