@@ -187,3 +187,30 @@ def test_plots_artifact_and_one_run_id_across_a_resume(tmp_path):
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     assert artifacts and artifacts[-1].type == "model" and set(artifacts[-1].aliases) >= {"best", "latest"}
     assert any(e.path == "model.safetensors" for e in artifacts[-1].manifest.contents)
+
+
+def test_eval_and_explain_log_a_job_type_eval_run(tiny_run, tmp_path):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.logger.name = "wandb"
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    env = {"WANDB_MODE": "offline"}
+    vitcli("eval", f"run={run_dir}", env=env)
+    vitcli("explain", f"run={run_dir}", "n=2", env=env)
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 2
+    runs, keys = [], set()
+    for f in files:
+        for r in read_wandb_records(f):
+            kind = r.WhichOneof("record_type")
+            if kind == "run":
+                runs.append(r.run)
+            elif kind == "history":
+                keys |= set(items(r))
+    assert [r.job_type for r in runs] == ["eval", "eval"] and {r.project for r in runs} == {"vitcli"}
+    assert "eval/top1" in keys and "eval/balanced_accuracy" in keys
+    assert {"plots/errors_val_best/_type", "plots/confusion_val_best/_type", "plots/explain_val_rollout/_type"} <= keys

@@ -119,3 +119,11 @@ def save_outputs(run_dir: Path, tag: str, split: str, result: dict[str, Any], re
     out.append(write_error_gallery(run_dir, tag, split, preds, rep["confusion"], f"most confident mistakes · {title}"))
     write_json(eval_dir / f"{tag}.json", result)
     return [eval_dir / f"{tag}.json", *out]
+
+
+def log_to_wandb(run_dir: Path, metrics: dict[str, Any], images: list[Path]) -> None:
+    """Mirror an evaluation / explanation to W&B (job_type=eval) when the run was trained with logger=wandb."""
+    from vitcli import runs
+    from vitcli.tracking import WandbSink
+
+    WandbSink.log_eval(Path(run_dir), runs.load_run_config(Path(run_dir)), metrics, images)

@@ -106,4 +106,7 @@ def explain_run(run: str | Path, split: str = "val", n: int = 16, method: str = 
     out = draw_grid(explain_path(run_dir, split, method), denormalize(x, cfg.data.mean, cfg.data.std),
                     captions, title, overlays=maps, colors=colors)
     log.info(f"wrote {out} ({len(x)} images, method={method})")
+    from vitcli.eval_report import log_to_wandb
+
+    log_to_wandb(run_dir, {}, [out])
     return out

@@ -215,6 +215,28 @@ class WandbSink:
             art.add_file(str(weights))
             self.run.log_artifact(art, aliases=["best", "latest"])
 
+    @staticmethod
+    def log_eval(run_dir: Path, cfg: Any, metrics: dict[str, Any], images: list[Path]) -> None:
+        """`vitcli eval` / `explain` of a run trained with logger=wandb: one job_type=eval W&B run in
+        the training run's project and group, holding the metrics and images; never fails the command."""
+        if cfg.get("logger") is None or cfg.logger.get("name") != "wandb":
+            return
+        try:
+            import wandb
+
+            lc, run_dir = cfg.logger, Path(run_dir)
+            id_file = run_dir / "wandb" / "run_id"
+            train_id = id_file.read_text().strip() if id_file.is_file() else None
+            with wandb.init(project=lc.project, entity=lc.entity, group=lc.group or f"{cfg.name}/{run_dir.name}",
+                            job_type="eval", name=f"{cfg.name}/{run_dir.name}/eval", dir=str(run_dir),
+                            mode=_wandb_mode(lc.mode), reinit="finish_previous",
+                            config={"run_dir": str(run_dir.resolve()), "train_run_id": train_id},
+                            settings=wandb.Settings(init_timeout=lc.init_timeout, console="off")) as run:
+                run.log({**{f"eval/{k}": _clean(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+                         **{f"plots/{p.stem}": wandb.Image(str(p)) for p in images}})
+        except Exception as err:
+            log.warning(f"wandb logging of this evaluation failed: {type(err).__name__}: {err}")
+
     def _disable(self, err: Exception) -> None:
         log.warning(f"wandb logging is off for this run: {type(err).__name__}: {err}")
         self.failed, self.run = True, None

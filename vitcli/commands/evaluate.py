@@ -28,7 +28,7 @@ def run_eval(cfg: DictConfig) -> dict:
 
     from vitcli.engine.evaluate import class_report
     from vitcli.engine.inference import run_split
-    from vitcli.eval_report import add_classification_report, eval_tag, save_outputs, worst_table
+    from vitcli.eval_report import add_classification_report, eval_tag, log_to_wandb, save_outputs, worst_table
 
     if OmegaConf.is_missing(cfg, "run"):
         raise UserError("run=DIR is missing: vitcli eval run=runs/<experiment>/<timestamp> (`vitcli runs` lists them)")
@@ -54,6 +54,7 @@ def run_eval(cfg: DictConfig) -> dict:
     if cfg.save:
         written = save_outputs(Path(cfg.run), tag, result["split"], result, rep, preds)
         log.info("wrote " + ", ".join(str(p.relative_to(cfg.run)) for p in written) + f" in {cfg.run}")
+        log_to_wandb(Path(cfg.run), {"tag": tag, **result}, [p for p in written if p.suffix == ".png"])
     return result
 
 
