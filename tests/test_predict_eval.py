@@ -68,7 +68,8 @@ def test_eval_writes_reports_and_touches_nothing_else(run, capsys):
     after = snapshot(run)
     assert {k: v for k, v in after.items() if k in before} == before
     assert set(after) - set(before) == {"eval/val_best.json", "eval/val_best_per_class.csv",
-                                        "eval/val_best_confusion.csv", "plots/confusion.png"}
+                                        "eval/val_best_confusion.csv", "plots/confusion_val_best.png",
+                                        "plots/errors_val_best.png"}
     rows = (run / "eval" / "val_best_confusion.csv").read_text().splitlines()
     assert len(rows) == 11 and rows[0].startswith("true\\pred,class_0")
     cm = np.array([[int(v) for v in r.split(",")[1:]] for r in rows[1:]])
@@ -77,7 +78,28 @@ def test_eval_writes_reports_and_touches_nothing_else(run, capsys):
     assert 100 * np.trace(cm) / cm.sum() == pytest.approx(result["top1"])
     per_class = result["per_class_accuracy"]
     assert len(per_class) == 10 and result["mean_class_accuracy"] == pytest.approx(np.mean(list(per_class.values())))
-    assert (run / "plots" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "plots" / "confusion_val_best.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "plots" / "errors_val_best.png").read_bytes()[:4] == b"\x89PNG"
+    # precision / recall / F1 and balanced accuracy agree with the confusion matrix
+    present = cm.sum(axis=1) > 0
+    recall = np.diag(cm)[present] / cm.sum(axis=1)[present]
+    assert result["balanced_accuracy"] == pytest.approx(100 * recall.mean())
+    for c in np.flatnonzero(cm.sum(axis=0)):
+        stats = result["per_class"][f"class_{c}"]
+        assert stats["precision"] == pytest.approx(cm[c, c] / cm[:, c].sum())
+        assert stats["support"] == cm[c].sum()
+    header = (run / "eval" / "val_best_per_class.csv").read_text().splitlines()[0].split(",")
+    assert {"precision", "recall", "f1"} <= set(header)
+
+
+def test_confident_mistakes_and_confused_pairs():
+    from vitcli.plots import confident_mistakes, confused_pairs
+
+    logits = np.array([[5.0, 0, 0], [0, 1.0, 0], [0, 0, 9.0], [0, 3.0, 0], [2.0, 0, 0]])
+    labels = np.array([1, 1, 0, 0, -1])  # 0: wrong (confident), 1: right, 2: wrong (most), 3: wrong, 4: unknown
+    assert confident_mistakes(logits, labels, 2).tolist() == [2, 0]
+    cm = np.array([[5, 0, 3], [1, 4, 0], [0, 2, 6]])
+    assert confused_pairs(cm, 5) == [(0, 2, 3), (2, 1, 2), (1, 0, 1)]
 
 
 def test_tta_views_and_probabilities():

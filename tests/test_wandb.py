@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_summary, train_run
+from conftest import read_summary, train_run, vitcli
 
 wandb = pytest.importorskip("wandb")
 
@@ -165,3 +165,51 @@ def test_csv_logger_never_imports_wandb(tmp_path):
 
     logger = MetricsLogger(tmp_path, OmegaConf.create({"name": "x", "logger": {"name": "csv"}}))
     assert logger.wandb is None
+
+
+def test_plots_artifact_and_one_run_id_across_a_resume(tmp_path):
+    """Images of the plots and model.safetensors as a model artifact (best, latest) are in the
+    offline file; continuing the run (resume=DIR, more epochs) continues the same W&B run id."""
+    run_dir = tmp_path / "run"
+    env = {"WANDB_MODE": "offline"}
+    train_run(run_dir, "logger=wandb", "trainer.epochs=1", "trainer.threads=1", env=env)
+    first_id = (run_dir / "wandb" / "run_id").read_text()
+    vitcli("train", f"resume={run_dir}", "trainer.epochs=2", "trainer.threads=1", env=env)
+    assert read_summary(run_dir)["epochs_completed"] == 2
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and all(f.name == f"run-{first_id}.wandb" for f in files)
+    records = [r for f in files for r in read_wandb_records(f)]
+    assert {r.run.run_id for r in records if r.WhichOneof("record_type") == "run"} == {first_id}
+    history = [items(r) for r in records if r.WhichOneof("record_type") == "history"]
+    images = [h for h in history if "plots/curves/_type" in h]  # wandb flattens the Image into nested keys
+    assert len(images) == 2 and images[-1]["plots/curves/_type"] == "image-file"
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert artifacts and artifacts[-1].type == "model" and set(artifacts[-1].aliases) >= {"best", "latest"}
+    assert any(e.path == "model.safetensors" for e in artifacts[-1].manifest.contents)
+
+
+def test_eval_and_explain_log_a_job_type_eval_run(tiny_run, tmp_path):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.logger.name = "wandb"
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    env = {"WANDB_MODE": "offline"}
+    vitcli("eval", f"run={run_dir}", env=env)
+    vitcli("explain", f"run={run_dir}", "n=2", env=env)
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 2
+    runs, keys = [], set()
+    for f in files:
+        for r in read_wandb_records(f):
+            kind = r.WhichOneof("record_type")
+            if kind == "run":
+                runs.append(r.run)
+            elif kind == "history":
+                keys |= set(items(r))
+    assert [r.job_type for r in runs] == ["eval", "eval"] and {r.project for r in runs} == {"vitcli"}
+    assert "eval/top1" in keys and "eval/balanced_accuracy" in keys
+    assert {"plots/errors_val_best/_type", "plots/confusion_val_best/_type", "plots/explain_val_rollout/_type"} <= keys

@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model (distils when distill=... is set; -m for sweeps)"),
     "eval": ("evaluate", "metrics of a trained run on a split: vitcli eval run=DIR"),
     "predict": ("predict", "logits for a split -> predictions/<split>.npz; images=PATH: top-k CSV of your own images"),
+    "explain": ("explain", "attention rollout / Grad-CAM grid of a run's images: vitcli explain run=DIR"),
+    "preview": ("preview", "one training batch as the model sees it -> runs/previews/<stamp>/plots/preview.png"),
     "ensemble": ("ensemble", "vote / weighted vote / mean prob / greedy over runs' predictions"),
     "prepare": ("prepare", "pack a dataset into uint8 arrays for the fast path (then data.format=packed)"),
     "models": ("models", "model presets and the timm names behind them"),

@@ -1,4 +1,4 @@
-"""Schemas of the primary configs of the commands that read trained runs (eval, predict, export, ensemble)
+"""Schemas of the primary configs of the commands that read trained runs (eval, predict, explain, export, ensemble)
 and browse presets or runs (models, runs); registered in the ConfigStore by vitcli/config.py."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
-from vitcli.choices import Checkpoint, EnsembleMethod, ExportFormat, GreedyMetric, Precision, Submission, Tta
+from vitcli.choices import (Checkpoint, EnsembleMethod, ExplainMethod, ExportFormat, GreedyMetric, Precision,
+                            Submission, Tta)
 
 
 @dataclass
@@ -27,7 +28,7 @@ class EvalConfig:
     precision: Optional[Precision] = None  # null: the precision the run trained with
     eval: EvalOptions = field(default_factory=EvalOptions)
     worst: int = 10  # rows in the worst-classes table
-    save: bool = True  # write eval/<split>_<checkpoint>.json, the confusion CSV and plots/confusion.png
+    save: bool = True  # write eval/<split>_<checkpoint>.json + CSVs, plots/confusion_<tag>.png, plots/errors_<tag>.png
 
 
 @dataclass
@@ -43,6 +44,19 @@ class PredictConfig:
     images: Optional[str] = None  # an image file, folder (recursive) or glob: top-k CSV instead of a split
     topk: int = 5  # images=: classes per image in predictions/<name>.csv
     name: Optional[str] = None  # images=: the CSV's name (null: the folder's / file's name, `images` for a glob)
+
+
+@dataclass
+class ExplainConfig:
+    run: str = MISSING  # a training run directory
+    split: str = "val"  # split whose samples are explained (ignored with images=)
+    n: int = 16  # images in the grid
+    method: ExplainMethod = ExplainMethod.auto  # rollout | attention (last-layer CLS) | gradcam; auto picks
+    images: Optional[str] = None  # explain these files instead: a file, a folder or a glob
+    checkpoint: Checkpoint = Checkpoint.best
+    seed: int = 0  # which samples are drawn (mistakes and correct ones)
+    device: str = "auto"
+    precision: Optional[Precision] = None  # null: the precision the run trained with
 
 
 @dataclass

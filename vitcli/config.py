@@ -195,6 +195,14 @@ class TrainConfig:
 
 
 @dataclass
+@dataclass
+class PreviewConfig(TrainConfig):
+    """`vitcli preview`: the train config (same groups and overrides) plus the batch size shown."""
+
+    n: int = 32  # images in the preview batch (even when MixUp/CutMix is on)
+
+
+@dataclass
 class PackOptions:
     size: Optional[int] = None  # side of the packed images (null: the native size, 128 for MiniPlaces)
     splits: Optional[List[str]] = None  # which splits (null: all: train, val, test)
@@ -215,8 +223,8 @@ def _or_default(value: Any, default: Any) -> Any:
 def register_configs() -> None:
     from omegaconf import OmegaConf
 
-    from vitcli.command_config import (EnsembleConfig, EvalConfig, ExportConfig, ModelsConfig, PredictConfig,
-                                       RunsConfig)
+    from vitcli.command_config import (EnsembleConfig, EvalConfig, ExplainConfig, ExportConfig, ModelsConfig,
+                                       PredictConfig, RunsConfig)
 
     if not OmegaConf.has_resolver("or_default"):  # hydra.run.dir: the resumed run, else a new stamp
         OmegaConf.register_new_resolver("or_default", _or_default)
@@ -224,6 +232,8 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="explain_schema", node=ExplainConfig)
+    cs.store(name="preview_schema", node=PreviewConfig)
     cs.store(name="ensemble_schema", node=EnsembleConfig)
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="models_schema", node=ModelsConfig)

@@ -29,9 +29,10 @@ EVAL = "eval"
 EXPORT = "export"  # vitcli export: <checkpoint>_timm/ and <checkpoint>.onnx
 PLOTS = "plots"
 HYDRA = ".hydra"
+WANDB = "wandb"  # W&B's own files and run_id (logger=wandb)
 CURVES = f"{PLOTS}/curves.png"
 # folders inside a run that never hold another run (the run browser does not descend into them)
-RUN_SUBDIRS = {HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, "wandb", ".submitit", "__pycache__"}
+RUN_SUBDIRS = {HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, WANDB, ".submitit", "__pycache__"}
 
 
 def is_run_dir(path: str | Path) -> bool:

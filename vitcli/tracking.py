@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vitcli import runs
-from vitcli.io import append_csv, append_jsonl, finite_or_none
+from vitcli.io import append_csv, append_jsonl, finite_or_none, write_text
 
 log = logging.getLogger("vitcli")
 
@@ -120,6 +120,11 @@ def _sweep_group(cfg: Any) -> str | None:
     return None
 
 
+def wandb_id_file(run_dir: Path) -> Path:
+    """Where a run keeps its W&B run id, so a resumed run (and its evals) find the same W&B run."""
+    return Path(run_dir) / runs.WANDB / "run_id"
+
+
 class WandbSink:
     """Mirrors step and epoch records to a W&B run in <run_dir>/wandb. Started lazily on the
     first record; any wandb failure logs one warning and turns the sink off."""
@@ -148,6 +153,9 @@ class WandbSink:
                 notes=lc.notes, config=config, dir=str(self.run_dir), job_type="train", reinit="finish_previous",
                 settings=wandb.Settings(init_timeout=lc.init_timeout, console="off"),
             )
+            run_id = self._saved_id()  # a resumed run continues the same W&B run
+            if run_id:
+                kwargs.update(id=run_id, resume="allow")
             try:
                 self.run = wandb.init(mode=mode, **kwargs)
             except Exception as err:
@@ -155,6 +163,7 @@ class WandbSink:
                     raise
                 log.warning(f"wandb online init failed ({err}); logging offline (sync later with `wandb sync`)")
                 self.run = wandb.init(mode="offline", **kwargs)
+            self._save_id(self.run.id)
             self.run.define_metric("global_step")
             self.run.define_metric("train/*", step_metric="global_step")
             self.run.define_metric("epoch")
@@ -163,6 +172,65 @@ class WandbSink:
         except Exception as err:
             self._disable(err)
         return self.run
+
+    @property
+    def id_file(self) -> Path:
+        return wandb_id_file(self.run_dir)
+
+    @property
+    def run_id(self) -> str | None:
+        """The W&B run's id once started (checkpoints carry it), else the one the run dir kept."""
+        return self.run.id if self.run is not None else self._saved_id()
+
+    def restore_id(self, run_id: str | None) -> None:
+        """On resume: continue the W&B run the checkpoint names when the run dir lost its id file."""
+        if run_id and not self._saved_id():
+            self._save_id(run_id)
+
+    def _saved_id(self) -> str | None:
+        try:
+            return self.id_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def _save_id(self, run_id: str) -> None:
+        write_text(self.id_file, run_id)
+
+    def log_outputs(self) -> None:
+        """The run's plots as images and model.safetensors as a model artifact (aliases best, latest)."""
+        import wandb
+
+        plots = sorted((self.run_dir / runs.PLOTS).glob("*.png"))
+        if plots:
+            self.run.log({f"plots/{p.stem}": wandb.Image(str(p)) for p in plots})
+        weights = self.run_dir / runs.MODEL_WEIGHTS
+        if weights.is_file():
+            art = wandb.Artifact(f"model-{self.run.id}", type="model",
+                                 metadata={"run_dir": str(self.run_dir.resolve()), "model": self.cfg.model.name})
+            art.add_file(str(weights))
+            self.run.log_artifact(art, aliases=["best", "latest"])
+
+    @staticmethod
+    def log_eval(run_dir: Path, cfg: Any, metrics: dict[str, Any], images: list[Path]) -> None:
+        """`vitcli eval` / `explain` of a run trained with logger=wandb: one job_type=eval W&B run in
+        the training run's project and group, holding the metrics and images; never fails the command."""
+        if cfg.get("logger") is None or cfg.logger.get("name") != "wandb":
+            return
+        try:
+            import wandb
+
+            lc, run_dir = cfg.logger, Path(run_dir)
+            id_file = wandb_id_file(run_dir)
+            train_id = id_file.read_text().strip() if id_file.is_file() else None
+            with wandb.init(project=lc.project, entity=lc.entity, group=lc.group or f"{cfg.name}/{run_dir.name}",
+                            job_type="eval", name=f"{cfg.name}/{run_dir.name}/eval", dir=str(run_dir),
+                            mode=_wandb_mode(lc.mode), reinit="finish_previous",
+                            config={"run_dir": str(run_dir.resolve()), "train_run_id": train_id},
+                            settings=wandb.Settings(init_timeout=lc.init_timeout, console="off")) as run:
+                run.log({**{f"eval/{k}": finite_or_none(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+                         **{f"plots/{p.stem}": wandb.Image(str(p)) for p in images}})
+        except Exception as err:
+            log.warning(f"wandb logging of this evaluation failed: {type(err).__name__}: {err}")
 
     def _disable(self, err: Exception) -> None:
         log.warning(f"wandb logging is off for this run: {type(err).__name__}: {err}")
@@ -200,6 +268,7 @@ class WandbSink:
                 if summary.get(key) is not None:
                     run.summary[key] = finite_or_none(summary[key])
             run.summary["run_dir"] = str(self.run_dir.resolve())
+            self.log_outputs()
             run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
         except Exception as err:
             self._disable(err)

@@ -48,6 +48,9 @@ class RunState:
             state["model_ema"] = self.ema.module.state_dict()
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        wandb = getattr(self.metrics, "wandb", None)
+        if wandb is not None and wandb.run_id:
+            state["wandb_run_id"] = wandb.run_id
         if self.scheduler.t_in_epochs:  # plateau: its state follows the metric, not the step count
             state["scheduler"] = self.scheduler.state_dict()
         return state
@@ -74,7 +77,10 @@ class RunState:
         last = runs.checkpoint_path(self.run_dir, "last")
         if not last.is_file():
             return False
-        self.load_state_dict(load_checkpoint(last, map_location=self.runtime.device))
+        state = load_checkpoint(last, map_location=self.runtime.device)
+        self.load_state_dict(state)
+        if getattr(self.metrics, "wandb", None) is not None:
+            self.metrics.wandb.restore_id(state.get("wandb_run_id"))
         self.metrics.truncate_after(self.epoch, self.global_step)
         self.history = [{k: v for k, v in r.items() if k != "kind"} for r in read_jsonl(self.metrics.jsonl)
                         if r.get("kind") == "epoch"]
@@ -116,16 +122,11 @@ class RunState:
             save_checkpoint({**state, "best_source": improved_source}, runs.checkpoint_path(self.run_dir, "best"))
 
     def draw_curves(self) -> None:
-        """plots/curves.png from metrics.jsonl; a plot is never worth failing a run."""
-        if not self.main:
-            return
-        from vitcli.plots import plot_curves
+        """plots/curves.png from metrics.jsonl, redrawn every epoch; a plot never fails a run."""
+        if self.main:
+            from vitcli.plots import try_plot_curves
 
-        try:
-            steps = self.global_step / self.epoch if self.epoch else None
-            plot_curves(self.run_dir, steps)
-        except Exception as err:
-            log.warning(f"could not write {runs.CURVES}: {err}")
+            try_plot_curves(self.run_dir)
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
         summary = self.summary(status, error)

@@ -1,0 +1,28 @@
+"""`vitcli explain run=DIR`: where a trained model looks, as plots/explain_<split>_<method>.png.
+
+method=auto picks attention rollout for the ViT family and Grad-CAM for Swin, Mixer and
+CNNs (vitcli/attention_maps.py); images=PATH explains the user's own files.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import vitcli.config  # noqa: F401  (registers the schemas)
+from vitcli.errors import UserError, report_user_errors
+
+
+@report_user_errors
+def run_explain(cfg: DictConfig):
+    from vitcli.explain import explain_run
+
+    if OmegaConf.is_missing(cfg, "run"):
+        raise UserError("run=DIR is missing: vitcli explain run=runs/<experiment>/<timestamp> (`vitcli runs` lists them)")
+    return explain_run(cfg.run, split=cfg.split, n=cfg.n, method=cfg.method, images=cfg.images,
+                       checkpoint=cfg.checkpoint, device=cfg.device, seed=cfg.seed, precision=cfg.precision)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://vitcli.conf", config_name="explain")
+def main(cfg: DictConfig) -> None:
+    run_explain(cfg)
