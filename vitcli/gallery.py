@@ -101,7 +101,7 @@ def draw_grid(path: Path, images: np.ndarray, captions: Sequence[str], title: st
     cols = cols or max(1, min(n, 8 // per))
     rows = max(1, -(-n // cols))
     lines = max((c.count("\n") + 1 for c in captions), default=1)
-    fig, axes = plt.subplots(rows, cols * per, figsize=(cols * per * cell, rows * (cell + 0.16 * lines)), squeeze=False)
+    fig, axes = plt.subplots(rows, cols * per, figsize=(cols * per * cell, rows * (cell + 0.22 * lines)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
