@@ -36,5 +36,5 @@ def test_query_lists_config_groups_of_the_command():
 
 
 def test_query_completes_the_command_name():
-    assert query("vitcli e") == ["eval", "ensemble", "export"]
+    assert query("vitcli e") == ["eval", "explain", "ensemble", "export"]
     assert "train" in query("vitcli ")

@@ -154,8 +154,15 @@ def test_explain_a_split_and_user_images_with_an_mlp_head_and_ema(mlp_ema_run, t
     assert out.name == "explain_images_attention.png" and out.is_file()
 
 
+def test_unknown_method_fails_at_compose_time_with_the_methods():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose("explain", ["run=x", "method=saliency"])
+    assert "auto, rollout, attention, gradcam" in str(err.value.__cause__)
+
+
 @pytest.mark.parametrize("overrides, message", [
-    (["method=saliency"], "method=saliency is not one of"),
     (["images=/nonexistent/*.jpg"], "matches no image file"),
     (["n=0"], "n=0"),
     (["checkpoint=ema"], "no EMA weights"),

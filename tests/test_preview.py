@@ -19,7 +19,7 @@ N = 64
 def tree(tmp_path_factory):
     """A MiniPlaces tree whose train images are white on the left, black on the right (flips show),
     and grey (an erased patch of coloured noise shows); packed as well."""
-    from vitcli.data.packed import prepare
+    from vitcli.data.pack import prepare
 
     root = tmp_path_factory.mktemp("preview") / "miniplaces"
     made = make_miniplaces(root, classes=4, per_class=N // 4, val=1, test=0, size=16)
