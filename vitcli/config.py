@@ -20,6 +20,7 @@ class ModelConfig:
     timm_name: str = MISSING  # what timm.create_model builds
     pretrained: bool = False  # load timm hub weights (needs network or a local HF cache)
     weights: Optional[str] = None  # local .safetensors/.pth/.bin state dict
+    weights_strict: bool = True  # false: load only the tensors of `weights` that fit (warns with the counts)
     img_size: Optional[int] = None  # passed to timm for ViT-like models; null for CNNs
     patch_size: Optional[int] = None  # overrides the patch size (small inputs)
     drop_path_rate: Optional[float] = None  # null: taken from the regularization group
