@@ -277,18 +277,8 @@ def register_configs() -> None:
     cs.store(name="models_schema", node=ModelsConfig)
     cs.store(name="runs_schema", node=RunsConfig)
     cs.store(name="prepare_schema", node=PrepareConfig)
-    for group, node in [
-        ("model", ModelConfig),
-        ("data", DataConfig),
-        ("augmentation", AugmentationConfig),
-        ("regularization", RegularizationConfig),
-        ("optimizer", OptimizerConfig),
-        ("scheduler", SchedulerConfig),
-        ("trainer", TrainerConfig),
-        ("logger", LoggerConfig),
-        ("distill", DistillConfig),
-    ]:
-        cs.store(group=group, name=f"{group}_schema", node=node)
+    # Group options are typed through train_schema's fields (model: ModelConfig, ...); storing
+    # per-group schemas as well would list them as choices ("model_schema") in Hydra's errors.
 
 
 register_configs()

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from vitcli import runs
-from vitcli.engine import distributed
+from vitcli.engine import distributed, interrupts
 from vitcli.engine.checkpoint import load_checkpoint, save_checkpoint
 from vitcli.engine.losses import create_criterion
 from vitcli.engine.optim import create_optimizer, create_scheduler
@@ -199,6 +199,9 @@ class Trainer:
                     continue
                 self.optimizer_step()
                 self.after_step(epoch, i, bar, loss_value, seen_now / max(time.perf_counter() - t0, 1e-9))
+                if interrupts.requested() and self.batch_in_epoch < self.batches_per_epoch:
+                    raise interrupts.TrainingInterrupted(interrupts.requested(), f"in epoch {epoch + 1} at batch "
+                                                         f"{self.batch_in_epoch} of {self.batches_per_epoch}")
         finally:
             bar.close()
         elapsed = time.perf_counter() - t0
@@ -332,8 +335,16 @@ class Trainer:
         if self.main:
             write_json(self.run_dir / runs.SUMMARY, self.summary("running"))
         try:
-            for epoch in range(self.epoch, epochs):
-                self.run_epoch(epoch)
+            with interrupts.stop_requests(enabled=distributed.world_size() == 1):
+                for epoch in range(self.epoch, epochs):
+                    self.run_epoch(epoch)
+                    if interrupts.requested() and epoch + 1 < epochs:  # at an epoch end: last.pt is saved
+                        raise interrupts.TrainingInterrupted(interrupts.requested(), f"after epoch {epoch + 1}")
+        except interrupts.TrainingInterrupted:
+            if self.main:  # the state after the last whole step; a rerun resumes from it exactly
+                save_checkpoint(self.state_dict(), runs.checkpoint_path(self.run_dir, "last"))
+            self.finish(self.summary("interrupted"))
+            raise
         except KeyboardInterrupt:
             self.finish(self.summary("interrupted"))
             raise
