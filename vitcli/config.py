@@ -46,6 +46,7 @@ class DataConfig:
     split_seed: int = 0  # fixes the train/val split independently of trainer.seed
     num_samples: int = 2000  # synthetic only
     native_size: int = 32  # synthetic only: generated resolution
+    difficulty: str = "hard"  # synthetic only: hard (a ViT needs epochs) | easy (100% after one epoch)
     train_split: str = "train"  # file datasets: list-file / folder name of each split
     val_split: str = "val"
     test_split: Optional[str] = "test"  # unlabelled split, enumerated when present (null: none)
