@@ -41,7 +41,7 @@ def reference(tmp_path_factory):
     return torch.load(run_dir / "checkpoints/last.pt", weights_only=True), read_summary(run_dir)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_marks_interrupted_and_rerun_resumes_bitwise(tmp_path, reference, sig, code):
     run_dir = tmp_path / "run"
     proc = _start(run_dir)

@@ -71,7 +71,7 @@ def test_resized_and_reinitialised_are_reported(vit_file, caplog):
     (b"", "is an empty file"),
     (b"\xff" * 64, "is not a readable state dict"),
     (b"not a tensor file at all" * 4, "is not a readable state dict"),
-])
+], ids=["empty", "garbage", "text"])
 def test_unreadable_files_are_one_line(tmp_path, content, message):
     for name in ("w.safetensors", "w.pth"):
         path = tmp_path / name

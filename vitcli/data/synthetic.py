@@ -16,7 +16,7 @@ from vitcli.data.arrays import ArraySplit
 from vitcli.errors import UserError
 
 # noise sd, orientation jitter (share of the gap between classes), frequency jitter, distractor weight
-_LEVELS = {"easy": (0.08, 0.0, 0.0, 0.0), "hard": (0.22, 0.3, 0.25, 0.6)}
+_LEVELS = {"easy": (0.08, 0.0, 0.0, 0.0), "hard": (0.2, 0.25, 0.2, 0.4)}
 
 
 def make_synthetic(num_samples: int, num_classes: int, size: int, seed: int = 0,
