@@ -64,13 +64,18 @@ def test_synthetic_is_deterministic_sized_and_balanced():
     assert np.bincount(a.labels).tolist() == [50] * 6
 
 
-def test_synthetic_is_learnable_by_a_linear_probe():
+def test_synthetic_easy_is_linear_and_hard_is_not():
+    """easy: a linear probe on pixels solves it; hard (the default): it does not (class colours
+    are gone, orientation is jittered), so a model must learn oriented features over epochs."""
     from sklearn.linear_model import LogisticRegression
 
-    split, _ = make_synthetic(600, 5, 16, seed=0)
-    X = split.images.reshape(600, -1) / 255.0
-    clf = LogisticRegression(max_iter=300).fit(X[:450], split.labels[:450])
-    assert clf.score(X[450:], split.labels[450:]) > 0.8
+    scores = {}
+    for difficulty in ("easy", "hard"):
+        split, _ = make_synthetic(600, 5, 16, seed=0, difficulty=difficulty)
+        X = split.images.reshape(600, -1) / 255.0
+        clf = LogisticRegression(max_iter=300).fit(X[:450], split.labels[:450])
+        scores[difficulty] = clf.score(X[450:], split.labels[450:])
+    assert scores["easy"] > 0.8 and scores["hard"] < 0.5, scores
 
 
 def test_batch_ops_shapes_and_determinism():

@@ -46,7 +46,16 @@ def test_grid_2x2_with_a_failing_job_writes_ranked_sweep_summary(tmp_path):
         assert "must be positive" in r["error"] and r["val_top1"] == ""
         summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
         assert summary["status"] == "failed" and "optimizer.lr" in summary["error"]
-    assert "sorted by val_top1" in proc.stdout and "4 jobs, 2 not completed" in proc.stdout
+    assert "sorted by val_top1" in proc.stdout and "2 of 4 jobs failed" in proc.stdout
+    assert proc.returncode == 0 and "2 of 4 jobs failed" in (proc.stdout + proc.stderr).strip().splitlines()[-1]
+
+
+def test_sweep_in_which_every_job_failed_exits_non_zero(tmp_path):
+    proc, sweep_dir = sweep(tmp_path, "optimizer.lr=-1,-2", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("vitcli: error: 2 of 2 jobs failed")
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert [r["status"] for r in read_csv(sweep_dir / "sweep_summary.csv")] == ["failed", "failed"]
 
 
 def test_summary_ranks_failed_and_missing_jobs_last(tmp_path):
@@ -123,8 +132,9 @@ def test_optuna_study_continues_on_rerun(tmp_path):
     assert 0 <= study.best_value <= 100
     assert len(read_csv(tmp_path / "s2" / "sweep_summary.csv")) == 2
     # a trial that fails (here at set-up: a bad optimizer name) is a FAIL trial, not a crash
-    vitcli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=1", "optimizer.name=nope",
-           f"hydra.sweep.dir={tmp_path / 's3'}", cwd=tmp_path)
+    proc = vitcli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=1", "optimizer.name=nope",
+                  f"hydra.sweep.dir={tmp_path / 's3'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "1 of 1 jobs failed" in proc.stderr  # every trial failed: non-zero
     states = [t.state.name for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials]
     assert states == ["COMPLETE"] * 5 + ["FAIL"]
     assert read_csv(tmp_path / "s3" / "sweep_summary.csv")[0]["status"] == "failed"

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from vitcli.choices import (DataFormat, DistillName, DistillTarget, EraseMode, Head, LoggerName,
+from vitcli.choices import (DataFormat, Difficulty, DistillName, DistillTarget, EraseMode, Head, LoggerName,
                             LrBaseScale, MixupMode, Precision, Progress, RunCheckpoint, Scheduler,
                             WandbMode)
 
@@ -26,6 +26,7 @@ class ModelConfig:
     timm_name: str = MISSING  # what timm.create_model builds
     pretrained: bool = False  # load timm hub weights (needs network or a local HF cache)
     weights: Optional[str] = None  # local .safetensors/.pth/.bin state dict
+    weights_strict: bool = True  # false: load only the tensors of `weights` that fit (warns with the counts)
     img_size: Optional[int] = None  # passed to timm for ViT-like models; null for CNNs
     patch_size: Optional[int] = None  # overrides the patch size (small inputs)
     drop_path_rate: Optional[float] = None  # null: taken from the regularization group
@@ -53,6 +54,7 @@ class DataConfig:
     split_seed: int = 0  # fixes the train/val split independently of trainer.seed
     num_samples: int = 2000  # synthetic only
     native_size: int = 32  # synthetic only: generated resolution
+    difficulty: Difficulty = Difficulty.hard  # synthetic only: hard (a ViT needs epochs) | easy (100% after one epoch)
     train_split: str = "train"  # file datasets: list-file / folder name of each split
     val_split: str = "val"
     test_split: Optional[str] = "test"  # unlabelled split, enumerated when present (null: none)
@@ -239,18 +241,8 @@ def register_configs() -> None:
     cs.store(name="models_schema", node=ModelsConfig)
     cs.store(name="runs_schema", node=RunsConfig)
     cs.store(name="prepare_schema", node=PrepareConfig)
-    for group, node in [
-        ("model", ModelConfig),
-        ("data", DataConfig),
-        ("augmentation", AugmentationConfig),
-        ("regularization", RegularizationConfig),
-        ("optimizer", OptimizerConfig),
-        ("scheduler", SchedulerConfig),
-        ("trainer", TrainerConfig),
-        ("logger", LoggerConfig),
-        ("distill", DistillConfig),
-    ]:
-        cs.store(group=group, name=f"{group}_schema", node=node)
+    # Group options are typed through train_schema's fields (model: ModelConfig, ...); storing
+    # per-group schemas as well would list them as choices ("model_schema") in Hydra's errors.
 
 
 register_configs()

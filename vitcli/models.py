@@ -65,15 +65,7 @@ def create_model(model_cfg: ModelConfig, num_classes: int, reg_cfg: Regularizati
             "`vitcli models` or a name from timm.list_models()"
         )
     kwargs = timm_kwargs(model_cfg, num_classes, reg_cfg)
-    if model_cfg.weights:
-        path = Path(model_cfg.weights).expanduser()
-        if not path.is_file():
-            raise UserError(f"model.weights={model_cfg.weights}: no such file (expected a .safetensors, .pth or .bin state dict)")
-        # timm loads the file, resamples position embeddings / relative-position
-        # tables to the new input size and drops a classifier of another width.
-        kwargs["pretrained"] = True
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(path), num_classes=-1)
-    elif model_cfg.pretrained:
+    if model_cfg.pretrained and not model_cfg.weights:
         kwargs["pretrained"] = True
     try:
         model = _build(name, kwargs)
@@ -81,15 +73,40 @@ def create_model(model_cfg: ModelConfig, num_classes: int, reg_cfg: Regularizati
         raise UserError(f"model={model_cfg.name} ({name}) rejected an argument: {err}") from err
     except (RuntimeError, OSError, ValueError) as err:
         if kwargs.get("pretrained"):
-            source = model_cfg.weights or f"the timm hub weights of {name}"
             raise UserError(
-                f"could not load {source}: {str(err).splitlines()[0]} "
-                "(check the file or network; model.pretrained=false trains from scratch)"
+                f"could not load the timm hub weights of {name}: {str(err).splitlines()[0]} "
+                "(check the network or HF cache; model.pretrained=false trains from scratch)"
             ) from err
         raise UserError(f"model={model_cfg.name} ({name}) could not be built: {str(err).splitlines()[0]}") from err
+    check_input_size(model)
+    if model_cfg.weights:
+        from vitcli.weights import load_weights
+
+        load_weights(model, Path(model_cfg.weights).expanduser(), "model.weights", name, classifier_names(model),
+                     strict=getattr(model_cfg, "weights_strict", True), strict_setting="model.weights_strict")
     if model_cfg.head == "mlp":
         attach_mlp_head(model, num_classes, model_cfg.head_hidden_dim, kwargs.get("drop_rate", 0.0))
     return model
+
+
+def check_input_size(model) -> None:
+    """The input side must be a multiple of the patch size, else timm's patch conv silently
+    drops the border pixels (a cropped grid). Models that pad dynamically are exempt."""
+    for attr in ("patch_embed", "stem"):
+        embed = getattr(model, attr, None)
+        img, patch = getattr(embed, "img_size", None), getattr(embed, "patch_size", None)
+        if embed is None or img is None or patch is None or getattr(embed, "dynamic_img_pad", False):
+            continue
+        for side, step in zip(img, patch):
+            if side % step:
+                lower, upper = side - side % step, side - side % step + step
+                nearest = f"{lower} or {upper}" if lower > 0 else f"{upper}"
+                raise UserError(
+                    f"input size {side} (data.img_size / model.img_size) is not a multiple of the patch size "
+                    f"{step} (model.patch_size): the model would crop the image; use data.img_size={nearest}, "
+                    "or a patch size that divides it"
+                )
+        return
 
 
 def _build(name: str, kwargs: dict[str, Any]):

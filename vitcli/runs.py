@@ -74,13 +74,13 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"{which}.pt"
 
 
-def require_run_dir(run: str | Path) -> Path:
+def require_run_dir(run: str | Path, setting: str = "run") -> Path:
     """A run dir that exists and holds config.yaml, else a UserError saying what to pass."""
     run_dir = Path(run).expanduser()
     if not run_dir.is_dir():
-        raise UserError(f"run={run}: no such directory (pass a run directory such as runs/default/<timestamp>; `vitcli runs` lists them)")
+        raise UserError(f"{setting}={run}: no such directory (pass a run directory such as runs/default/<timestamp>; `vitcli runs` lists them)")
     if not (run_dir / CONFIG).is_file():
-        raise UserError(f"run={run}: no {CONFIG} there, so it is not a vitcli run directory")
+        raise UserError(f"{setting}={run}: no {CONFIG} there, so it is not a vitcli run directory")
     return run_dir
 
 
@@ -121,7 +121,7 @@ def resume_config(cfg: Any, overrides: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    run_dir = require_run_dir(cfg.resume)
+    run_dir = require_run_dir(cfg.resume, "resume")
     if not checkpoint_path(run_dir, "last").is_file():
         raise UserError(f"resume={cfg.resume}: no checkpoints/last.pt to resume from")
     saved = load_run_config(run_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -42,8 +43,13 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    from vitcli.engine.interrupts import TrainingInterrupted
+
     try:
         return fit(cfg)
+    except TrainingInterrupted as err:  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
+        print(f"vitcli: {err}; sweep job {run_dir} saved its checkpoints/last.pt", file=sys.stderr)
+        sys.exit(err.exit_code)
     except (Exception, SystemExit) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         log.error(f"job #{hc.job.num} failed: {message}  (the sweep goes on; recorded in {run_dir}/summary.json)")
@@ -174,9 +180,24 @@ class SweepSummary(Callback):
             rows = rank(rows, self.metric, self.mode)
             write_csv(rows, sweep_dir / SUMMARY_CSV)
             failed = sum(r["status"] != "completed" for r in rows)
-            title = (f"sweep {sweep_dir}: {len(rows)} jobs, {failed} not completed; "
+            title = (f"sweep {sweep_dir}: {len(rows)} jobs, {failed} of {len(rows)} jobs failed; "
                      f"sorted by {self.metric} ({self.mode})")
             print_table(rows, keys, title)
             log.info(f"sweep summary: {sweep_dir / SUMMARY_CSV}")
         except Exception as err:  # a summary must never turn a finished sweep into a failure
             log.warning(f"could not write {SUMMARY_CSV}: {type(err).__name__}: {err}")
+            return
+        report_outcome(failed, len(rows), sweep_dir)
+
+
+def report_outcome(failed: int, total: int, sweep_dir: Path) -> None:
+    """The sweep's last line; a sweep in which every job failed exits non-zero."""
+    if not failed:
+        log.info(f"all {total} jobs completed")
+        return
+    line = f"{failed} of {total} jobs failed (see {sweep_dir / SUMMARY_CSV})"
+    if failed < total:
+        log.warning(line)
+        return
+    print(f"vitcli: error: {line}", file=sys.stderr)
+    sys.exit(1)

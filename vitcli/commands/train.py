@@ -15,17 +15,22 @@ from vitcli.errors import report_user_errors
 def fit_run(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from vitcli.engine import launch
+    from contextlib import nullcontext
+
+    from vitcli.engine import comm, launch
+    from vitcli.engine.runlock import run_lock
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    if cfg.resume:  # hydra.run.dir already points at the resumed run (conf/train.yaml)
-        from vitcli.runs import resume_config
+    # one writer per run dir; torchrun's ranks run under the lock their parent holds
+    with nullcontext() if comm.under_launcher() else run_lock(run_dir):
+        if cfg.resume:  # hydra.run.dir already points at the resumed run (conf/train.yaml)
+            from vitcli.runs import resume_config
 
-        cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
-    if launch.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
-        return launch.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
-    return launch.record_errors(fit_rank)(cfg, run_dir)
+            cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
+        if launch.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
+            return launch.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
+        return launch.record_errors(fit_rank)(cfg, run_dir)
 
 
 def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
@@ -40,6 +45,7 @@ def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
 
 @report_user_errors
 def run_training(cfg: DictConfig) -> float:
+    from vitcli.engine.interrupts import TrainingInterrupted
     from vitcli.engine.launch import RanksFailed
 
     try:
@@ -47,6 +53,16 @@ def run_training(cfg: DictConfig) -> float:
     except RanksFailed as err:  # one line, with the failed rank's exit code
         print(f"vitcli: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except TrainingInterrupted as err:  # 130 (SIGINT) / 143 (SIGTERM), as a shell reports them
+        print(interrupted_line(err), file=sys.stderr)
+        sys.exit(err.exit_code)
+
+
+def interrupted_line(err: Exception) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    return f"vitcli: {err}; checkpoints/last.pt saved; resume with: vitcli train resume={run_dir}"
 
 
 @hydra.main(version_base="1.3", config_path="pkg://vitcli.conf", config_name="train")

@@ -40,7 +40,8 @@ def create_data(cfg: TrainConfig, device: str = "cpu", train: bool = True) -> Da
         if data_cfg.num_samples < 2 * data_cfg.num_classes:
             raise UserError(f"data.num_samples={data_cfg.num_samples} is too small for {data_cfg.num_classes} classes")
         full, class_names = make_synthetic(
-            data_cfg.num_samples, data_cfg.num_classes, data_cfg.native_size, seed=data_cfg.split_seed
+            data_cfg.num_samples, data_cfg.num_classes, data_cfg.native_size, seed=data_cfg.split_seed,
+            difficulty=str(getattr(data_cfg, "difficulty", "hard")),
         )
     elif name in FILE_SOURCES:
         return create_file_data(cfg, device, train)

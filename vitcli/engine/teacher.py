@@ -177,29 +177,12 @@ def _classifier_width(state: dict, model: nn.Module) -> int | None:
 
 
 def _load_weights(model: nn.Module, model_cfg: Any, path: Path, num_classes: int, spec: str) -> None:
-    """Strict load; on a shape mismatch elsewhere (e.g. position embeddings at another size)
-    let timm's own checkpoint filter adapt the file, as for pretrained weights."""
-    import timm
-    from timm.models import load_state_dict
+    """Every tensor of the teacher must come from the file (position embeddings / relative-position
+    tables may be resampled to this input size by timm's checkpoint filter); the classifier too:
+    a teacher with a re-initialised head would teach noise."""
+    from vitcli.models import classifier_names
+    from vitcli.weights import load_weights, read_state_dict
 
-    if not path.is_file():
-        raise UserError(f"distill.teacher_weights={path}: no such file (a .safetensors, .pth or .bin state dict)")
-    try:
-        state = load_state_dict(str(path), device="cpu")
-    except Exception as err:  # corrupt file, pickle refused by weights_only, ...
-        raise UserError(f"distill.teacher_weights={path} could not be read: {str(err).splitlines()[0]}") from err
+    state = read_state_dict(path, "distill.teacher_weights")
     check_classes(_classifier_width(state, model), num_classes, f"{spec} ({path})")
-    try:
-        model.load_state_dict(state)
-        return
-    except RuntimeError as err:
-        first_error = str(err).splitlines()[0]
-    from vitcli.models import timm_kwargs
-
-    kwargs = timm_kwargs(model_cfg, num_classes)
-    kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=num_classes))
-    try:
-        adapted = timm.create_model(model_cfg.timm_name, **kwargs)
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise UserError(f"distill.teacher_weights={path} does not fit {spec}: {first_error}") from err
-    model.load_state_dict(adapted.state_dict())
+    load_weights(model, path, "distill.teacher_weights", spec, classifier_names(model), reinit_classifier=False)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vitcli import runs
+from vitcli.engine import interrupts
 from vitcli.engine.build import build_parts
 from vitcli.engine.loss_window import LossWindow, NonFiniteLoss  # noqa: F401  (raised by the loop)
 from vitcli.engine.progress import EpochProgress, choose_mode
@@ -160,6 +161,9 @@ class Trainer(RunState):
                         and self.batch_in_epoch < self.batches_per_epoch:
                     self.window.read(epoch, self.global_step)  # never checkpoint a non-finite state
                     self.save_last()
+                if interrupts.requested() and self.batch_in_epoch < self.batches_per_epoch:
+                    raise interrupts.TrainingInterrupted(interrupts.requested(), f"in epoch {epoch + 1} at batch "
+                                                         f"{self.batch_in_epoch} of {self.batches_per_epoch}")
         finally:
             bar.close()
         elapsed = time.perf_counter() - t0
@@ -222,8 +226,17 @@ class Trainer(RunState):
         )
         self.write_summary("running")
         try:
-            for epoch in range(self.epoch, epochs):
-                self.run_epoch(epoch)
+            # DDP ranks keep torchrun's handling: stopping at different steps would hang the others
+            with interrupts.stop_requests(enabled=self.runtime.world_size == 1):
+                for epoch in range(self.epoch, epochs):
+                    self.run_epoch(epoch)
+                    if interrupts.requested() and epoch + 1 < epochs:  # at an epoch end: last.pt is saved
+                        raise interrupts.TrainingInterrupted(interrupts.requested(), f"after epoch {epoch + 1}")
+        except interrupts.TrainingInterrupted:
+            self.window.read(self.epoch, self.global_step)  # the loss totals last.pt records (and a finite state)
+            self.save_last()  # the state after the last whole step: a rerun resumes from it exactly
+            self.finish("interrupted")
+            raise
         except KeyboardInterrupt:
             self.finish("interrupted")
             raise
