@@ -4,7 +4,8 @@ stderr, and a message that names the setting.
 To add a case, append (id, [command, *args], expected substring) to CASES. Placeholders in
 args are filled from the `files` fixture: {tiny} a finished tiny run, {tmp} an empty folder,
 {vit} a ViT state dict, {junk} / {empty} / {pickle} unusable weight files, {bad_run} a run
-whose checkpoint is corrupt, {evil_run} a run whose checkpoint holds a pickled object.
+whose checkpoint is corrupt, {evil_run} a run whose checkpoint holds a pickled object,
+{ckptless_run} a run with no checkpoint.
 Hydra's own compose errors (unknown option / key, wrong type) keep their few-line message;
 they must not offer internal `*_schema` entries as options.
 """
@@ -77,6 +78,21 @@ CASES: list[tuple[str, list[str], str]] = [
     ("ensemble-missing-runs", ["ensemble", "runs=[{tmp}/nope]"], "runs"),
     ("ensemble-unknown-method", ["ensemble", "runs=[{tiny},{tiny}]", "method=nope", "out={tmp}/ens"], "method"),
     ("ensemble-one-member", ["ensemble", "runs=[{tiny},{tiny}]", "out={tmp}/ens"], "runs="),
+    ("predict-images-match-nothing", ["predict", "run={tiny}", "images={tmp}/none"], "images="),
+    # ---- export ----
+    ("export-no-run", ["export"], "run"),
+    ("export-missing-run", ["export", "run={tmp}/nope"], "run="),
+    ("export-unknown-format", ["export", "run={tiny}", "format=tflite"], "format"),
+    ("export-no-checkpoint", ["export", "run={ckptless_run}"], "checkpoints/best.pt"),
+    # ---- explain ----
+    ("explain-no-run", ["explain"], "run"),
+    ("explain-no-checkpoint", ["explain", "run={ckptless_run}"], "checkpoints/best.pt"),
+    ("explain-unknown-method", ["explain", "run={tiny}", "method=saliency"], "method"),
+    ("explain-images-match-nothing", ["explain", "run={tiny}", "images={tmp}/none/*.jpg"], "images="),
+    ("explain-n-zero", ["explain", "run={tiny}", "n=0"], "n=0"),
+    # ---- preview ----
+    ("preview-unknown-model", ["preview", "model=nope"], "model/nope"),
+    ("preview-n-zero", ["preview", *TINY, "n=0", "hydra.run.dir={tmp}/preview"], "n=0"),
     # ---- prepare ----
     ("prepare-unknown-data", ["prepare", "data=nope"], "data/nope"),
     ("prepare-no-root", ["prepare", "data=imagefolder"], "data.root"),
@@ -98,7 +114,9 @@ def files(tmp_path_factory, tiny_run):
     (root / "junk.safetensors").write_bytes(b"not a tensor file" * 8)
     (root / "empty.pth").write_bytes(b"")
     torch.save({"w": torch.zeros(1), "obj": logging.getLogger("x")}, root / "pickle.pth")
-    runs = {}
+    runs = {"ckptless_run": root / "ckptless_run"}  # a run that failed before its first checkpoint
+    runs["ckptless_run"].mkdir()
+    shutil.copy(tiny_run / "config.yaml", runs["ckptless_run"] / "config.yaml")
     for name, payload in (("bad_run", b"\x00garbage"), ("evil_run", None)):
         run = root / name
         (run / "checkpoints").mkdir(parents=True)
