@@ -72,7 +72,7 @@ class Trainer:
 
         from vitcli.data import create_data
         from vitcli.data.mixing import create_mixup
-        from vitcli.models import count_params, create_model
+        from vitcli.models import count_params, create_model, enable_grad_checkpointing
 
         self.cfg, self.run_dir, tcfg = cfg, Path(run_dir), cfg.trainer
         validate_trainer_cfg(tcfg)
@@ -91,6 +91,8 @@ class Trainer:
         self.select_split = "minival" if "minival" in self.data.loaders else "val"
         self.train_loader, self.val_loader = self.data.loader("train"), self.data.loader(self.select_split)
         self.model = create_model(cfg.model, self.data.num_classes, cfg.regularization).to(self.device)
+        if tcfg.grad_checkpointing:
+            enable_grad_checkpointing(self.model, cfg.model.name)
         if tcfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.num_params = count_params(self.model)
