@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -23,5 +24,7 @@ def test_bench_gpu_smoke_prints_one_table():
     assert row[0] == "vit_pico" and row[1] == "b8"
     ceiling, packed, packed_ratio, files, files_ratio = map(float, row[2:7])
     assert min(ceiling, packed, files) > 0
-    assert abs(packed_ratio - packed / ceiling) < 0.01 and abs(files_ratio - files / ceiling) < 0.01
+    # the printed ratios are the printed throughputs' (rounded to 0.1 img/s and 0.01)
+    assert math.isclose(packed_ratio, packed / ceiling, rel_tol=0.05, abs_tol=0.01)
+    assert math.isclose(files_ratio, files / ceiling, rel_tol=0.05, abs_tol=0.01)
     assert re.search(r"num_workers\(auto\)=\d+", lines[0])
