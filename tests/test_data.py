@@ -103,7 +103,7 @@ def test_hflip_flips_about_half():
 
 
 def test_augmentation_none_builds_no_pipeline():
-    assert create_batch_augment(compose("train").augmentation) is None
+    assert create_batch_augment(compose("train", ["augmentation=none"]).augmentation) is None
     assert create_batch_augment(compose("train", ["augmentation=basic"]).augmentation) is not None
 
 

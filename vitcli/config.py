@@ -49,7 +49,7 @@ class DataConfig:
     std: Any = "auto"  # auto | three floats
     batch_size: int = 64  # per device: the global batch is batch_size x trainer.devices x trainer.grad_accum
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
-    num_workers: int = 0
+    num_workers: Any = "auto"  # file datasets: auto (usable cores per rank - 1, <= 16) or a count (0: main process)
     val_fraction: float = 0.2  # digits / synthetic: held-out share
     split_seed: int = 0  # fixes the train/val split independently of trainer.seed
     num_samples: int = 2000  # synthetic only
@@ -131,7 +131,7 @@ class SchedulerConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 25
+    epochs: int = 40
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_interval: int = 20  # optimizer steps between log points (loss read back from the device, log lines)
@@ -150,6 +150,7 @@ class TrainerConfig:
     export_safetensors: bool = True  # best weights as model.safetensors at the end
     devices: int = 1  # >1: that many DDP processes on this node via torchrun; data.batch_size is per device
     sync_batchnorm: bool = False  # DDP on GPUs: BatchNorm statistics over all ranks (CNNs)
+    grad_checkpointing: bool = False  # timm set_grad_checkpointing(): recompute activations in backward (less memory)
 
 
 @dataclass

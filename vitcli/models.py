@@ -167,3 +167,16 @@ def attach_mlp_head(model, num_classes: int, hidden_dim: int | None, drop_rate: 
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def enable_grad_checkpointing(model, preset: str) -> None:
+    """trainer.grad_checkpointing=true: timm's set_grad_checkpointing() (blocks recompute their
+    activations in backward: less memory, ~30% more compute). Models without it stop the run."""
+    setter = getattr(model, "set_grad_checkpointing", None)
+    try:
+        if setter is None:
+            raise AssertionError
+        setter(True)
+    except (AssertionError, NotImplementedError) as err:
+        raise UserError(f"trainer.grad_checkpointing=true: model={preset} ({type(model).__name__}) does not support "
+                        "gradient checkpointing in timm; set trainer.grad_checkpointing=false") from err

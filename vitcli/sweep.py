@@ -46,6 +46,7 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
     from vitcli.engine.interrupts import TrainingInterrupted
 
     try:
+        spread_over_gpus(cfg, int(hc.job.num), str(hc.launcher.get("_target_", "")))
         return fit(cfg)
     except TrainingInterrupted as err:  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
         print(f"vitcli: {err}; sweep job {run_dir} saved its checkpoints/last.pt", file=sys.stderr)
@@ -57,6 +58,21 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
             log.error(traceback.format_exc())
         record_failure(run_dir, cfg, message)
         return None
+
+
+def spread_over_gpus(cfg: Any, job_num: int, launcher: str, cuda_count: int | None = None) -> None:
+    """Parallel launchers (joblib) run jobs side by side on one node: with N > 1 visible GPUs,
+    job k trains on cuda:(k mod N). Only when trainer.device=auto and the job is one process
+    (trainer.devices=1); an explicit device, DDP jobs and sequential launchers are left alone."""
+    if "joblib" not in launcher.lower() or cfg.trainer.device != "auto" or int(cfg.trainer.devices) != 1:
+        return
+    if cuda_count is None:
+        import torch
+
+        cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda_count > 1:
+        cfg.trainer.device = f"cuda:{job_num % cuda_count}"
+        log.info(f"job #{job_num}: trainer.device={cfg.trainer.device} ({cuda_count} GPUs, joblib launcher)")
 
 
 def record_failure(run_dir: Path, cfg: Any, message: str) -> None:

@@ -9,6 +9,8 @@ lands in the run's summary (`skipped_files`), and a split where more than
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -73,7 +75,11 @@ class BadFiles:
 
 
 class ImageFileDataset:
-    """(index) -> (image tensor or None when unreadable, label, index, error)."""
+    """(index) or (index, seed) -> (image tensor or None when unreadable, label, index, error).
+
+    With a seed, the transform draws its randomness (torch, `random`, numpy) from that
+    seed alone, so a sample's augmentation does not depend on which worker decodes it,
+    how many workers there are, or where the epoch was resumed."""
 
     def __init__(self, split: FileSplit, transform: Callable):
         self.split, self.transform = split, transform
@@ -81,12 +87,36 @@ class ImageFileDataset:
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item):
+        i, seed = item if isinstance(item, tuple) else (item, None)
         try:
             img = load_rgb(self.split.paths[i])
         except DECODE_ERRORS as err:
             return None, int(self.split.labels[i]), i, f"{type(err).__name__}: {err}"[:120]
-        return self.transform(img), int(self.split.labels[i]), i, None
+        if seed is None:
+            return self.transform(img), int(self.split.labels[i]), i, None
+        with seeded_rng(seed):
+            return self.transform(img), int(self.split.labels[i]), i, None
+
+
+@contextmanager
+def seeded_rng(seed: int):
+    """Seed torch, `random` and numpy's global RNGs for a block, restoring them after
+    (in the main process, num_workers=0, the training RNG streams stay untouched)."""
+    import random
+
+    import torch
+
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])
 
 
 def collate_skipping(batch):
@@ -100,24 +130,61 @@ def collate_skipping(batch):
     return x, y, bad
 
 
+class EpochBatchSampler:
+    """The batch_sampler of FileLoader's one DataLoader: each `iter()` (one per epoch, taken
+    when the epoch starts) yields the loader's current epoch from its start_step, each
+    sample paired with its augmentation seed. The list is built eagerly, so the epoch and
+    start step are read when the epoch starts, before the loader rewinds start_step."""
+
+    def __init__(self, loader: "FileLoader"):
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(self.loader.seeded_batches())
+
+    def __len__(self) -> int:
+        return len(self.loader) - self.loader.start_step
+
+
+def resolve_num_workers(value: Any) -> int:
+    """data.num_workers as a count: `auto` is the cores this process may use (its CPU
+    affinity) shared among the node's ranks (LOCAL_WORLD_SIZE), minus one for the main
+    process, capped at 16."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        return max(0, min(16, cores // ranks - 1))
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0 or str(value).strip() != str(count):
+        raise UserError(f"data.num_workers={value} is not a worker count; use auto, 0 (main process) or a "
+                        "positive number")
+    return count
+
+
 class FileLoader(EpochBatching):
     """Batches of (x float NCHW normalized, y int64) from image files, on `device`.
 
-    The epoch order is the same seeded permutation as ArrayLoader's; worker
-    augmentation randomness comes from a generator seeded by (seed, epoch)
-    (with num_workers=0 the transforms draw from torch's global, seeded RNG).
+    The epoch order is the same seeded permutation as ArrayLoader's. Each sample's
+    augmentation is seeded by (seed, epoch, step, its place in the batch, rank), so it
+    is the same for any num_workers and after a mid-epoch resume. One DataLoader is
+    kept for the loader's life: its workers persist across epochs, batches come pinned
+    on CUDA and reach the device one step ahead (data/prefetch.py).
     """
 
     def __init__(self, split: FileSplit, transform: Callable, batch_size: int, bad: BadFiles,
-                 shuffle: bool = False, drop_last: bool = False, num_workers: int = 0, seed: int = 0,
+                 shuffle: bool = False, drop_last: bool = False, num_workers: Any = 0, seed: int = 0,
                  device: str = "cpu"):
         import torch
 
         self.dataset = ImageFileDataset(split, transform)
         self.split = split
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.num_workers, self.seed, self.bad = num_workers, seed, bad
+        self.num_workers, self.seed, self.bad = resolve_num_workers(num_workers), seed, bad
         self.device = torch.device(device)
+        self._loader = None  # the DataLoader, built on first use
 
     @property
     def ids(self) -> list[str]:
@@ -133,23 +200,43 @@ class FileLoader(EpochBatching):
         return [np.sort(order[s * self.batch_size:(s + 1) * self.batch_size]).tolist()
                 for s in range(self.start_step, len(self))]
 
-    def __iter__(self) -> Iterator[Any]:
-        import torch
-        from torch.utils.data import DataLoader
-
+    def seeded_batches(self) -> list[list[tuple[int, int]]]:
+        """batches() with each index paired with its sample's augmentation seed."""
         from vitcli.data.arrays import epoch_seed
 
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 10_000 + self.start_step, self.rank))
-        loader = DataLoader(self.dataset, batch_sampler=self.batches(), num_workers=self.num_workers,
-                            collate_fn=collate_skipping, generator=gen, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False)
-        self.start_step = 0
+        out = []
+        for step, batch in enumerate(self.batches(), start=self.start_step):
+            rng = np.random.default_rng(epoch_seed(self.seed, self.epoch, 10_000 + step, self.rank))
+            out.append(list(zip(batch, rng.integers(0, 2**62, size=len(batch)).tolist())))
+        return out
+
+    def data_loader(self):
+        """The one DataLoader (persistent workers when num_workers > 0)."""
+        if self._loader is None:
+            import torch
+            from torch.utils.data import DataLoader
+
+            self._loader = DataLoader(
+                self.dataset, batch_sampler=EpochBatchSampler(self), num_workers=self.num_workers,
+                collate_fn=collate_skipping, pin_memory=self.device.type == "cuda",
+                persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed),
+            )
+        return self._loader
+
+    def host_batches(self, loader_iter) -> Iterator[Any]:
+        """CPU batches of decodable samples; unreadable files are counted as they show up."""
         try:
-            for x, y, bad in loader:
+            for x, y, bad in loader_iter:
                 for i, err in bad:
                     self.bad.add(self.split.paths[i], err)
-                if x is None:
-                    continue
-                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if x is not None:
+                    yield x, y
         finally:
             self.bad.warn_new()
+
+    def __iter__(self) -> Iterator[Any]:
+        from vitcli.data.prefetch import device_batches
+
+        loader_iter = iter(self.data_loader())  # takes this epoch's batches (from start_step) now
+        self.start_step = 0
+        yield from device_batches(self.host_batches(loader_iter), self.device)

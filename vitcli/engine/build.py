@@ -75,10 +75,12 @@ def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
 def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[torch.nn.Module, Any, Any]:
     """(model on the device, EMA copy or None, what the step calls: DDP-wrapped and/or compiled)."""
     from vitcli.engine.comm import wrap_model
-    from vitcli.models import create_model
+    from vitcli.models import create_model, enable_grad_checkpointing
 
     tcfg = cfg.trainer
     model = create_model(cfg.model, num_classes, cfg.regularization).to(runtime.device)
+    if tcfg.grad_checkpointing:
+        enable_grad_checkpointing(model, cfg.model.name)
     if tcfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = None
