@@ -66,7 +66,7 @@ TINY_KWARGS = {
     "regnet": dict(),
 }
 # stride-32 models (CNNs, Swin, the hybrid) need 64 px for a 2x2 last feature map
-SIZES = {"vit_small_r26": 96, "vit": 32, "deit": 32, "dinov2": 28, "mixer": 32}
+SIZES = {"vit_small_r26": 96, "dinov2": 28, "vit": 32, "deit": 32, "mixer": 32}  # first match wins
 
 
 def preset_model(preset: str, head: str = "linear"):

@@ -106,7 +106,8 @@ def test_local_weights_with_new_resolution_and_classes(tmp_path, fmt):
         torch.save(source.state_dict(), path)
     cfg = compose("train", ["data.img_size=32", "model.patch_size=4", f"model.weights={path}"])
     model = create_model(cfg.model, 7)
-    assert model.pos_embed.shape[1] == 1 + 64 and source.pos_embed.shape[1] == 1 + 16
+    prefix = model.num_prefix_tokens if not model.no_embed_class else 0  # vit_pico: average pooling, no class token
+    assert model.pos_embed.shape[1] == prefix + 64 and source.pos_embed.shape[1] == prefix + 16
     assert torch.equal(model.blocks[3].mlp.fc1.weight, source.blocks[3].mlp.fc1.weight)
     assert model.head.out_features == 7
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
@@ -186,8 +187,8 @@ def test_safetensors_export_loads_in_plain_timm(tmp_path):
     path = tmp_path / "model.safetensors"
     assert path.is_file()
     plain = timm.create_model(
-        "vit_tiny_patch16_224", num_classes=10, img_size=16, patch_size=4, depth=6,
-        pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10),
+        "vit_tiny_patch16_224", num_classes=10, img_size=16, patch_size=4, depth=6, embed_dim=128, num_heads=4,
+        global_pool="avg", class_token=False, pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10),
     ).eval()
     trainer.model.load_state_dict(torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)["model"])
     trainer.model.eval()

@@ -54,7 +54,7 @@ def test_partial_fit_is_an_error_unless_not_strict(vit_file, caplog):
 def test_shape_mismatch_outside_resizable_tensors_is_an_error(tmp_path):
     from vitcli.models import create_model
 
-    narrow = create_model(compose("train", [*VIT, "+model.kwargs.embed_dim=96", "+model.kwargs.num_heads=3"]).model, 10)
+    narrow = create_model(compose("train", [*VIT, "++model.kwargs.embed_dim=96", "++model.kwargs.num_heads=3"]).model, 10)
     path = _save(narrow, tmp_path / "narrow.safetensors")
     with pytest.raises(UserError, match=r"other shape: .*\[96"):
         _build(*VIT, f"model.weights={path}")

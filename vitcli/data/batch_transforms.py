@@ -10,6 +10,7 @@ device that holds the batch (the GPU when there is one).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -57,7 +58,7 @@ def random_resized_crop(scale: Sequence[float], ratio: Sequence[float] = (3 / 4,
         x = x.float()  # grid_sample needs floats (the loader may hand over uint8)
         n = x.shape[0]
         area = _uniform(n, gen, x.device, scale[0], scale[1])
-        log_r = _uniform(n, gen, x.device, torch.log(torch.tensor(ratio[0])).item(), torch.log(torch.tensor(ratio[1])).item())
+        log_r = _uniform(n, gen, x.device, math.log(ratio[0]), math.log(ratio[1]))
         aspect = torch.exp(log_r)
         sw = torch.sqrt(area * aspect).clamp(max=1.0)  # crop width / image width
         sh = torch.sqrt(area / aspect).clamp(max=1.0)
