@@ -27,7 +27,7 @@ def build_trainer(args, run_dir):
 
     overrides = [f"model={args.model}", "data=synthetic", f"data.num_samples={args.samples}",
                  f"data.img_size={args.img_size}", f"data.native_size={args.img_size}", f"data.batch_size={args.batch}",
-                 "data.val_fraction=0.05", "regularization=none", "trainer.progress=plain", "trainer.log_interval=50",
+                 "data.val_fraction=0.05", "regularization=none", "augmentation=none", "trainer.progress=plain", "trainer.log_interval=50",
                  f"trainer.device={args.device}", f"trainer.epochs={args.rounds + 1}"]
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
