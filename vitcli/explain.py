@@ -51,9 +51,10 @@ def split_inputs(cfg: Any, model, runtime: Runtime, split: str, n: int, seed: in
 def file_inputs(cfg: Any, pattern: str, n: int):
     """(inputs, labels=-1, file names) of the first `n` image files matching `pattern`."""
     from vitcli.data.transforms import create_file_transform
-    from vitcli.gallery import image_paths, load_images
+    from vitcli.data.files import find_image_files
+    from vitcli.gallery import load_images
 
-    files = image_paths(pattern)
+    files = find_image_files(pattern)
     if len(files) > n:
         log.info(f"images={pattern}: {len(files)} files, explaining the first n={n}")
         files = files[:n]

@@ -6,7 +6,6 @@ Shared by `vitcli explain` (vitcli/explain.py) and the error gallery of `vitcli 
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,23 +42,6 @@ def gather_inputs(loader, indices: Sequence[int]):
         if len(found) == len(wanted):
             break
     return torch.stack([found[k] for k in range(len(indices))]) if found else torch.empty(0)
-
-
-def image_paths(pattern: str) -> list[Path]:
-    """A file, a folder (searched recursively) or a glob -> sorted image files; none is a UserError."""
-    from vitcli.data.files import IMG_EXTENSIONS
-
-    path = Path(pattern).expanduser()
-    if path.is_dir():
-        files = [p for p in path.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS]
-    elif path.is_file():
-        files = [path]
-    else:
-        files = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).suffix.lower() in IMG_EXTENSIONS]
-    if not files:
-        raise UserError(f"images={pattern} matches no image file ({', '.join(IMG_EXTENSIONS)}); "
-                        "give a file, a folder or a quoted glob such as images='photos/*.jpg'")
-    return sorted(files)
 
 
 def load_images(files: Sequence[Path], transform):

@@ -9,7 +9,6 @@ RUN/predictions/<name>.csv: path, then class and probability for ranks 1..k.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from dataclasses import dataclass, field
@@ -29,24 +28,6 @@ class ImagePredictions:
     probs: list[list[float]]
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     csv_path: Path | None = None
-
-
-def find_images(pattern: str) -> list[Path]:
-    """An image file, every image under a folder (recursive, sorted), or a glob's matches."""
-    from vitcli.data.files import IMG_EXTENSIONS
-
-    path = Path(pattern).expanduser()
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
-        if not found:
-            raise UserError(f"images={pattern}: the folder holds no {'/'.join(IMG_EXTENSIONS)} files")
-        return found
-    found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-    if not found:
-        raise UserError(f"images={pattern}: no such file or folder, and no file matches it as a glob")
-    return found
 
 
 def output_name(pattern: str) -> str:
@@ -78,12 +59,13 @@ def predict_images(run: str | Path, images: str, topk: int = 5, checkpoint: str 
     """Predict every image under `images` with a run's model; write predictions/<name>.csv."""
     import torch
 
+    from vitcli.data.files import find_image_files
     from vitcli.data.transforms import create_file_transform
     from vitcli.engine.inference import load_run_model
 
     if topk < 1:
         raise UserError(f"topk={topk} must be at least 1")
-    paths = find_images(images)
+    paths = find_image_files(images)
     cfg, model, state, runtime = load_run_model(Path(run), checkpoint, device)  # at the run's precision
     class_names = [str(n) for n in (state.get("class_names") or range(int(state["num_classes"])))]
     k = min(topk, len(class_names))

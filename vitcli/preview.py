@@ -33,7 +33,7 @@ def training_batch(cfg: Any, n: int):
     import torch
 
     from vitcli.data import create_data
-    from vitcli.data.mixing import add_gaussian_noise, create_mixup
+    from vitcli.data.mixing import create_mixup, mix_batch
     from vitcli.data.normalization import resolve_normalization
 
     if n <= 0:
@@ -50,10 +50,7 @@ def training_batch(cfg: Any, n: int):
         loader.set_epoch(0)
     x, y = next(iter(loader))
     mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, data.num_classes)
-    if mixup is not None:
-        x, y = mixup(x, y)
-    if cfg.augmentation.gaussian_noise:
-        x = add_gaussian_noise(x, cfg.augmentation.gaussian_noise)
+    x, y = mix_batch(x, y, mixup, cfg.augmentation)  # exactly what the train step does
     return x, y, list(data.class_names)
 
 

@@ -8,10 +8,12 @@ lands in the run's summary (`skipped_files`), and a split where more than
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -45,6 +47,25 @@ def load_rgb(path: str):
     with Image.open(path) as img:
         img.load()  # decode now so truncation raises here, not later in a transform
         return img.convert("RGB")
+
+
+def find_image_files(pattern: str, setting: str = "images") -> list[Path]:
+    """The user's own images: a file, every image under a folder (recursive) or a glob's image
+    matches, sorted. Nothing found is a UserError naming `setting` (predict / explain images=)."""
+    path = Path(pattern).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS]
+        if not found:
+            raise UserError(f"{setting}={pattern}: the folder holds no {'/'.join(IMG_EXTENSIONS)} files")
+        return sorted(found)
+    found = [Path(p) for p in glob.glob(str(path), recursive=True)
+             if Path(p).is_file() and Path(p).suffix.lower() in IMG_EXTENSIONS]
+    if not found:
+        raise UserError(f"{setting}={pattern} matches no image file: no such file or folder, and no file matches it "
+                        f"as a glob (give a file, a folder or a quoted glob such as {setting}='photos/*.jpg')")
+    return sorted(found)
 
 
 class BadFiles:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,3 +28,13 @@ def create_mixup(aug_cfg: AugmentationConfig, label_smoothing: float, num_classe
 def add_gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:
     """Additive noise on the normalized batch (the 'noise perturbation' of leaderboard #5)."""
     return x + torch.randn_like(x) * std
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, mixup: Any, aug_cfg: AugmentationConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the train step does to a loader batch before the model sees it: MixUp/CutMix (when
+    enabled) and Gaussian noise. `vitcli preview` draws exactly this."""
+    if mixup is not None and mixup.mixup_enabled:
+        x, y = mixup(x, y)
+    if aug_cfg.gaussian_noise:
+        x = add_gaussian_noise(x, aug_cfg.gaussian_noise)
+    return x, y

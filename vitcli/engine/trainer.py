@@ -80,12 +80,9 @@ class Trainer(RunState):
         Returns:
             the detached loss, still on the device (nothing is read back here).
         """
-        from vitcli.data.mixing import add_gaussian_noise
+        from vitcli.data.mixing import mix_batch
 
-        if self.mixup is not None and self.mixup.mixup_enabled:
-            x, y = self.mixup(x, y)
-        if self.cfg.augmentation.gaussian_noise:
-            x = add_gaussian_noise(x, self.cfg.augmentation.gaussian_noise)
+        x, y = mix_batch(x, y, self.mixup, self.cfg.augmentation)
         if self.cfg.trainer.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.runtime.autocast():
