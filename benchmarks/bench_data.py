@@ -27,7 +27,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    import vitcli.config  # noqa: F401
+    import vitcli.core.schema  # noqa: F401
 
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides)
@@ -62,7 +62,7 @@ def main() -> None:
 
     from jpeg_trees import make_miniplaces
     from vitcli.data import create_data
-    from vitcli.data.pack import prepare
+    from vitcli.data.prepare import prepare
 
     torch.set_num_threads(args.threads)
     root = Path(args.root or tempfile.mkdtemp(prefix="bench_data_")) / "miniplaces"

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_ensemble.py [--members 9] [--samples 10000] [--classes 100] [--repeats 5]
 
-Times every method of `vitcli.ensemble.combine` (vectorised numpy over the
+Times every method of `vitcli.tasks.ensemble_methods.combine` (vectorised numpy over the
 (members, samples, classes) stack), Caruana greedy selection on a labelled split
 of the same size (25 rounds), and reading the members' predictions npz files.
 For scale, a per-sample Python loop doing the same vote / mean-prob work is timed
@@ -58,8 +58,8 @@ def loop_mean_prob(stack: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from vitcli import ensemble as E
-    from vitcli.predictions import Predictions, load_predictions
+    from vitcli.tasks import ensemble_methods as E
+    from vitcli.core.predictions import Predictions, load_predictions
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--members", type=int, default=9)

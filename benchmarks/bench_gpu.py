@@ -91,7 +91,7 @@ def make_images(root: Path, count: int, size: int, classes: int = 10) -> None:
 def compose_cfg(row: Row, setup: Setup, root: Path, data_format: str):
     from hydra import compose, initialize_config_module
 
-    import vitcli.config  # noqa: F401
+    import vitcli.core.schema  # noqa: F401
 
     overrides = [f"model={row.preset}", "data=imagefolder", f"data.root={root}", f"data.format={data_format}",
                  f"data.img_size={setup.img_size}", f"data.batch_size={row.batch}", "data.num_workers=auto",
@@ -109,7 +109,7 @@ def sync(device: torch.device) -> None:
 
 def ceiling(cfg, device: torch.device, batch: int, steps: int) -> float:
     """Images/s of forward + loss + backward + AdamW on device-resident batches."""
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     model = create_model(cfg.model, 10, cfg.regularization).to(device).train()
     step_model = torch.compile(model) if cfg.trainer.compile else model
@@ -183,8 +183,8 @@ def vitcli_run(row: Row, setup: Setup, root: Path, data_format: str, run_dir: Pa
 def pack(root: Path, size: int) -> None:
     from hydra import compose, initialize_config_module
 
-    import vitcli.config  # noqa: F401
-    from vitcli.data.pack import prepare
+    import vitcli.core.schema  # noqa: F401
+    from vitcli.data.prepare import prepare
 
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=["data=imagefolder", f"data.root={root}"])

@@ -58,7 +58,7 @@ def compose(config_name: str = "train", overrides: list[str] | None = None):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    import vitcli.config  # noqa: F401
+    import vitcli.core.schema  # noqa: F401
 
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [])

@@ -87,21 +87,68 @@ def test_vitcli_has_no_import_cycles():
     assert cycles(import_graph()) == []
 
 
-def test_layers_go_one_way():
-    """cli -> commands -> library -> engine/data/models: a command never imports another command,
-    nothing imports the cli, and engine/data/models never import commands."""
-    graph = import_graph()
+# Packages in layer order: a package may import only packages of a lower layer (its own
+# modules aside). Packages on one layer never import each other.
+LAYERS = {"core": 0, "data": 1, "models": 1, "viz": 2, "loss": 2, "engine": 3, "tasks": 4, "commands": 5,
+          "cli": 6, "__main__": 7}
+TOP_LEVEL = {"vitcli", "vitcli.cli", "vitcli.__main__"}  # the only modules beside the packages
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
     bad = []
     for mod, deps in graph.items():
         for dep in deps:
-            if dep == "vitcli.cli" and mod != "vitcli.__main__":
+            a, b = layer_of(mod), layer_of(dep)
+            if dep == "vitcli" or a == b:
+                continue
+            if a not in LAYERS or b not in LAYERS or LAYERS[b] >= LAYERS[a]:
                 bad.append((mod, dep))
-            if dep.startswith("vitcli.commands.") and not (mod == "vitcli.cli" or mod == "vitcli.commands"):
-                bad.append((mod, dep))
-            low = mod.startswith(("vitcli.engine", "vitcli.data", "vitcli.models"))
-            if low and dep.startswith(("vitcli.commands", "vitcli.cli")):
-                bad.append((mod, dep))
-    assert bad == []
+    return sorted(bad)
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    pkg = tmp_path / "vitcli"
+    for sub in ("core", "engine"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "engine" / "loop.py").write_text("from vitcli.core import io\n")
+    (pkg / "core" / "io.py").write_text("def f():\n    from vitcli.engine.loop import g\n")
+    assert layer_violations(import_graph(pkg)) == [("vitcli.core.io", "vitcli.engine.loop")]
+
+
+def test_packages_import_only_lower_layers():
+    """core <- data, models <- viz, loss <- engine <- tasks <- commands <- cli, lazy imports included;
+    so no two packages import each other, and a command never imports another command."""
+    graph = import_graph()
+    assert layer_violations(graph) == []
+    commands = [(m, d) for m, deps in graph.items() for d in deps
+                if m.startswith("vitcli.commands.") and d.startswith("vitcli.commands.")]
+    assert commands == []
+
+
+def test_every_module_lives_in_a_package():
+    """At most the entry points sit at the top of vitcli/, each package says what it holds and may import."""
+    top = {module_name(PACKAGE, p) for p in PACKAGE.glob("*.py")}
+    assert top <= TOP_LEVEL
+    for init in PACKAGE.rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        if init.parent != PACKAGE and init.parent.parent == PACKAGE:
+            assert "May import" in doc, f"{init} must say what lives there and what it may import"
+
+
+def test_pyproject_ships_every_package():
+    """`pip install .` (not only -e) must carry every subpackage."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_name(PACKAGE, p) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed
 
 
 def test_modules_stay_small():

@@ -106,7 +106,7 @@ def files(tmp_path_factory, tiny_run):
     from safetensors.torch import save_file
 
     from conftest import compose
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     root = tmp_path_factory.mktemp("bad_input")
     vit = create_model(compose("train", ["data.img_size=16", "model.patch_size=4"]).model, 10)

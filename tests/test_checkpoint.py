@@ -8,9 +8,9 @@ import pickle
 import pytest
 import torch
 
-from vitcli.engine.checkpoint import load_checkpoint, save_checkpoint
-from vitcli.io import atomic_write
-from vitcli.errors import UserError
+from vitcli.core.checkpoint import load_checkpoint, save_checkpoint
+from vitcli.core.io import atomic_write
+from vitcli.core.errors import UserError
 
 
 def test_roundtrip(tmp_path):

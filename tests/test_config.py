@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose
-from vitcli.presets import group_options
+from vitcli.core.options import group_options
 
 GROUPS = ["model", "data", "augmentation", "regularization", "optimizer", "scheduler", "trainer", "logger",
           "distill", "experiment", "hparams_search"]
@@ -92,7 +92,7 @@ def test_every_scheduler_name_is_one_timm_builds():
     """The Scheduler choices pass straight to timm's create_scheduler_v2."""
     import torch
 
-    from vitcli.choices import Scheduler
+    from vitcli.core.choices import Scheduler
     from vitcli.engine.optim import create_scheduler
 
     for name in Scheduler:
@@ -109,7 +109,7 @@ def test_each_default_has_one_home():
 
     import yaml
 
-    from vitcli import config
+    from vitcli.core import schema as config
 
     schemas = {"model": config.ModelConfig, "data": config.DataConfig, "augmentation": config.AugmentationConfig,
                "regularization": config.RegularizationConfig, "optimizer": config.OptimizerConfig,

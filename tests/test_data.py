@@ -8,8 +8,8 @@ import torch
 from conftest import compose
 from vitcli.data import create_data
 from vitcli.data.batch_transforms import create_batch_augment, hflip, random_crop, random_resized_crop
-from vitcli.data.digits import load_digits_split
-from vitcli.data.synthetic import make_synthetic
+from vitcli.data.sources.digits import load_digits_split
+from vitcli.data.sources.synthetic import make_synthetic
 
 
 def test_digits_are_the_real_sklearn_set():
@@ -110,7 +110,7 @@ def test_augmentation_none_builds_no_pipeline():
 def test_too_few_samples_for_a_stratified_split_is_a_user_error():
     import pytest
 
-    from vitcli.errors import UserError
+    from vitcli.core.errors import UserError
 
     with pytest.raises(UserError, match="val_fraction"):
         create_data(compose("train", ["data=synthetic", "data.num_samples=40"]))

@@ -12,7 +12,7 @@ from conftest import compose, read_summary, train_run, vitcli
 from jpeg_trees import (make_imagefolder, make_imagenet, make_miniplaces, write_cmyk, write_corrupt,
                         write_grayscale, write_png_alpha, write_truncated)
 from vitcli.data import create_data
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 
 def data_cfg(root, name="miniplaces", *extra):

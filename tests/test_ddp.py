@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import compose, read_summary, train_run, vitcli
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 # 165 samples: 132 train (66 per rank), 33 val (not divisible by 2 ranks)
 DDP = ["trainer.devices=2", "trainer.device=cpu", "data.num_samples=165"]
@@ -51,7 +51,7 @@ def test_a_failing_rank_ends_the_job_with_its_error_in_one_line(tmp_path):
         "import os\n"
         "if os.environ.get('RANK') == '1':\n"
         "    import vitcli.engine.trainer as t\n"
-        "    from vitcli.errors import UserError\n"
+        "    from vitcli.core.errors import UserError\n"
         "    def fail(self, epoch):\n"
         "        raise UserError('rank one cannot go on')\n"
         "    t.Trainer.train_one_epoch = fail\n"
@@ -72,7 +72,7 @@ def _eval_rank(rank: int, world: int, store: str, labels: np.ndarray, out: str) 
 
     from vitcli.engine import comm
     from vitcli.engine.evaluate import evaluate
-    from vitcli.engine.runtime import Runtime
+    from vitcli.core.runtime import Runtime
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.manual_seed(0)

@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 
 from conftest import compose, read_summary, train_run, vitcli
-from vitcli.engine.distill import DistillLoss, create_distill_criterion, hard_distill_loss, soft_distill_loss
-from vitcli.engine.losses import LabelLoss, create_criterion
-from vitcli.engine.teacher import Teacher, TeacherMember
-from vitcli.errors import UserError
+from vitcli.loss.distill import DistillLoss, create_distill_criterion, hard_distill_loss, soft_distill_loss
+from vitcli.loss.losses import LabelLoss, create_criterion
+from vitcli.loss.teacher import Teacher, TeacherMember
+from vitcli.core.errors import UserError
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
 
@@ -169,7 +169,7 @@ def test_config_errors_are_one_clear_line():
 def _save_resnet(path, num_classes):
     from safetensors.torch import save_file
 
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     cfg = compose("train", ["model=resnet18", "data.img_size=16"])
     model = create_model(cfg.model, num_classes).eval()
@@ -196,7 +196,7 @@ def test_teacher_class_count_mismatch_names_both_counts(tmp_path):
 
 
 def test_run_dir_teacher_resizes_to_its_own_size(tiny_run):
-    from vitcli.engine.inference import load_run_model
+    from vitcli.models.run_model import load_run_model
 
     cfg = compose("train", ["data.img_size=32", "distill=soft", "distill.tau=1", f"distill.teacher={tiny_run}"])
     crit = create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
@@ -216,7 +216,7 @@ def test_run_dir_teacher_resizes_to_its_own_size(tiny_run):
 
 
 def test_token_distillation_switches_deit_to_two_heads(tmp_path):
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     saved = _save_resnet(tmp_path / "t.safetensors", 10)  # noqa: F841
     over = ["model=deit_t_distilled", "model.patch_size=4", "+model.kwargs.depth=2", "data.img_size=16",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import compose, vitcli
-from vitcli import ensemble as E
-from vitcli.errors import UserError
-from vitcli.predictions import Predictions, load_predictions, topk_accuracy
+from vitcli.tasks import ensemble_methods as E
+from vitcli.core.errors import UserError
+from vitcli.core.predictions import Predictions, load_predictions, topk_accuracy
 
 
 def one_hot_logits(pred: np.ndarray, classes: int, margin: float = 4.0) -> np.ndarray:

@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose
-from vitcli.attention_maps import attention_probs, explain_maps, resolve_method, rollout
-from vitcli.errors import UserError
+from vitcli.tasks.saliency import attention_probs, explain_maps, resolve_method, rollout
+from vitcli.core.errors import UserError
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -70,7 +70,7 @@ SIZES = {"vit_small_r26": 96, "dinov2": 28, "vit": 32, "deit": 32, "mixer": 32} 
 
 
 def preset_model(preset: str, head: str = "linear"):
-    from vitcli.models import classifier_names, create_model
+    from vitcli.models.factory import classifier_names, create_model
 
     cfg = compose("train", [f"model={preset}"])
     name = cfg.model.timm_name
@@ -124,7 +124,7 @@ def explain(*overrides: str):
 @pytest.fixture()
 def mlp_ema_run(tiny_run, tmp_path):
     """A copy of the shared tiny run turned into a head=mlp run whose checkpoints carry EMA weights."""
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     run = shutil.copytree(tiny_run, tmp_path / "run")
     cfg = OmegaConf.load(run / "config.yaml")

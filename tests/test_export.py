@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TINY, compose, vitcli
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 
 def train_in_process(run_dir: Path, *overrides: str) -> Path:
@@ -55,8 +55,8 @@ print(json.dumps({"diff": (got - data["logits"]).abs().max().item(), "vitcli_imp
 
 
 def test_timm_folder_reloads_in_a_fresh_process_without_vitcli(family_runs, tmp_path):
-    from vitcli.engine.inference import load_run_model
-    from vitcli.export import export_run
+    from vitcli.models.run_model import load_run_model
+    from vitcli.tasks.export import export_run
 
     run = family_runs["vit"]
     out = export_run(run, "best", "timm", str(tmp_path / "folder"))
@@ -86,7 +86,7 @@ def test_run_safetensors_metadata_has_class_names_and_timm_name(family_runs):
 
 
 def test_mlp_head_timm_export_is_one_clear_error_and_leaves_nothing(family_runs, tmp_path):
-    from vitcli.export import export_run
+    from vitcli.tasks.export import export_run
 
     with pytest.raises(UserError, match="head=mlp.*use format=onnx"):
         export_run(family_runs["vit_mlp"], "best", "timm", str(tmp_path / "mlp"))
@@ -97,8 +97,8 @@ def test_mlp_head_timm_export_is_one_clear_error_and_leaves_nothing(family_runs,
 def test_onnx_parity(family_runs, family, tmp_path):
     import onnxruntime as ort
 
-    from vitcli.export import export_run, validation_images
-    from vitcli.runs import load_run_config
+    from vitcli.tasks.export import export_run, validation_images
+    from vitcli.core.runs import load_run_config
 
     out = export_run(family_runs[family], "best", "onnx", str(tmp_path / "m.onnx"))
     images = validation_images(load_run_config(family_runs[family]), 5)  # a batch size the trace never saw
@@ -107,7 +107,7 @@ def test_onnx_parity(family_runs, family, tmp_path):
 
 
 def test_onnx_parity_failure_is_refused(family_runs, tmp_path, monkeypatch):
-    import vitcli.export as export
+    import vitcli.tasks.export as export
 
     monkeypatch.setattr(export, "ONNX_ATOL", -1.0)  # no export can meet it
     with pytest.raises(UserError, match="max abs logit difference"):

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import compose, train_run
 from vitcli.data.arrays import epoch_seed
 from vitcli.data.files import BadFiles, FileLoader, FileSplit, resolve_num_workers
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 N, BS = 14, 4
 
@@ -120,7 +120,7 @@ def test_grad_checkpointing_gives_the_same_loss_and_grads():
 
     import timm
 
-    from vitcli.models import enable_grad_checkpointing
+    from vitcli.models.factory import enable_grad_checkpointing
 
     torch.manual_seed(0)
     plain = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32,
@@ -142,7 +142,7 @@ def test_grad_checkpointing_gives_the_same_loss_and_grads():
 def test_grad_checkpointing_unsupported_is_one_clear_error():
     import timm
 
-    from vitcli.models import enable_grad_checkpointing
+    from vitcli.models.factory import enable_grad_checkpointing
 
     with pytest.raises(UserError, match="does not support gradient checkpointing"):
         enable_grad_checkpointing(torch.nn.Linear(2, 2), "linear")

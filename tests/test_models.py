@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import compose
-from vitcli.models import count_params, create_model
-from vitcli.presets import group_options
+from vitcli.models.factory import count_params, create_model
+from vitcli.core.options import group_options
 
 SMALL = {"vit_b": 32, "mixer_b": 32, "dinov2_b": 28, "clip_b16": 32, "swin_s": 32, "dinov2_s": 28}
 
@@ -50,7 +50,7 @@ def test_regularization_rates_reach_the_model():
 
 
 def test_unknown_timm_name_is_a_user_error():
-    from vitcli.errors import UserError
+    from vitcli.core.errors import UserError
 
     cfg = compose("train", ["model.timm_name=not_a_model"])
     with pytest.raises(UserError, match="not a timm model"):

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from vitcli.plots import best_epoch, plot_confusion, plot_curves
+from vitcli.viz.plots import best_epoch, plot_confusion, plot_curves
 
 
 def fake_run(tmp_path, ema: bool):

@@ -12,7 +12,7 @@ import torch
 
 from conftest import compose, vitcli
 from test_submission import official_score
-from vitcli.predictions import load_predictions
+from vitcli.core.predictions import load_predictions
 
 
 def cmd(name: str, *overrides: str):
@@ -93,7 +93,7 @@ def test_eval_writes_reports_and_touches_nothing_else(run, capsys):
 
 
 def test_confident_mistakes_and_confused_pairs():
-    from vitcli.plots import confident_mistakes, confused_pairs
+    from vitcli.viz.plots import confident_mistakes, confused_pairs
 
     logits = np.array([[5.0, 0, 0], [0, 1.0, 0], [0, 0, 9.0], [0, 3.0, 0], [2.0, 0, 0]])
     labels = np.array([1, 1, 0, 0, -1])  # 0: wrong (confident), 1: right, 2: wrong (most), 3: wrong, 4: unknown
@@ -157,7 +157,7 @@ def test_ensemble_predicts_missing_members_on_the_fly(run, tmp_path):
 
 
 def test_miniplaces_run_writes_test_and_val_submissions(tmp_path):
-    pytest.importorskip("vitcli.data.miniplaces")
+    pytest.importorskip("vitcli.data.sources.miniplaces")
     from jpeg_trees import make_miniplaces
 
     tree = make_miniplaces(tmp_path / "tree", classes=6, per_class=4, val=2, test=5, size=16)

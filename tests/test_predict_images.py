@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import vitcli
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def expected_probs(run: Path, image: Path) -> torch.Tensor:
     """The run's model on the run's eval transform of one image, computed independently."""
     from vitcli.data.files import load_rgb
     from vitcli.data.transforms import create_file_transform
-    from vitcli.engine.inference import load_run_model
+    from vitcli.models.run_model import load_run_model
 
     cfg, model, _, _ = load_run_model(run, "best", "cpu")
     x = create_file_transform(cfg.augmentation, cfg.data, train=False)(load_rgb(str(image)))
@@ -56,7 +56,7 @@ def expected_probs(run: Path, image: Path) -> torch.Tensor:
 
 
 def test_folder_of_mixed_images(run, photos):
-    from vitcli.predict_images import predict_images
+    from vitcli.tasks.predict_images import predict_images
 
     result = predict_images(run, str(photos), topk=3, device="cpu")
     assert result.csv_path == run / "predictions" / "photos.csv"
@@ -73,7 +73,7 @@ def test_folder_of_mixed_images(run, photos):
 
 
 def test_single_file_and_glob(run, photos):
-    from vitcli.predict_images import predict_images
+    from vitcli.tasks.predict_images import predict_images
 
     one = predict_images(run, str(photos / "cmyk.jpg"), topk=20, device="cpu")
     assert one.csv_path.name == "cmyk.csv" and len(one.names[0]) == 10  # topk capped at the class count
@@ -83,7 +83,7 @@ def test_single_file_and_glob(run, photos):
 
 
 def test_all_unreadable_is_an_error(run, photos):
-    from vitcli.predict_images import predict_images
+    from vitcli.tasks.predict_images import predict_images
 
     with pytest.raises(UserError, match="none of the 2 files could be read"):
         predict_images(run, str(photos / "[nt]*.*g"), device="cpu")

@@ -12,7 +12,8 @@ from conftest import compose, read_summary, train_run, vitcli
 from jpeg_trees import make_miniplaces, write_corrupt
 from vitcli.data import create_data
 from vitcli.data import pack as P
-from vitcli.errors import UserError
+from vitcli.data.prepare import prepare
+from vitcli.core.errors import UserError
 
 
 def cfg_for(root, *extra):
@@ -22,7 +23,7 @@ def cfg_for(root, *extra):
 
 
 def pack(cfg, size=None, splits=None, overwrite=False):
-    return P.prepare(cfg.data, size, splits, workers=1, overwrite=overwrite)
+    return prepare(cfg.data, size, splits, workers=1, overwrite=overwrite)
 
 
 @pytest.fixture(scope="module")

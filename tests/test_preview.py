@@ -9,8 +9,8 @@ from PIL import Image
 
 from conftest import compose
 from jpeg_trees import make_miniplaces
-from vitcli.errors import UserError
-from vitcli.preview import label_caption, training_batch, write_preview
+from vitcli.core.errors import UserError
+from vitcli.tasks.preview import label_caption, training_batch, write_preview
 
 N = 64
 
@@ -19,7 +19,7 @@ N = 64
 def tree(tmp_path_factory):
     """A MiniPlaces tree whose train images are white on the left, black on the right (flips show),
     and grey (an erased patch of coloured noise shows); packed as well."""
-    from vitcli.data.pack import prepare
+    from vitcli.data.prepare import prepare
 
     root = tmp_path_factory.mktemp("preview") / "miniplaces"
     made = make_miniplaces(root, classes=4, per_class=N // 4, val=1, test=0, size=16)
@@ -41,7 +41,7 @@ def cfg(root, fmt: str, *extra: str):
 def stats(x: torch.Tensor, c) -> tuple[float, float]:
     """(share flipped: right half brighter, share erased: some pixel with unequal channels),
     measured on the un-normalized images the preview draws."""
-    from vitcli.gallery import denormalize
+    from vitcli.viz.gallery import denormalize
 
     img = denormalize(x, c.data.mean, c.data.std)  # (B, H, W, 3) in [0, 1]
     flipped = img[:, :, 8:].mean(axis=(1, 2, 3)) > img[:, :, :8].mean(axis=(1, 2, 3))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import TINY, compose
-from vitcli.presets import group_options
+from vitcli.core.options import group_options
 
 TINY_IN_PROCESS = [o for o in TINY if not o.startswith("trainer.progress")] + ["trainer.progress=none"]
 
@@ -58,7 +58,7 @@ def test_regularization_presets_follow_steiner_ordering():
 
 
 def test_freeze_backbone_then_unfreeze(tmp_path):
-    from vitcli.models import head_parameter_names
+    from vitcli.models.factory import head_parameter_names
 
     trainer = make_trainer(tmp_path, "trainer.freeze_backbone_epochs=1", "trainer.epochs=2")
     head = head_parameter_names(trainer.model)
@@ -76,7 +76,7 @@ def test_freeze_backbone_then_unfreeze(tmp_path):
 
 def test_layer_decay_and_head_lr_groups():
     from vitcli.engine.optim import create_optimizer
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     cfg = compose("train", ["optimizer.layer_decay=0.5", "optimizer.head_lr_mult=10"])
     model = create_model(cfg.model, 10)
@@ -93,7 +93,7 @@ def test_layer_decay_and_head_lr_groups():
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])
 def test_local_weights_with_new_resolution_and_classes(tmp_path, fmt):
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     src_cfg = compose("train", ["data.img_size=16", "model.patch_size=4"])
     source = create_model(src_cfg.model, 10)
@@ -114,8 +114,8 @@ def test_local_weights_with_new_resolution_and_classes(tmp_path, fmt):
 
 
 def test_missing_weights_file_is_a_user_error(tmp_path):
-    from vitcli.errors import UserError
-    from vitcli.models import create_model
+    from vitcli.core.errors import UserError
+    from vitcli.models.factory import create_model
 
     cfg = compose("train", [f"model.weights={tmp_path / 'nope.safetensors'}"])
     with pytest.raises(UserError, match="no such file"):

@@ -25,7 +25,7 @@ def fake_run(root: Path, rel: str, top1: float | None, status: str = "completed"
 
 
 def runs_cfg(root: Path, **kw):
-    from vitcli.command_config import RunsConfig
+    from vitcli.core.task_schemas import RunsConfig
 
     return OmegaConf.merge(OmegaConf.structured(RunsConfig), {"root": str(root), **kw})
 
@@ -76,7 +76,7 @@ def test_runs_writes_nothing(tmp_path):
 
 
 def test_plot_curves_from_metrics(tmp_path):
-    from vitcli.plots import plot_curves
+    from vitcli.viz.plots import plot_curves
 
     assert plot_curves(tmp_path) is None  # nothing logged yet: no plot, no error
     lines = [{"kind": "step", "epoch": 1, "global_step": s, "train_loss": 2.0, "lr": 1e-3 * s} for s in (1, 2, 3, 4)]

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from vitcli import submission as sub
-from vitcli.errors import UserError
+from vitcli.tasks import submission as sub
+from vitcli.core.errors import UserError
 
 
 def official_score(submission: str, ground_truth: dict[str, int]) -> list[float]:
@@ -80,7 +80,7 @@ def test_kaggle_csv_format(tmp_path):
 
 
 def test_official_scorer_agrees_with_topk_accuracy(tmp_path):
-    from vitcli.predictions import topk_accuracy
+    from vitcli.core.predictions import topk_accuracy
 
     ids, logits, labels = miniplaces_set("val", n=200, classes=20, seed=3)
     logits[:, :] += 3.0 * np.eye(20)[labels] * (np.arange(200) % 2)[:, None]  # half of them learnable

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose
-from vitcli import sweep
+from vitcli.engine import sweep
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"

@@ -59,7 +59,7 @@ def test_sweep_in_which_every_job_failed_exits_non_zero(tmp_path):
 
 
 def test_summary_ranks_failed_and_missing_jobs_last(tmp_path):
-    from vitcli.sweep import collect, rank
+    from vitcli.engine.sweep import collect, rank
 
     for num, (lr, status, top1) in enumerate([("1", "completed", 10.0), ("2", "failed", None), ("3", "completed", 50.0)]):
         job = tmp_path / str(num)
@@ -85,7 +85,7 @@ def compose_hydra(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    import vitcli.config  # noqa: F401
+    import vitcli.core.schema  # noqa: F401
 
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
@@ -93,7 +93,7 @@ def compose_hydra(overrides: list[str]):
 
 def test_sweep_summary_callback_is_registered():
     cfg = compose_hydra([])
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "vitcli.sweep.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "vitcli.engine.sweep.SweepSummary"
     assert compose("train").optimizer.lr > 0  # and the task config is untouched
 
 

@@ -104,7 +104,7 @@ def _cfg(**logger):
 
 
 def test_wandb_init_failure_never_stops_training(tmp_path, monkeypatch, caplog):
-    from vitcli.tracking import MetricsLogger
+    from vitcli.engine.tracking import MetricsLogger
 
     def boom(**kwargs):
         raise RuntimeError("no wandb today")
@@ -120,7 +120,7 @@ def test_wandb_init_failure_never_stops_training(tmp_path, monkeypatch, caplog):
 
 
 def test_wandb_log_failure_mid_run_turns_the_sink_off(tmp_path, monkeypatch):
-    from vitcli.tracking import MetricsLogger
+    from vitcli.engine.tracking import MetricsLogger
 
     class FlakyRun:
         summary: dict = {}
@@ -143,7 +143,7 @@ def test_wandb_log_failure_mid_run_turns_the_sink_off(tmp_path, monkeypatch):
 
 
 def test_auto_mode_is_offline_without_credentials(tmp_path, monkeypatch):
-    from vitcli.tracking import _wandb_mode
+    from vitcli.engine.tracking import _wandb_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -161,7 +161,7 @@ def test_auto_mode_is_offline_without_credentials(tmp_path, monkeypatch):
 def test_csv_logger_never_imports_wandb(tmp_path):
     from omegaconf import OmegaConf
 
-    from vitcli.tracking import MetricsLogger
+    from vitcli.engine.tracking import MetricsLogger
 
     logger = MetricsLogger(tmp_path, OmegaConf.create({"name": "x", "logger": {"name": "csv"}}))
     assert logger.wandb is None

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import compose
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 VIT = ["data.img_size=16", "model.patch_size=4"]
 
@@ -21,13 +21,13 @@ def _save(model, path):
 
 @pytest.fixture(scope="module")
 def vit_file(tmp_path_factory):
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     return _save(create_model(compose("train", VIT).model, 10), tmp_path_factory.mktemp("w") / "vit.safetensors")
 
 
 def _build(*overrides, classes=10):
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     return create_model(compose("train", list(overrides)).model, classes)
 
@@ -52,7 +52,7 @@ def test_partial_fit_is_an_error_unless_not_strict(vit_file, caplog):
 
 
 def test_shape_mismatch_outside_resizable_tensors_is_an_error(tmp_path):
-    from vitcli.models import create_model
+    from vitcli.models.factory import create_model
 
     narrow = create_model(compose("train", [*VIT, "++model.kwargs.embed_dim=96", "++model.kwargs.num_heads=3"]).model, 10)
     path = _save(narrow, tmp_path / "narrow.safetensors")
@@ -89,7 +89,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
 
 def test_teacher_weights_of_another_architecture_are_refused(vit_file):
-    from vitcli.engine.losses import create_criterion
+    from vitcli.loss.losses import create_criterion
 
     cfg = compose("train", ["data.img_size=16", "distill=soft", "distill.teacher=model:resnet18",
                             f"distill.teacher_weights={vit_file}"])

@@ -1,1 +1,5 @@
-"""One module per `vitcli <command>`, each exposing a Hydra `main`."""
+"""One thin Hydra app per `vitcli <command>`: compose the command's primary config, check
+what only the command can check, call the library, print. A command never imports another.
+
+May import: every package but vitcli.cli.
+"""

@@ -15,13 +15,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import report_user_errors
 
 
 @report_user_errors
 def run_ensemble(cfg: DictConfig) -> dict[str, Any]:
-    from vitcli.ensemble_run import run_ensemble_job
+    from vitcli.tasks.ensemble import run_ensemble_job
 
     return run_ensemble_job(cfg)
 

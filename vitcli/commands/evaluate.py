@@ -16,8 +16,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import UserError, report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import UserError, report_user_errors
 
 log = logging.getLogger("vitcli")
 
@@ -28,7 +28,7 @@ def run_eval(cfg: DictConfig) -> dict:
 
     from vitcli.engine.evaluate import class_report
     from vitcli.engine.inference import run_split
-    from vitcli.eval_report import add_classification_report, eval_tag, log_to_wandb, save_outputs, worst_table
+    from vitcli.tasks.eval_report import add_classification_report, eval_tag, log_to_wandb, save_outputs, worst_table
 
     if OmegaConf.is_missing(cfg, "run"):
         raise UserError("run=DIR is missing: vitcli eval run=runs/<experiment>/<timestamp> (`vitcli runs` lists them)")

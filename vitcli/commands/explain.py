@@ -9,13 +9,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import UserError, report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import UserError, report_user_errors
 
 
 @report_user_errors
 def run_explain(cfg: DictConfig):
-    from vitcli.explain import explain_run
+    from vitcli.tasks.explain import explain_run
 
     if OmegaConf.is_missing(cfg, "run"):
         raise UserError("run=DIR is missing: vitcli explain run=runs/<experiment>/<timestamp> (`vitcli runs` lists them)")

@@ -11,15 +11,15 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import UserError, report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import UserError, report_user_errors
 
 log = logging.getLogger("vitcli")
 
 
 @report_user_errors
 def run_export(cfg: DictConfig):
-    from vitcli.export import export_run
+    from vitcli.tasks.export import export_run
 
     if OmegaConf.is_missing(cfg, "run"):
         raise UserError("run=DIR is missing: vitcli export run=runs/<experiment>/<timestamp> format=timm")

@@ -7,15 +7,15 @@ import fnmatch
 import hydra
 from omegaconf import DictConfig
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import UserError, report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import UserError, report_user_errors
 
 
 def preset_rows(pattern: str | None = None) -> list[dict]:
     import timm
     import torch
 
-    from vitcli.presets import group_options, load_option
+    from vitcli.core.options import group_options, load_option
 
     rows = []
     for name in group_options("model"):
@@ -27,7 +27,7 @@ def preset_rows(pattern: str | None = None) -> list[dict]:
         if opt.get("patch_size"):
             kwargs["patch_size"] = opt.patch_size
         with torch.device("meta"):  # parameter count without allocating weights
-            from vitcli.models import _build
+            from vitcli.models.factory import _build
 
             model = _build(timm_name, dict(kwargs))
         size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]

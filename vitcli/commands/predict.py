@@ -13,8 +13,8 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import UserError, report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import UserError, report_user_errors
 
 log = logging.getLogger("vitcli")
 
@@ -25,7 +25,7 @@ def run_predict(cfg: DictConfig) -> dict:
         raise UserError("run=DIR is missing: vitcli predict run=runs/<experiment>/<timestamp> split=test")
     if cfg.images:
         return predict_files(cfg)
-    from vitcli.predict import predict_split
+    from vitcli.tasks.predict import predict_split
 
     preds, result, written = predict_split(cfg.run, cfg.split, cfg.checkpoint, cfg.device, cfg.batch_size,
                                            cfg.eval.tta, cfg.eval.crop_fraction, cfg.submission,
@@ -42,7 +42,7 @@ def predict_files(cfg: DictConfig) -> dict:
     """images=PATH: the user's own files -> predictions/<name>.csv and a preview table."""
     from rich.console import Console
 
-    from vitcli.predict_images import predict_images, preview_table
+    from vitcli.tasks.predict_images import predict_images, preview_table
 
     result = predict_images(cfg.run, cfg.images, cfg.topk, cfg.checkpoint, cfg.device, cfg.batch_size, cfg.name)
     Console().print(preview_table(result))

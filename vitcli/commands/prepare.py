@@ -7,16 +7,16 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import UserError, report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import UserError, report_user_errors
 
 log = logging.getLogger("vitcli")
 
 
 @report_user_errors
 def run_prepare(cfg: DictConfig) -> dict:
-    from vitcli.data.pack import prepare
-    from vitcli.data.packed import packed_dir
+    from vitcli.data.prepare import prepare
+    from vitcli.data.pack import packed_dir
     from vitcli.data.sources import FILE_SOURCES
 
     if cfg.data.name not in FILE_SOURCES:

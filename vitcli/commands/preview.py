@@ -8,15 +8,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import report_user_errors
 
 
 @report_user_errors
 def run_preview(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
 
-    from vitcli.preview import write_preview
+    from vitcli.tasks.preview import write_preview
 
     return write_preview(cfg, HydraConfig.get().runtime.output_dir, cfg.n)
 

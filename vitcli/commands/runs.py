@@ -13,14 +13,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import UserError, report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import UserError, report_user_errors
 
 
 @report_user_errors
 def list_runs(cfg: DictConfig) -> list[dict[str, Any]]:
-    from vitcli.runlist import matches, print_table, run_row, sort_rows
-    from vitcli.runs import find_run_dirs
+    from vitcli.tasks.runs_table import matches, print_table, run_row, sort_rows
+    from vitcli.core.runs import find_run_dirs
 
     root = Path(cfg.root).expanduser()
     if not root.is_dir():

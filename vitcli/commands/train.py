@@ -8,8 +8,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import vitcli.config  # noqa: F401  (registers the schemas)
-from vitcli.errors import report_user_errors
+import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from vitcli.core.errors import report_user_errors
 
 
 def fit_run(cfg: DictConfig) -> float:
@@ -17,15 +17,16 @@ def fit_run(cfg: DictConfig) -> float:
 
     from contextlib import nullcontext
 
-    from vitcli.engine import comm, launch
+    from vitcli.core import dist
+    from vitcli.engine import launch
     from vitcli.engine.runlock import run_lock
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # one writer per run dir; torchrun's ranks run under the lock their parent holds
-    with nullcontext() if comm.under_launcher() else run_lock(run_dir):
+    with nullcontext() if dist.under_launcher() else run_lock(run_dir):
         if cfg.resume:  # hydra.run.dir already points at the resumed run (conf/train.yaml)
-            from vitcli.runs import resume_config
+            from vitcli.core.runs import resume_config
 
             cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
         if launch.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
@@ -67,7 +68,7 @@ def interrupted_line(err: Exception) -> str:
 
 @hydra.main(version_base="1.3", config_path="pkg://vitcli.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from vitcli.sweep import in_multirun, run_sweep_job
+    from vitcli.engine.sweep import in_multirun, run_sweep_job
 
     if in_multirun():  # a failed job is recorded and the sweep goes on
         return run_sweep_job(fit_run, cfg)

@@ -1,7 +1,10 @@
 """Datasets and loaders: `create_data(cfg)` is the one entry point.
 
-Sources that fit in memory (digits, synthetic, packed arrays) go through the
-batched `ArrayLoader`; image files go through a torch DataLoader.
+Sources (sources/) that fit in memory (digits, synthetic) and packed arrays (pack.py) go
+through the batched `ArrayLoader` (arrays.py, augmentation as batch ops on the device);
+image files go through `FileLoader` (files.py, timm transforms per sample in workers).
+
+May import: vitcli.core.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vitcli.data.module import DataModule, check_num_classes, validate_data_cfg
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 if TYPE_CHECKING:
-    from vitcli.config import TrainConfig
+    from vitcli.core.schema import TrainConfig
 
 __all__ = ["DataModule", "create_data"]
 
@@ -29,11 +32,11 @@ def create_data(cfg: TrainConfig, device: str = "cpu", train: bool = True) -> Da
     validate_data_cfg(data_cfg)
     name = data_cfg.name
     if name == "digits":
-        from vitcli.data.digits import load_digits_split
+        from vitcli.data.sources.digits import load_digits_split
 
         full, class_names = load_digits_split()
     elif name == "synthetic":
-        from vitcli.data.synthetic import make_synthetic
+        from vitcli.data.sources.synthetic import make_synthetic
 
         if not data_cfg.num_classes or data_cfg.num_classes < 2:
             raise UserError("data=synthetic needs data.num_classes >= 2")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from vitcli.config import AugmentationConfig
+    from vitcli.core.schema import AugmentationConfig
 
 Op = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from vitcli.data.arrays import EpochBatching
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 log = logging.getLogger("vitcli")
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from vitcli.config import AugmentationConfig
+    from vitcli.core.schema import AugmentationConfig
 
 
 def create_mixup(aug_cfg: AugmentationConfig, label_smoothing: float, num_classes: int):

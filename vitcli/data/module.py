@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 
 @dataclass

@@ -1,5 +1,12 @@
-"""Writing a packed dataset (`vitcli prepare`): every split of a file dataset decoded once
-into uint8 arrays (layout in data/packed.py, which reads them).
+"""Packed datasets: every split of a file dataset decoded once into uint8 arrays
+(`vitcli prepare` writes them; `data.format=packed` memory-maps them).
+
+Layout of a packed directory (default `<data.root>/packed`):
+
+    manifest.json           format version, size, class names, per-split counts (written last)
+    <split>/images.npy      uint8 N x S x S x 3 (np.lib.format.open_memmap)
+    <split>/labels.npy      int64 N (-1 when unknown)
+    <split>/ids.txt         one split-prefixed id per line
 
 A split is written into a hidden temp folder and renamed when complete, then listed
 in the manifest: a killed prepare leaves nothing that looks finished, and a rerun
@@ -11,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,11 +27,52 @@ from typing import Any
 import numpy as np
 
 from vitcli.data.files import DECODE_ERRORS, FileSplit, load_rgb
-from vitcli.data.packed import FORMAT_VERSION, MANIFEST, packed_dir, read_manifest
-from vitcli.errors import UserError
-from vitcli.io import write_json
+from vitcli.data.arrays import ArraySplit
+from vitcli.core.errors import UserError
+from vitcli.core.io import write_json
 
 log = logging.getLogger("vitcli")
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def packed_dir(data_cfg: Any) -> Path:
+    if data_cfg.packed_dir:
+        return Path(data_cfg.packed_dir).expanduser()
+    if not data_cfg.root:
+        raise UserError(f"data={data_cfg.name} data.format=packed needs data.root=DIR or data.packed_dir=DIR")
+    return Path(data_cfg.root).expanduser() / "packed"
+
+
+def read_manifest(out: Path) -> dict | None:
+    path = out / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_packed(data_cfg: Any) -> tuple[dict[str, ArraySplit], list[str], dict]:
+    """Memory-mapped splits of a prepared pack, its class names and manifest."""
+    out = packed_dir(data_cfg)
+    manifest = read_manifest(out)
+    hint = f"vitcli prepare data={data_cfg.name} data.root={data_cfg.root}"
+    if manifest is None:
+        raise UserError(f"no packed dataset at {out} ({MANIFEST} missing); run `{hint}` first")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{out} was packed with format {manifest.get('format_version')}, this vitcli reads "
+                        f"{FORMAT_VERSION}; rerun `{hint} prepare.overwrite=true`")
+    if manifest.get("dataset") != data_cfg.name:
+        raise UserError(f"{out} holds data={manifest.get('dataset')}, not data={data_cfg.name}")
+    splits = {}
+    for split in manifest["splits"]:
+        d = out / split
+        images = np.load(d / "images.npy", mmap_mode="r")
+        labels = np.load(d / "labels.npy")
+        ids = (d / "ids.txt").read_text().splitlines()
+        splits[split] = ArraySplit(images, labels, ids)
+    for need in ("train", "val"):
+        if need not in splits:
+            raise UserError(f"{out} has no packed '{need}' split; run `{hint}`")
+    return splits, list(manifest["class_names"]), manifest
 
 
 def fit(img, size: int):
@@ -106,40 +155,3 @@ def pack_split(split: FileSplit, dest: Path, size: int, workers: int, max_bad: f
     os.replace(tmp, dest)
     return {"count": len(keep), "source_count": n, "skipped": len(bad), "skipped_paths": bad[:10],
             "source_sizes": dict(sizes.most_common(5)), "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def prepare(data_cfg: Any, size: int | None, splits: list[str] | None, workers: int, overwrite: bool) -> dict:
-    """Pack the requested splits (default: all) of a file dataset; returns the manifest."""
-    from vitcli.data.sources import load_file_source
-
-    sources, class_names = load_file_source(data_cfg)
-    wanted = list(splits) if splits else list(sources)
-    unknown = [s for s in wanted if s not in sources]
-    if unknown:
-        raise UserError(f"prepare.splits: '{unknown[0]}' is not a split of data={data_cfg.name}; "
-                        f"choose from {list(sources)}")
-    out = packed_dir(data_cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(out)
-    size = size or (manifest["size"] if manifest else native_size(sources["train"]))
-    header = {"format_version": FORMAT_VERSION, "dataset": data_cfg.name, "size": size, "class_names": class_names}
-    if manifest and not overwrite:
-        old = {k: manifest.get(k) for k in header}
-        if old != header:
-            diff = next(k for k in header if old[k] != header[k])
-            raise UserError(f"{out} already holds a pack with a different {diff} ({old[diff]!r} != {header[diff]!r}); "
-                            "use another data.packed_dir or prepare.overwrite=true")
-    else:
-        manifest = None
-    manifest = {**header, "root": str(Path(data_cfg.root).expanduser().resolve()),
-                "splits": dict(manifest["splits"]) if manifest else {}}
-    for split in wanted:
-        if split in manifest["splits"] and (out / split / "images.npy").is_file():
-            log.info(f"{split}: already packed ({manifest['splits'][split]['count']} images), skipping")
-            continue
-        log.info(f"{split}: packing {len(sources[split])} images at {size}x{size} into {out / split}")
-        manifest["splits"][split] = pack_split(sources[split], out / split, size, workers, data_cfg.max_bad_fraction)
-        write_json(out / MANIFEST, manifest)  # the split counts as finished from here on
-        log.info(f"{split}: {manifest['splits'][split]['count']} images in {manifest['splits'][split]['seconds']} s")
-    write_json(out / MANIFEST, manifest)
-    return manifest

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vitcli.config import AugmentationConfig, DataConfig
+    from vitcli.core.schema import AugmentationConfig, DataConfig
 
 
 def create_file_transform(aug_cfg: AugmentationConfig, data_cfg: DataConfig, train: bool):

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vitcli.engine.runtime import Runtime, seed_everything
-from vitcli.errors import UserError
+from vitcli.core.runtime import Runtime, seed_everything
+from vitcli.core.errors import UserError
 
 if TYPE_CHECKING:
-    from vitcli.config import TrainConfig, TrainerConfig
+    from vitcli.core.schema import TrainConfig, TrainerConfig
     from vitcli.data.module import DataModule
 
 log = logging.getLogger("vitcli")
@@ -75,7 +75,7 @@ def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
 def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[torch.nn.Module, Any, Any]:
     """(model on the device, EMA copy or None, what the step calls: DDP-wrapped and/or compiled)."""
     from vitcli.engine.comm import wrap_model
-    from vitcli.models import create_model, enable_grad_checkpointing
+    from vitcli.models.factory import create_model, enable_grad_checkpointing
 
     tcfg = cfg.trainer
     model = create_model(cfg.model, num_classes, cfg.regularization).to(runtime.device)
@@ -97,7 +97,7 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
     """Build a run's parts in the order exact resume relies on (seed, data, model, then per-rank seeds)."""
     from vitcli.data.mixing import create_mixup
     from vitcli.data.normalization import resolve_normalization
-    from vitcli.engine.losses import create_criterion
+    from vitcli.loss.losses import create_criterion
     from vitcli.engine.optim import create_optimizer, create_scheduler, global_batch_size, scaled_lr
 
     tcfg = cfg.trainer

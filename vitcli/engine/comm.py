@@ -1,8 +1,8 @@
 """In-process communication between DDP ranks (torch.distributed, started by torchrun).
 
-Who this process is (rank, world size, read from torchrun's environment), joining
-the process group, wrapping the model in DDP, and the few collectives vitcli uses:
-summing counts and sharing rank 0's run directory. Launching ranks lives in launch.py.
+Joining the process group, wrapping the model in DDP, and sharing rank 0's run
+directory. Who this process is (rank, world size) and the sum over ranks live in
+core/dist.py; launching ranks lives in launch.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import signal
 from pathlib import Path
 from typing import Any, Iterator
 
-from vitcli.errors import UserError
+from vitcli.core import dist
+from vitcli.core.errors import UserError
 
 log = logging.getLogger("vitcli")
 
@@ -25,74 +26,40 @@ class PeerFailed(UserError):
     """This rank was stopped (SIGTERM from torchrun, or a broken collective) after another one failed."""
 
 
-def under_launcher() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", 1)) if under_launcher() else 1
-
-
-def rank() -> int:
-    return int(os.environ.get("RANK", 0)) if under_launcher() else 0
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0)) if under_launcher() else 0
-
-
-def initialized() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
 @contextlib.contextmanager
 def process_group(cuda: bool) -> Iterator[None]:
     """Join the job's process group (NCCL on GPUs, gloo on CPU) when started by torchrun."""
-    if world_size() == 1:
+    if dist.world_size() == 1:
         yield
         return
     import torch
-    import torch.distributed as dist
+    import torch.distributed as torch_dist
 
     if cuda:
-        torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    if rank() != 0:
+        torch.cuda.set_device(dist.local_rank())
+    torch_dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if dist.rank() != 0:
         log.setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        dist.destroy_process_group()
+        torch_dist.destroy_process_group()
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
     raise PeerFailed(PEER_FAILED)
 
 
-def all_reduce_sum(tensor: Any) -> Any:
-    """Sum over ranks. gloo reduces on the CPU, so a CUDA tensor makes the round trip there."""
-    import torch.distributed as dist
-
-    if dist.get_backend() == "nccl" or tensor.device.type == "cpu":
-        dist.all_reduce(tensor)
-        return tensor
-    host = tensor.cpu()
-    dist.all_reduce(host)
-    return host.to(tensor.device)
-
-
 def shared_run_dir(run_dir: Path) -> Path:
     """Rank 0's run dir on every rank (direct torchrun: each rank resolved its own timestamp)."""
-    if not initialized():
+    if not dist.initialized():
         return run_dir
-    import torch.distributed as dist
+    import torch.distributed as torch_dist
 
     box = [str(run_dir)]
-    dist.broadcast_object_list(box, src=0)
+    torch_dist.broadcast_object_list(box, src=0)
     shared = Path(box[0])
     if shared.resolve() != run_dir.resolve() and run_dir.is_dir():
         leftovers = {p.name for p in run_dir.iterdir()}
@@ -109,7 +76,7 @@ def wrap_model(model: Any, device: Any, sync_batchnorm: bool = False, find_unuse
     Args:
         find_unused: parameters may get no gradient in a step (frozen-backbone epochs).
     """
-    if world_size() == 1 or not initialized():
+    if dist.world_size() == 1 or not dist.initialized():
         return model
     import torch
     from torch.nn.parallel import DistributedDataParallel

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitcli.engine.runtime import Runtime
+from vitcli.core.runtime import Runtime
 
 TTA_MODES = ("none", "flip", "multicrop")
 
@@ -80,7 +80,7 @@ def evaluate(model, loader, runtime: Runtime, keep_logits: bool = False, tta: st
         tta: none | flip | multicrop (averages softmax probabilities over views).
     """
     if tta not in TTA_MODES:
-        from vitcli.errors import UserError
+        from vitcli.core.errors import UserError
 
         raise UserError(f"eval.tta={tta} is not one of {', '.join(TTA_MODES)}")
     model.eval()

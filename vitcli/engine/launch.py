@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from vitcli import runs
+from vitcli.core import runs
+from vitcli.core import dist
 from vitcli.engine import comm
-from vitcli.errors import UserError
-from vitcli.io import write_json
+from vitcli.core.errors import UserError
+from vitcli.core.io import write_json
 
 log = logging.getLogger("vitcli")
 
@@ -39,7 +40,7 @@ def needs_relaunch(cfg: Any) -> bool:
     devices = int(cfg.trainer.devices)
     if devices < 1:
         raise UserError(f"trainer.devices={devices} must be at least 1")
-    return devices > 1 and not comm.under_launcher()
+    return devices > 1 and not dist.under_launcher()
 
 
 def child_overrides(task: list[str], hydra: list[str], run_dir: Path) -> list[str]:
@@ -115,13 +116,13 @@ def record_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except Exception as err:
-            if comm.world_size() == 1:
+            if dist.world_size() == 1:
                 raise
             peer = isinstance(err, comm.PeerFailed) or _is_broken_collective(err)
             text = comm.PEER_FAILED if peer else (str(err).splitlines() or [type(err).__name__])[0]
             if not isinstance(err, UserError) and not peer:
                 text = f"{type(err).__name__}: {text}"
-            _write_error_file(f"rank {comm.rank()}: {text}" if comm.rank() else text)
+            _write_error_file(f"rank {dist.rank()}: {text}" if dist.rank() else text)
             if peer or (isinstance(err, UserError) and os.environ.get(RELAUNCHED)):
                 sys.exit(2)  # the parent (or the failing rank) says it, once
             raise
@@ -130,10 +131,10 @@ def record_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _is_broken_collective(err: BaseException) -> bool:
-    import torch.distributed as dist
+    import torch.distributed as torch_dist
 
     text = str(err)
-    return isinstance(err, getattr(dist, "DistError", ())) or "Connection closed by peer" in text \
+    return isinstance(err, getattr(torch_dist, "DistError", ())) or "Connection closed by peer" in text \
         or "Connection reset by peer" in text
 
 
@@ -148,7 +149,7 @@ def uses_cuda(device_name: str, per_node: int) -> bool:
     """Whether the ranks run on GPUs (one each), checking this node has that many."""
     import torch
 
-    from vitcli.engine.runtime import resolve_device
+    from vitcli.core.runtime import resolve_device
 
     if resolve_device(device_name).type != "cuda":
         return False
@@ -161,6 +162,6 @@ def uses_cuda(device_name: str, per_node: int) -> bool:
 @contextlib.contextmanager
 def rank_session(device_name: str) -> Iterator[None]:
     """This rank inside the job's process group (a no-op for a single process)."""
-    cuda = comm.world_size() > 1 and uses_cuda(device_name, int(os.environ.get("LOCAL_WORLD_SIZE", comm.world_size())))
+    cuda = dist.world_size() > 1 and uses_cuda(device_name, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size())))
     with comm.process_group(cuda):
         yield

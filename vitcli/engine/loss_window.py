@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from vitcli.engine.runtime import Runtime
-from vitcli.errors import UserError
+from vitcli.core.runtime import Runtime
+from vitcli.core.errors import UserError
 
 
 class NonFiniteLoss(UserError):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 if TYPE_CHECKING:
-    from vitcli.config import OptimizerConfig, SchedulerConfig
+    from vitcli.core.schema import OptimizerConfig, SchedulerConfig
 
 
 def param_groups(model, weight_decay: float, layer_decay: float | None, head_lr_mult: float) -> list[dict]:
@@ -17,7 +17,7 @@ def param_groups(model, weight_decay: float, layer_decay: float | None, head_lr_
     `lr_scale` is multiplied by head_lr_mult (timm schedulers apply lr_scale)."""
     from timm.optim._param_groups import param_groups_layer_decay, param_groups_weight_decay
 
-    from vitcli.models import head_parameter_names
+    from vitcli.models.factory import head_parameter_names
 
     no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     if layer_decay is not None:

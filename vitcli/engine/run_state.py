@@ -8,10 +8,10 @@ import logging
 import time
 from typing import Any
 
-from vitcli import runs
-from vitcli.engine.checkpoint import load_checkpoint, save_checkpoint
-from vitcli.engine.rng import rng_state, set_rng_state
-from vitcli.io import read_jsonl, write_json
+from vitcli.core import runs
+from vitcli.core.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
+from vitcli.core.rng import rng_state, set_rng_state
+from vitcli.core.io import read_jsonl, write_json
 
 log = logging.getLogger("vitcli")
 
@@ -124,7 +124,7 @@ class RunState:
     def draw_curves(self) -> None:
         """plots/curves.png from metrics.jsonl, redrawn every epoch; a plot never fails a run."""
         if self.main:
-            from vitcli.plots import try_plot_curves
+            from vitcli.viz.plots import try_plot_curves
 
             try_plot_curves(self.run_dir)
 
@@ -139,10 +139,8 @@ class RunState:
     def export(self) -> None:
         if not self.cfg.trainer.export_safetensors or not self.main:
             return
-        from vitcli.engine.export import export_safetensors
-
         best = load_checkpoint(runs.checkpoint_path(self.run_dir, "best"))
-        export_safetensors(best["model"], self.run_dir / runs.MODEL_WEIGHTS,
+        save_safetensors(best["model"], self.run_dir / runs.MODEL_WEIGHTS,
                            {"timm_name": self.cfg.model.timm_name, "num_classes": str(self.data.num_classes),
                             "class_names": json.dumps(list(self.data.class_names)),
                             "source": str(self.best.get("source")), "epoch": str(self.best.get("epoch"))})

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from vitcli.errors import UserError
+from vitcli.core.errors import UserError
 
 LOCK = ".lock"
 

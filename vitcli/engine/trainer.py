@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vitcli import runs
+from vitcli.core import runs
 from vitcli.engine import interrupts
 from vitcli.engine.build import build_parts
 from vitcli.engine.loss_window import LossWindow, NonFiniteLoss  # noqa: F401  (raised by the loop)
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.engine.run_state import RunState
-from vitcli.engine.runtime import Runtime
+from vitcli.core.runtime import Runtime
 
 if TYPE_CHECKING:
-    from vitcli.config import TrainConfig
+    from vitcli.core.schema import TrainConfig
 
 log = logging.getLogger("vitcli")
 
@@ -47,8 +47,8 @@ class Trainer(RunState):
     def __init__(self, cfg: TrainConfig, run_dir: Path, runtime: Runtime | None = None):
         from omegaconf import OmegaConf
 
-        from vitcli.models import count_params
-        from vitcli.tracking import MetricsLogger, NullMetrics
+        from vitcli.models.factory import count_params
+        from vitcli.engine.tracking import MetricsLogger, NullMetrics
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.runtime = runtime or Runtime.create(cfg.trainer.device, cfg.trainer.precision)
@@ -118,7 +118,7 @@ class Trainer(RunState):
 
     # ---- one epoch ------------------------------------------------------------
     def prepare_epoch(self, epoch: int) -> None:
-        from vitcli.models import set_backbone_trainable
+        from vitcli.models.factory import set_backbone_trainable
 
         off = self.cfg.augmentation.mixup_off_epoch
         if self.mixup is not None:

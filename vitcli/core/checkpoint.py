@@ -1,0 +1,48 @@
+"""Checkpoints and exported weights: atomic writes (temp file, fsync, rename) and safe loads.
+
+Loads use `torch.load(weights_only=True)`: a file that carries pickled Python
+objects is refused with a clear error instead of being executed. A run's best
+weights are also written as model.safetensors, which plain timm loads.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitcli.core.errors import UserError
+from vitcli.core.io import atomic_write
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(
+            f"refusing to load {path}: it holds pickled Python objects that weights_only loading does not allow "
+            "(only load checkpoints you trust, and re-save them as plain tensors)"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise UserError(f"{path} is not a readable checkpoint ({str(err).splitlines()[0]})") from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"{path} is not a vitcli checkpoint (no 'model' entry)")
+    return state
+
+
+def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Weights as a .safetensors file (what timm's pretrained loader reads), written atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    data = save(tensors, metadata=metadata)
+    atomic_write(Path(path), lambda f: f.write(data))

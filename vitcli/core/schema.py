@@ -1,0 +1,249 @@
+"""Structured config schemas, registered in Hydra's ConfigStore.
+
+Every primary config (conf/train.yaml, conf/eval.yaml, ...) lists its schema
+first in its defaults, so a misspelt key, a wrongly typed value or a choice
+outside its closed set (vitcli/choices.py) fails at compose time with Hydra's own
+message, before any work starts. The defaults written here are the only ones:
+group option files (conf/<group>/*.yaml) hold only what makes them differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from vitcli.core.choices import (DataFormat, Difficulty, DistillName, DistillTarget, EraseMode, Head, LoggerName,
+                            LrBaseScale, MixupMode, Precision, Progress, RunCheckpoint, Scheduler,
+                            WandbMode)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # preset name (the option chosen in the model group)
+    timm_name: str = MISSING  # what timm.create_model builds
+    pretrained: bool = False  # load timm hub weights (needs network or a local HF cache)
+    weights: Optional[str] = None  # local .safetensors/.pth/.bin state dict
+    weights_strict: bool = True  # false: load only the tensors of `weights` that fit (warns with the counts)
+    img_size: Optional[int] = None  # passed to timm for ViT-like models; null for CNNs
+    patch_size: Optional[int] = None  # overrides the patch size (small inputs)
+    drop_path_rate: Optional[float] = None  # null: taken from the regularization group
+    drop_rate: Optional[float] = None  # null: taken from the regularization group
+    head: Head = Head.linear
+    head_hidden_dim: Optional[int] = None  # mlp head width (default: the feature width)
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm constructor kwargs
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING  # digits | synthetic | imagefolder | miniplaces | imagenet
+    root: Optional[str] = None
+    format: DataFormat = DataFormat.files
+    img_size: int = 32
+    num_classes: Optional[int] = None  # derived from the data where possible
+    # auto: the weights' own statistics (model.pretrained / model.weights, via timm), else the
+    # dataset's default; the run's config.yaml records the resolved numbers (data/normalization.py)
+    mean: Any = "auto"  # auto | three floats
+    std: Any = "auto"  # auto | three floats
+    batch_size: int = 64  # per device: the global batch is batch_size x trainer.devices x trainer.grad_accum
+    eval_batch_size: Optional[int] = None  # default: 2 x batch_size
+    num_workers: Any = "auto"  # file datasets: auto (usable cores per rank - 1, <= 16) or a count (0: main process)
+    val_fraction: float = 0.2  # digits / synthetic: held-out share
+    split_seed: int = 0  # fixes the train/val split independently of trainer.seed
+    num_samples: int = 2000  # synthetic only
+    native_size: int = 32  # synthetic only: generated resolution
+    difficulty: Difficulty = Difficulty.hard  # synthetic only: hard (a ViT needs epochs) | easy (100% after one epoch)
+    train_split: str = "train"  # file datasets: list-file / folder name of each split
+    val_split: str = "val"
+    test_split: Optional[str] = "test"  # unlabelled split, enumerated when present (null: none)
+    class_map: Optional[str] = None  # imagefolder/imagenet: file, one class folder per line (label order)
+    minival_fraction: float = 0.0  # carve this stratified share of train into a 'minival' split (0: off)
+    packed_dir: Optional[str] = None  # data.format=packed / vitcli prepare (default: <root>/packed)
+    max_bad_fraction: float = 0.01  # unreadable files are skipped; more than this share of a split aborts
+
+
+@dataclass
+class AugmentationConfig:
+    """Train-time augmentation. Image files: timm create_transform per sample;
+    in-memory / packed arrays: the same ops batched on tensors (data/batch_transforms.py).
+    MixUp/CutMix and Gaussian noise act on the batch in the train loop for both."""
+
+    name: str = "none"
+    scale: Optional[List[float]] = None  # RandomResizedCrop scale range (null: no RRC)
+    ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333])
+    random_crop_padding: int = 0  # RandomCrop with zero padding (when scale is null; 0: off)
+    hflip: float = 0.0
+    color_jitter: Optional[float] = None  # brightness/contrast/saturation strength
+    gaussian_noise: float = 0.0  # std of noise added to normalized inputs (0: off)
+    auto_augment: Optional[str] = None  # timm policy string, e.g. rand-m9-mstd0.5-inc1
+    interpolation: Any = "auto"  # auto: the weights' own (pretrained / model.weights), else bicubic
+    re_prob: float = 0.0  # RandomErasing probability
+    re_mode: EraseMode = EraseMode.pixel
+    re_count: int = 1
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    cutmix_minmax: Optional[List[float]] = None
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: MixupMode = MixupMode.batch
+    mixup_off_epoch: int = 0  # stop mixing from this epoch on (0: never)
+    crop_pct: Any = "auto"  # eval: resize to img_size / crop_pct, centre crop (auto: the weights' own, else 1.0)
+
+
+@dataclass
+class RegularizationConfig:
+    name: str = "none"
+    weight_decay: float = 0.0
+    drop_path_rate: float = 0.0
+    drop_rate: float = 0.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"  # any timm create_optimizer_v2 name
+    lr: float = 1e-3
+    momentum: float = 0.9
+    betas: Optional[List[float]] = None
+    eps: Optional[float] = None
+    layer_decay: Optional[float] = None  # layer-wise lr decay (e.g. 0.65 for fine-tuning ViT-B)
+    head_lr_mult: float = 1.0  # classifier lr = lr x this (e.g. 10 when fine-tuning)
+    lr_base: Optional[float] = None  # set: lr = lr_base x scale(global batch / lr_base_size), replacing lr (timm, DeiT)
+    lr_base_size: int = 256  # the global batch lr_base was tuned for
+    lr_base_scale: LrBaseScale = LrBaseScale.linear  # sqrt is usual for adaptive optimizers at large batch
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SchedulerConfig:
+    name: Scheduler = Scheduler.cosine  # any timm create_scheduler_v2 name
+    warmup_epochs: float = 1.0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-6
+    decay_epochs: Optional[float] = None  # step: decay every N epochs (null: timm's 90); wsd/rsqrt: decay length
+    decay_rate: float = 0.1  # step / multistep / plateau: multiply by this; poly: the power
+    decay_milestones: List[float] = field(default_factory=lambda: [30.0, 60.0])  # multistep: epochs to decay at
+    patience_epochs: int = 10  # plateau: epochs without improvement of the selection metric before a decay
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # more create_scheduler_v2 args (cycle_mul, k_decay, noise, ...)
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 40
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_interval: int = 20  # optimizer steps between log points (loss read back from the device, log lines)
+    progress: Progress = Progress.auto  # auto: a bar on a terminal, plain lines elsewhere
+    threads: Optional[int] = None  # torch CPU threads (null: torch default)
+    precision: Precision = Precision.fp32  # 32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = False
+    grad_accum: int = 1  # micro-batches per optimizer step
+    clip_grad: Optional[float] = None  # max gradient norm
+    ema: bool = False  # keep an EMA of the weights (timm ModelEmaV3), evaluated every epoch
+    ema_decay: float = 0.9998
+    ema_warmup: bool = True  # ramp the decay up over the first steps
+    freeze_backbone_epochs: int = 0  # train only the classifier for the first N epochs
+    ckpt_interval_steps: int = 0  # also save last.pt every N optimizer steps (0: at epoch ends only)
+    export_safetensors: bool = True  # best weights as model.safetensors at the end
+    devices: int = 1  # >1: that many DDP processes on this node via torchrun; data.batch_size is per device
+    sync_batchnorm: bool = False  # DDP on GPUs: BatchNorm statistics over all ranks (CNNs)
+    grad_checkpointing: bool = False  # timm set_grad_checkpointing(): recompute activations in backward (less memory)
+
+
+@dataclass
+class LoggerConfig:
+    name: LoggerName = LoggerName.csv  # csv (metrics.jsonl/csv, always on) | wandb (csv + Weights & Biases)
+    csv: bool = True
+    project: str = "vitcli"  # wandb only, like the fields below
+    entity: Optional[str] = None  # W&B team or user (null: your default entity)
+    group: Optional[str] = None  # null: <experiment>/<sweep stamp> for -m jobs, none otherwise
+    tags: List[str] = field(default_factory=list)
+    run_name: Optional[str] = None  # null: <experiment>/<run dir name>
+    notes: Optional[str] = None
+    mode: WandbMode = WandbMode.auto  # auto: online with an API key, else offline
+    init_timeout: float = 30.0  # seconds before an unreachable server falls back to offline
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a frozen teacher (DeiT; vitcli/engine/distill.py)."""
+
+    name: DistillName = DistillName.none
+    teacher: Any = None  # a run dir, model:<preset or timm name>, or a list of either (ensemble)
+    teacher_weights: Any = None  # state dict FILE for a model: teacher (a list when teacher is a list)
+    teacher_checkpoint: RunCheckpoint = RunCheckpoint.best  # run-dir teachers
+    teacher_img_size: Optional[int] = None  # null: the teacher run's data.img_size, else the student's
+    target: DistillTarget = DistillTarget.soft  # soft: KL to the teacher's probabilities | hard: CE on its argmax
+    alpha: float = 0.5  # weight of the distillation term (1 - alpha on the labels)
+    tau: float = 1.0  # softmax temperature of soft targets; the KL is scaled by tau^2
+
+
+@dataclass
+class TrainConfig:
+    name: str = "default"  # experiment name: runs/<name>/<stamp>
+    runs_root: str = "runs"
+    resume: Optional[str] = None  # a run dir to continue (its config, overrides on top)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass
+@dataclass
+class PreviewConfig(TrainConfig):
+    """`vitcli preview`: the train config (same groups and overrides) plus the batch size shown."""
+
+    n: int = 32  # images in the preview batch (even when MixUp/CutMix is on)
+
+
+@dataclass
+class PackOptions:
+    size: Optional[int] = None  # side of the packed images (null: the native size, 128 for MiniPlaces)
+    splits: Optional[List[str]] = None  # which splits (null: all: train, val, test)
+    workers: int = 2  # decoding processes
+    overwrite: bool = False  # repack every split, even finished ones
+
+
+@dataclass
+class PrepareConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    prepare: PackOptions = field(default_factory=PackOptions)
+
+
+def _or_default(value: Any, default: Any) -> Any:
+    return default if value in (None, "", "None", "null") else value
+
+
+def register_configs() -> None:
+    from omegaconf import OmegaConf
+
+    from vitcli.core.task_schemas import (EnsembleConfig, EvalConfig, ExplainConfig, ExportConfig, ModelsConfig,
+                                       PredictConfig, RunsConfig)
+
+    if not OmegaConf.has_resolver("or_default"):  # hydra.run.dir: the resumed run, else a new stamp
+        OmegaConf.register_new_resolver("or_default", _or_default)
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="explain_schema", node=ExplainConfig)
+    cs.store(name="preview_schema", node=PreviewConfig)
+    cs.store(name="ensemble_schema", node=EnsembleConfig)
+    cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="models_schema", node=ModelsConfig)
+    cs.store(name="runs_schema", node=RunsConfig)
+    cs.store(name="prepare_schema", node=PrepareConfig)
+    # Group options are typed through train_schema's fields (model: ModelConfig, ...); storing
+    # per-group schemas as well would list them as choices ("model_schema") in Hydra's errors.
+
+
+register_configs()

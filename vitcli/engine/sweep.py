@@ -1,0 +1,219 @@
+"""Hydra multirun support: failed jobs are recorded instead of ending the sweep, and a
+callback writes sweep_summary.csv plus a ranked table when the sweep ends.
+
+Registered in conf/train.yaml under hydra.callbacks; it reads only the job directories
+(.hydra/overrides.yaml and summary.json), so it works with any launcher (basic, joblib,
+submitit) and any sweeper (basic grid, optuna).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from hydra.experimental.callback import Callback
+
+from vitcli.core import runs
+from vitcli.core.errors import full_errors
+
+log = logging.getLogger("vitcli")
+
+SUMMARY_CSV = "sweep_summary.csv"
+METRICS = ("val_top1", "val_top5", "val_loss")
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
+    """Run one sweep job; on failure record it (summary.json + log) and return None, which
+    the basic sweeper ignores and optuna records as a FAIL trial, so the sweep goes on.
+    (Hydra would re-raise the job's exception and end the whole multirun; a NaN return
+    makes optuna 2.10's sweeper crash on a second `study.tell`.)"""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    from vitcli.engine.interrupts import TrainingInterrupted
+
+    try:
+        spread_over_gpus(cfg, int(hc.job.num), str(hc.launcher.get("_target_", "")))
+        return fit(cfg)
+    except TrainingInterrupted as err:  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
+        print(f"vitcli: {err}; sweep job {run_dir} saved its checkpoints/last.pt", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except (Exception, SystemExit) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        log.error(f"job #{hc.job.num} failed: {message}  (the sweep goes on; recorded in {run_dir}/summary.json)")
+        if full_errors():
+            log.error(traceback.format_exc())
+        record_failure(run_dir, cfg, message)
+        return None
+
+
+def spread_over_gpus(cfg: Any, job_num: int, launcher: str, cuda_count: int | None = None) -> None:
+    """Parallel launchers (joblib) run jobs side by side on one node: with N > 1 visible GPUs,
+    job k trains on cuda:(k mod N). Only when trainer.device=auto and the job is one process
+    (trainer.devices=1); an explicit device, DDP jobs and sequential launchers are left alone."""
+    if "joblib" not in launcher.lower() or cfg.trainer.device != "auto" or int(cfg.trainer.devices) != 1:
+        return
+    if cuda_count is None:
+        import torch
+
+        cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda_count > 1:
+        cfg.trainer.device = f"cuda:{job_num % cuda_count}"
+        log.info(f"job #{job_num}: trainer.device={cfg.trainer.device} ({cuda_count} GPUs, joblib launcher)")
+
+
+def record_failure(run_dir: Path, cfg: Any, message: str) -> None:
+    """Mark the job failed in summary.json, keeping what the trainer already wrote."""
+    from vitcli.core.io import write_json
+
+    summary = runs.read_summary(run_dir)
+    if summary.get("status") in (None, "running"):
+        summary = {"experiment": cfg.name, "model": cfg.model.name, "data": cfg.data.name,
+                   "epochs": cfg.trainer.epochs, "epochs_completed": 0, "best": {}, **summary,
+                   "status": "failed", "error": message}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / runs.SUMMARY, summary)
+
+
+def _read_overrides(job_dir: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    path = job_dir / runs.HYDRA / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's jobs: run dirs, and jobs killed before they wrote anything but Hydra's .hydra/."""
+    dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and (runs.is_run_dir(d) or (d / runs.HYDRA).is_dir())]
+    return sorted(dirs, key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
+
+
+def collect(sweep_dir: Path, swept: list[str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per job: its swept values, status and best metrics; and the swept keys
+    (those whose value differs between jobs, plus any named in `swept`)."""
+    jobs = []
+    for job_dir in _job_dirs(Path(sweep_dir)):
+        overrides = _read_overrides(job_dir)
+        pairs = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+        summary = runs.read_summary(job_dir)
+        jobs.append((job_dir, overrides, pairs, summary))
+    keys: list[str] = []
+    for _, _, pairs, _ in jobs:
+        for k in pairs:
+            varies = len({p.get(k) for _, _, p, _ in jobs if p}) > 1  # jobs killed before .hydra/ don't count
+            if k not in keys and (varies or k in (swept or [])):
+                keys.append(k)
+    rows = []
+    for job_dir, overrides, pairs, summary in jobs:
+        best = summary.get("best") or {}
+        row = {"job": job_dir.name, **{k: pairs.get(k, "") for k in keys},
+               "status": summary.get("status", "missing"),
+               **{m: best.get(m) for m in METRICS}, "best_epoch": best.get("epoch"),
+               "epochs": summary.get("epochs_completed"), "wall_time_s": summary.get("wall_time_s"),
+               "error": summary.get("error") or "", "overrides": " ".join(overrides), "run_dir": str(job_dir)}
+        rows.append(row)
+    return rows, keys
+
+
+def rank(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
+    """Best first by `metric` (mode max or min); jobs without the metric last, in job order."""
+    def usable(r):
+        v = r.get(metric)
+        return isinstance(v, (int, float)) and math.isfinite(v)
+
+    scored = sorted((r for r in rows if usable(r)), key=lambda r: r[metric], reverse=(mode == "max"))
+    return scored + [r for r in rows if not usable(r)]
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def print_table(rows: list[dict[str, Any]], keys: list[str], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = ["job", *keys, "status", *METRICS, "best_epoch", "wall_time_s", "error"]
+    for col in columns:
+        table.add_column(col, justify="right" if col in (*METRICS, "best_epoch", "wall_time_s", "job") else "left",
+                         overflow="fold")
+    for r in rows:
+        cells = []
+        for col in columns:
+            v = r.get(col)
+            cells.append("" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v))
+        style = "red" if r["status"] != "completed" else None
+        table.add_row(*cells, style=style)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # logs and pipes: no reason to wrap at 80 columns
+    console.print(table)
+
+
+class SweepSummary(Callback):
+    """hydra.callbacks entry: sweep_summary.csv and a ranked table at the end of -m runs."""
+
+    def __init__(self, metric: str = "val_top1", mode: str = "max") -> None:
+        self.metric = metric
+        self.mode = mode
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        # sqlite cannot create the folder of its database file (optuna storage under runs/)
+        from omegaconf import OmegaConf
+
+        storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            if not sweep_dir.is_dir():
+                return
+            params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+            rows, keys = collect(sweep_dir, swept=[str(k) for k in params])
+            rows = rank(rows, self.metric, self.mode)
+            write_csv(rows, sweep_dir / SUMMARY_CSV)
+            failed = sum(r["status"] != "completed" for r in rows)
+            title = (f"sweep {sweep_dir}: {len(rows)} jobs, {failed} of {len(rows)} jobs failed; "
+                     f"sorted by {self.metric} ({self.mode})")
+            print_table(rows, keys, title)
+            log.info(f"sweep summary: {sweep_dir / SUMMARY_CSV}")
+        except Exception as err:  # a summary must never turn a finished sweep into a failure
+            log.warning(f"could not write {SUMMARY_CSV}: {type(err).__name__}: {err}")
+            return
+        report_outcome(failed, len(rows), sweep_dir)
+
+
+def report_outcome(failed: int, total: int, sweep_dir: Path) -> None:
+    """The sweep's last line; a sweep in which every job failed exits non-zero."""
+    if not failed:
+        log.info(f"all {total} jobs completed")
+        return
+    line = f"{failed} of {total} jobs failed (see {sweep_dir / SUMMARY_CSV})"
+    if failed < total:
+        log.warning(line)
+        return
+    print(f"vitcli: error: {line}", file=sys.stderr)
+    sys.exit(1)

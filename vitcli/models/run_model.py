@@ -1,0 +1,61 @@
+"""A trained run's model, loaded back for inference: its config, checkpoint (best | last | ema),
+weights and precision. Distillation teachers, eval, predict, explain and export all load runs here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vitcli.core import runs
+from vitcli.core.checkpoint import load_checkpoint
+from vitcli.core.errors import UserError
+from vitcli.core.runtime import Runtime
+from vitcli.models.factory import create_model
+
+CHECKPOINTS = ("best", "last", "ema")
+
+
+def _load_state(run_dir: Path, checkpoint: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """(checkpoint path, full checkpoint dict, the model state dict to load) for best | last | ema."""
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"checkpoint={checkpoint} is not one of {', '.join(CHECKPOINTS)}")
+    if checkpoint != "ema":
+        path = runs.require_checkpoint(run_dir, checkpoint)
+        state = load_checkpoint(path, map_location="cpu")
+        return path, state, state["model"]
+    # EMA weights travel inside best.pt / last.pt as "model_ema".
+    for which in ("best", "last"):
+        path = runs.checkpoint_path(run_dir, which)
+        if path.is_file():
+            state = load_checkpoint(path, map_location="cpu")
+            if state.get("model_ema"):
+                return path, state, state["model_ema"]
+    raise UserError(f"{run_dir} has no EMA weights (train with EMA enabled, or use checkpoint=best or checkpoint=last)")
+
+
+def load_run_model(run_dir: Path, checkpoint: str = "best", device: str = "auto", precision: Any = None,
+                   runtime: Runtime | None = None) -> tuple[Any, Any, dict[str, Any], Runtime]:
+    """A trained run's model, ready for inference.
+
+    Args:
+        run_dir: the run directory (config.yaml + checkpoints/).
+        checkpoint: best | last | ema.
+        device: where to run it (auto: a GPU when one is visible).
+        precision: null: the precision the run trained with (so eval equals its summary); 32 | bf16 | fp16.
+        runtime: an existing runtime to share (a distillation teacher runs on its student's).
+    Returns:
+        (the run's config, the model in eval mode on the runtime's device, the checkpoint dict, the runtime).
+    """
+    run_dir = runs.require_run_dir(run_dir)
+    cfg = runs.load_run_config(run_dir)
+    path, state, weights = _load_state(run_dir, str(checkpoint))
+    if runtime is None:
+        runtime = Runtime.create(device, cfg.trainer.precision if precision is None else precision)
+    cfg.model.weights = None  # the checkpoint supplies every weight
+    cfg.model.pretrained = False
+    model = create_model(cfg.model, int(state["num_classes"]), cfg.regularization)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise UserError(f"{path} does not fit the model in {run_dir}/config.yaml ({str(err).splitlines()[0]})") from err
+    return cfg, model.to(runtime.device).eval(), state, runtime

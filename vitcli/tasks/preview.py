@@ -1,0 +1,71 @@
+"""`vitcli preview`'s library: one training batch exactly as the model receives it.
+
+The batch comes from the same train loader the Trainer builds (per-sample timm transforms
+for image files, the batched ops for in-memory / packed arrays), then goes through the
+same MixUp/CutMix and Gaussian noise as Trainer.forward_backward; it is drawn
+un-normalized with its (possibly mixed) labels.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitcli.core import runs
+from vitcli.core.errors import UserError
+
+log = logging.getLogger("vitcli")
+
+
+def label_caption(target: np.ndarray, names: list[str], parts: int = 2) -> str:
+    """A class name, or for soft targets (MixUp/CutMix, label smoothing) the largest weights."""
+    if target.ndim == 0:
+        return names[int(target)]
+    top = np.argsort(-target, kind="stable")[:parts]
+    return "\n".join(f"{target[c]:.2f} {names[c]}" for c in top if target[c] >= 0.01)
+
+
+def training_batch(cfg: Any, n: int):
+    """(x normalized (n, 3, H, W), targets (n,) or (n, C), class names) of the first training batch."""
+    import torch
+
+    from vitcli.data import create_data
+    from vitcli.data.mixing import create_mixup, mix_batch
+    from vitcli.data.normalization import resolve_normalization
+
+    if n <= 0:
+        raise UserError(f"n={n}: preview at least one image (e.g. n=32)")
+    mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, 2)
+    if mixup is not None and n % 2:
+        raise UserError(f"n={n}: MixUp/CutMix pair images, so n must be even (e.g. n={n + 1})")
+    resolve_normalization(cfg)  # the mean/std the run would train with (the weights' own when pretrained)
+    torch.manual_seed(cfg.trainer.seed)
+    cfg.data.batch_size = n  # one loader batch is the preview
+    data = create_data(cfg, device="cpu", train=True)
+    loader = data.loader("train")
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(0)
+    x, y = next(iter(loader))
+    mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, data.num_classes)
+    x, y = mix_batch(x, y, mixup, cfg.augmentation)  # exactly what the train step does
+    return x, y, list(data.class_names)
+
+
+def write_preview(cfg: Any, run_dir: Path, n: int = 32) -> Path:
+    """Draw the batch into <run_dir>/plots/preview.png; return its path."""
+    from vitcli.viz.gallery import denormalize, draw_grid
+
+    x, y, names = training_batch(cfg, n)
+    captions = [label_caption(t, names) for t in y.cpu().numpy()]
+    aug = cfg.augmentation
+    mixing = f" · mixup {aug.mixup_alpha} / cutmix {aug.cutmix_alpha}" if (aug.mixup_alpha or aug.cutmix_alpha) else ""
+    source = "in memory" if cfg.data.name in ("digits", "synthetic") else f"data.format={cfg.data.format}"
+    title = (f"{cfg.data.name} ({source}) · augmentation={aug.name}{mixing} · "
+             f"{len(x)} images at {x.shape[-1]} px, as the model receives them (un-normalized)")
+    out = draw_grid(runs.plot_path(run_dir, "preview.png"), denormalize(x, cfg.data.mean, cfg.data.std),
+                    captions, title, cols=8, cell=1.5)
+    log.info(f"wrote {out}")
+    return out
