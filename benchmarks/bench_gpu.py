@@ -142,7 +142,7 @@ def train_epoch(trainer, epoch: int) -> tuple[float, int]:
     stats = trainer.train_one_epoch(epoch)
     sync(trainer.device)
     seconds = time.perf_counter() - t0
-    trainer.batch_in_epoch = 0  # the loss window resets itself at epoch end
+    trainer.state.batch_in_epoch = 0  # the loss window resets itself at epoch end
     return seconds, round(stats["images_per_s"] * stats["epoch_time_s"])
 
 
@@ -158,7 +158,7 @@ def count_syncs(trainer, epoch: int) -> float | None:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = sum("synchroniz" in str(w.message) for w in caught)
-    return syncs / max(len(trainer.train_loader), 1)
+    return syncs / max(len(trainer.parts.train_loader), 1)
 
 
 def vitcli_run(row: Row, setup: Setup, root: Path, data_format: str, run_dir: Path) -> dict:

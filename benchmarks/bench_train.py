@@ -60,21 +60,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(args, tmp)
         trainer.run_dir.mkdir(parents=True, exist_ok=True)
-        loader = trainer.train_loader
+        loader = trainer.parts.train_loader
         loader.set_epoch(0)
         batches = [(x.clone(), y.clone()) for x, y in loader]
         images = sum(len(y) for _, y in batches)
-        bare_model = copy.deepcopy(trainer.model)
+        bare_model = copy.deepcopy(trainer.parts.model)
         bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=1e-3, weight_decay=0.0)
         bare_epoch(bare_model, bare_opt, batches[:2])  # warm-up both sides
         trainer.train_one_epoch(0)
-        trainer.batch_in_epoch = 0  # what Trainer.run_epoch does between epochs
+        trainer.state.batch_in_epoch = 0  # what Trainer.run_epoch does between epochs
         vit_times, bare_times = [], []
         for r in range(1, args.rounds + 1):
             t0 = time.perf_counter()
             trainer.train_one_epoch(r)
             vit_times.append(time.perf_counter() - t0)
-            trainer.batch_in_epoch = 0
+            trainer.state.batch_in_epoch = 0
             bare_times.append(bare_epoch(bare_model, bare_opt, batches))
         vit, bare = statistics.median(vit_times), statistics.median(bare_times)
         print(f"model={args.model} img_size={args.img_size} batch={args.batch} images/epoch={images} "

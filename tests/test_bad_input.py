@@ -1,5 +1,9 @@
-"""Every user mistake through the real CLI: non-zero exit, no traceback, at most 3 lines on
+"""Every user mistake through the CLI: non-zero exit, no traceback, at most 3 lines on
 stderr, and a message that names the setting.
+
+Every case runs in this process through `vitcli.cli.main` (the same code path, without a
+Python and torch start-up per case); the cases in REAL_PROCESS, one per command, also run
+as a real `python -m vitcli` process, where the exit status and stderr are the shell's.
 
 To add a case, append (id, [command, *args], expected substring) to CASES. Placeholders in
 args are filled from the `files` fixture: {tiny} a finished tiny run, {tmp} an empty folder,
@@ -14,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 
 import pytest
 
-from conftest import TINY, vitcli
-
-# Failures at start-up: no training happens in this file except the shared tiny run.
-T = ["train", *TINY, "hydra.run.dir={tmp}/run"]
+# "{TINY}" stands for the tiny run's overrides (the tiny_overrides fixture), "{TINY_DATA}" for those
+# without the model ones. Failures at start-up:
+# nothing trains in this file but the shared tiny run.
+T = ["train", "{TINY}", "hydra.run.dir={tmp}/run"]
 CASES: list[tuple[str, list[str], str]] = [
     # ---- train: compose errors (Hydra's message) ----
     ("unknown-model", ["train", "model=nope"], "model/nope"),
@@ -43,7 +48,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("patch-does-not-divide-33", [*T, "data.img_size=33", "data.native_size=33", "model.patch_size=8"],
      "data.img_size=32 or 40"),
     ("weights-missing", [*T, "model.weights={tmp}/nope.safetensors"], "model.weights"),
-    ("weights-wrong-architecture", ["train", "model=resnet18", *TINY[2:], "model.weights={vit}",
+    ("weights-wrong-architecture", ["train", "{TINY_DATA}", "model=resnet18", "model.weights={vit}",
                                     "hydra.run.dir={tmp}/run"], "model.weights={vit} matched 0 of"),
     ("weights-not-tensors", [*T, "model.weights={junk}"], "model.weights"),
     ("weights-empty", [*T, "model.weights={empty}"], "model.weights"),
@@ -55,7 +60,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("distill-teacher-wrong-architecture",
      [*T, "distill=soft", "distill.teacher=model:resnet18", "distill.teacher_weights={vit}"], "distill.teacher_weights"),
     ("resume-missing-run", ["train", "resume={tmp}/nope"], "resume="),
-    ("sweep-all-jobs-failed", ["train", "-m", *TINY, "optimizer.lr=-1,-2", "hydra.sweep.dir={tmp}/sweep"],
+    ("sweep-all-jobs-failed", ["train", "-m", "{TINY}", "optimizer.lr=-1,-2", "hydra.sweep.dir={tmp}/sweep"],
      "2 of 2 jobs failed"),
     # ---- eval ----
     ("eval-no-run", ["eval"], "run"),
@@ -92,7 +97,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("explain-n-zero", ["explain", "run={tiny}", "n=0"], "n=0"),
     # ---- preview ----
     ("preview-unknown-model", ["preview", "model=nope"], "model/nope"),
-    ("preview-n-zero", ["preview", *TINY, "n=0", "hydra.run.dir={tmp}/preview"], "n=0"),
+    ("preview-n-zero", ["preview", "{TINY}", "n=0", "hydra.run.dir={tmp}/preview"], "n=0"),
     # ---- prepare ----
     ("prepare-unknown-data", ["prepare", "data=nope"], "data/nope"),
     ("prepare-no-root", ["prepare", "data=imagefolder"], "data.root"),
@@ -101,11 +106,9 @@ CASES: list[tuple[str, list[str], str]] = [
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, tiny_run):
+def files(compose, tmp_path_factory, tiny_run):
     import torch
     from safetensors.torch import save_file
-
-    from conftest import compose
     from vitcli.models.factory import create_model
 
     root = tmp_path_factory.mktemp("bad_input")
@@ -130,19 +133,67 @@ def files(tmp_path_factory, tiny_run):
             "empty": root / "empty.pth", "pickle": root / "pickle.pth", **runs}
 
 
+# one case per command through a real process: exit status and stderr as a shell sees them
+REAL_PROCESS = ("unknown-model", "epochs-zero", "sweep-all-jobs-failed", "eval-pickled-checkpoint",
+                "predict-corrupt-checkpoint", "ensemble-one-member", "export-unknown-format",
+                "explain-n-zero", "preview-n-zero", "prepare-missing-root")
+
+
 def test_at_least_35_cases():
     assert len(CASES) >= 35 and len({c[0] for c in CASES}) == len(CASES)
+    assert set(REAL_PROCESS) <= {c[0] for c in CASES}
+
+
+def in_process(args: list[str], cwd, capfd, monkeypatch) -> tuple[int, str, str]:
+    """`vitcli ARGS` through vitcli.cli.main in this process: (exit status, stdout, stderr)."""
+    from vitcli import cli
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["vitcli"])  # cli.main rewrites it for Hydra; restored after
+    capfd.readouterr()
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def check_one_clear_line(code: int, stdout: str, stderr: str, expected: str) -> None:
+    out = stdout + stderr
+    assert code != 0, out
+    assert "Traceback" not in out
+    assert "_schema" not in out  # Hydra's option lists must not offer the internal schemas
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    hydra_compose_error = any("HYDRA_FULL_ERROR" in line for line in lines)
+    assert len(lines) <= (30 if hydra_compose_error else 3), stderr
+    assert expected in stderr, stderr
+
+
+def expand(args: list[str], values: dict[str, str], tiny: list[str]) -> list[str]:
+    out: list[str] = []
+    for a in args:
+        if a == "{TINY}":
+            out += tiny
+        elif a == "{TINY_DATA}":
+            out += [o for o in tiny if not o.startswith("model")]
+        else:
+            out.append(a.format(**values))
+    return out
 
 
 @pytest.mark.parametrize("args, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_clear_line(files, tmp_path, args, expected):
+def test_bad_input_is_one_clear_line(files, tiny_overrides, tmp_path, capfd, monkeypatch, args, expected):
     values = {**{k: str(v) for k, v in files.items()}, "tmp": str(tmp_path)}
-    proc = vitcli(*(a.format(**values) for a in args), cwd=tmp_path, check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
-    assert "Traceback" not in out
-    assert "_schema" not in out  # Hydra's option lists must not offer the internal schemas
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    hydra_compose_error = any("HYDRA_FULL_ERROR" in line for line in lines)
-    assert len(lines) <= (30 if hydra_compose_error else 3), proc.stderr
-    assert expected.format(**values) in proc.stderr, proc.stderr
+    code, out, err = in_process(expand(args, values, tiny_overrides), tmp_path, capfd, monkeypatch)
+    check_one_clear_line(code, out, err, expected.format(**values))
+
+
+@pytest.mark.parametrize("args, expected", [c[1:] for c in CASES if c[0] in REAL_PROCESS],
+                         ids=[c[0] for c in CASES if c[0] in REAL_PROCESS])
+def test_bad_input_in_a_real_process(cli, files, tiny_overrides, tmp_path, args, expected):
+    values = {**{k: str(v) for k, v in files.items()}, "tmp": str(tmp_path)}
+    proc = cli(*expand(args, values, tiny_overrides), cwd=tmp_path, check=False)
+    check_one_clear_line(proc.returncode, proc.stdout, proc.stderr, expected.format(**values))

@@ -7,8 +7,6 @@ import sys
 
 import pytest
 
-from conftest import TINY, vitcli
-
 
 def test_help_lists_commands_without_importing_torch():
     code = (
@@ -29,23 +27,23 @@ def test_help_lists_commands_without_importing_torch():
         assert f"  {command} " in out
 
 
-def test_unknown_command_exits_2_with_one_line():
-    proc = vitcli("fly", check=False)
+def test_unknown_command_exits_2_with_one_line(cli):
+    proc = cli("fly", check=False)
     assert proc.returncode == 2
     assert "unknown command 'fly'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_train_help_is_hydras():
-    proc = vitcli("train", "--help")
+def test_train_help_is_hydras(cli):
+    proc = cli("train", "--help")
     assert "== Configuration groups ==" in proc.stdout
     for group in ("model:", "data:", "optimizer:", "regularization:", "scheduler:"):
         assert group in proc.stdout
     assert "vit_pico" in proc.stdout
 
 
-def test_cfg_job_prints_composed_config_with_overrides():
-    proc = vitcli("train", "model=swin_t", "optimizer.lr=3e-4", "--cfg", "job")
+def test_cfg_job_prints_composed_config_with_overrides(cli):
+    proc = cli("train", "model=swin_t", "optimizer.lr=3e-4", "--cfg", "job")
     assert "timm_name: swin_tiny_patch4_window7_224" in proc.stdout
     assert "lr: 0.0003" in proc.stdout
 
@@ -60,15 +58,15 @@ def test_cfg_job_prints_composed_config_with_overrides():
         ("trainer.epochs=0", "trainer.epochs=0"),
     ],
 )
-def test_bad_train_input_is_one_clear_error(tmp_path, override, needle):
-    proc = vitcli("train", *TINY, override, f"hydra.run.dir={tmp_path / 'run'}", check=False)
+def test_bad_train_input_is_one_clear_error(cli, tiny_overrides, tmp_path, override, needle):
+    proc = cli("train", *tiny_overrides, override, f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert needle in proc.stderr
 
 
-def test_eval_of_missing_run_is_one_line(tmp_path):
-    proc = vitcli("eval", f"run={tmp_path / 'missing'}", check=False)
+def test_eval_of_missing_run_is_one_line(cli, tmp_path):
+    proc = cli("eval", f"run={tmp_path / 'missing'}", check=False)
     assert proc.returncode == 2
     assert "no such directory" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -76,7 +74,7 @@ def test_eval_of_missing_run_is_one_line(tmp_path):
     assert not (tmp_path / "missing").exists()  # eval must not create it
 
 
-def test_models_lists_presets_and_timm_names():
-    proc = vitcli("models", "pattern=vit_*")
+def test_models_lists_presets_and_timm_names(cli):
+    proc = cli("models", "pattern=vit_*")
     assert "vit_tiny_patch16_224" in proc.stdout
     assert "swin" not in proc.stdout

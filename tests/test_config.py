@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
-
-from conftest import compose
 from vitcli.core.options import group_options
 
 GROUPS = ["model", "data", "augmentation", "regularization", "optimizer", "scheduler", "trainer", "logger",
@@ -13,7 +11,7 @@ GROUPS = ["model", "data", "augmentation", "regularization", "optimizer", "sched
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_every_option_composes_and_opens_with_a_runnable_example(group):
+def test_every_option_composes_and_opens_with_a_runnable_example(compose, group):
     options = group_options(group)
     assert options
     from importlib import resources
@@ -27,7 +25,7 @@ def test_every_option_composes_and_opens_with_a_runnable_example(group):
         assert first.startswith("# vitcli "), f"{group}/{option}.yaml must open with a runnable example"
 
 
-def test_default_is_vit_on_digits():
+def test_default_is_vit_on_digits(compose):
     cfg = compose("train")
     assert cfg.data.name == "digits"
     assert cfg.model.timm_name.startswith("vit_")
@@ -35,21 +33,21 @@ def test_default_is_vit_on_digits():
     assert cfg.regularization.label_smoothing > 0
 
 
-def test_misspelt_key_fails_at_compose_time():
+def test_misspelt_key_fails_at_compose_time(compose):
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException):
         compose("train", ["trainer.epoch=3"])
 
 
-def test_wrong_type_fails_at_compose_time():
+def test_wrong_type_fails_at_compose_time(compose):
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException):
         compose("train", ["data.batch_size=many"])
 
 
-def test_model_img_size_follows_data():
+def test_model_img_size_follows_data(compose):
     cfg = compose("train", ["model=vit_s", "data.img_size=48"])
     assert cfg.model.img_size == 48
     cfg = compose("train", ["model=resnet18"])
@@ -64,7 +62,7 @@ def test_model_img_size_follows_data():
     ("scheduler.name=exp", "cosine"),
     ("distill.target=medium", "soft, hard"),
 ])
-def test_a_choice_outside_its_set_fails_at_compose_time_listing_the_valid_ones(override, valid):
+def test_a_choice_outside_its_set_fails_at_compose_time_listing_the_valid_ones(compose, override, valid):
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException) as err:
@@ -74,21 +72,21 @@ def test_a_choice_outside_its_set_fails_at_compose_time_listing_the_valid_ones(o
 
 @pytest.mark.parametrize("command, override", [("eval", "eval.tta=rotate"), ("ensemble", "method=median"),
                                                ("predict", "checkpoint=first"), ("eval", "precision=fp8")])
-def test_command_choices_fail_at_compose_time(command, override):
+def test_command_choices_fail_at_compose_time(compose, command, override):
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException):
         compose(command, [override])
 
 
-def test_precision_reads_as_its_value_whichever_way_it_is_written():
+def test_precision_reads_as_its_value_whichever_way_it_is_written(compose):
     for written in ("trainer.precision=32", "trainer.precision='32'", "trainer.precision=fp32"):
         assert compose("train", [written]).trainer.precision == "32"
     cfg = compose("train", ["trainer.precision=bf16"])
     assert cfg.trainer.precision == "bf16" and f"{cfg.trainer.precision}" == "bf16"
 
 
-def test_every_scheduler_name_is_one_timm_builds():
+def test_every_scheduler_name_is_one_timm_builds(compose):
     """The Scheduler choices pass straight to timm's create_scheduler_v2."""
     import torch
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from conftest import compose
 from vitcli.data import create_data
 from vitcli.data.batch_transforms import create_batch_augment, hflip, random_crop, random_resized_crop
 from vitcli.data.sources.digits import load_digits_split
@@ -19,7 +17,7 @@ def test_digits_are_the_real_sklearn_set():
     assert np.bincount(split.labels).min() >= 170
 
 
-def test_digits_split_is_stratified_80_20_and_fixed_by_seed():
+def test_digits_split_is_stratified_80_20_and_fixed_by_seed(compose):
     cfg = compose("train")
     dm = create_data(cfg)
     train, val = dm.loader("train").split, dm.loader("val").split
@@ -33,7 +31,7 @@ def test_digits_split_is_stratified_80_20_and_fixed_by_seed():
     assert create_data(cfg).loader("val").split.ids != val.ids
 
 
-def test_loader_upscales_and_normalizes():
+def test_loader_upscales_and_normalizes(compose):
     cfg = compose("train", ["data.img_size=24"])
     x, y = next(iter(create_data(cfg).loader("val")))
     assert x.shape == (128, 3, 24, 24) and x.dtype == torch.float32
@@ -41,7 +39,7 @@ def test_loader_upscales_and_normalizes():
     assert -1.01 <= x.min() and x.max() <= 1.01  # mean/std 0.5 -> [-1, 1]
 
 
-def test_train_order_depends_on_epoch_and_resumes_mid_epoch():
+def test_train_order_depends_on_epoch_and_resumes_mid_epoch(compose):
     cfg = compose("train", ["augmentation=basic"])
     loader = create_data(cfg).loader("train")
     loader.set_epoch(0)
@@ -102,12 +100,12 @@ def test_hflip_flips_about_half():
     assert 0.4 < flipped < 0.6
 
 
-def test_augmentation_none_builds_no_pipeline():
+def test_augmentation_none_builds_no_pipeline(compose):
     assert create_batch_augment(compose("train", ["augmentation=none"]).augmentation) is None
     assert create_batch_augment(compose("train", ["augmentation=basic"]).augmentation) is not None
 
 
-def test_too_few_samples_for_a_stratified_split_is_a_user_error():
+def test_too_few_samples_for_a_stratified_split_is_a_user_error(compose):
     import pytest
 
     from vitcli.core.errors import UserError

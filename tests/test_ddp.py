@@ -9,17 +9,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-from conftest import compose, read_summary, train_run, vitcli
 from vitcli.core.errors import UserError
 
 # 165 samples: 132 train (66 per rank), 33 val (not divisible by 2 ranks)
 DDP = ["trainer.devices=2", "trainer.device=cpu", "data.num_samples=165"]
 
 
-def test_two_cpu_ranks_write_one_run_dir_and_match_single_process_eval(tmp_path):
+def test_two_cpu_ranks_write_one_run_dir_and_match_single_process_eval(cli, read_summary, train_tiny, tmp_path):
     run_dir = tmp_path / "runs" / "ddp"
-    proc = train_run(run_dir, *DDP)
+    proc = train_tiny(run_dir, *DDP)
     assert "launching 2 processes with torchrun" in proc.stdout
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]  # one run dir for all ranks
     summary = read_summary(run_dir)
@@ -35,7 +33,7 @@ def test_two_cpu_ranks_write_one_run_dir_and_match_single_process_eval(tmp_path)
     state = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["model"])  # the unwrapped model's keys
 
-    vitcli("eval", f"run={run_dir}", "device=cpu")  # one process over the whole val split
+    cli("eval", f"run={run_dir}", "device=cpu")  # one process over the whole val split
     result = json.loads((run_dir / "eval" / "val_best.json").read_text())
     assert result["samples"] == 33
     assert result["top1"] == summary["best"]["val_top1"]
@@ -43,7 +41,7 @@ def test_two_cpu_ranks_write_one_run_dir_and_match_single_process_eval(tmp_path)
     assert result["loss"] == pytest.approx(summary["best"]["val_loss"], rel=1e-5)
 
 
-def test_a_failing_rank_ends_the_job_with_its_error_in_one_line(tmp_path):
+def test_a_failing_rank_ends_the_job_with_its_error_in_one_line(read_summary, train_tiny, tmp_path):
     # sitecustomize runs in every process; it breaks only rank 1's training
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -58,7 +56,7 @@ def test_a_failing_rank_ends_the_job_with_its_error_in_one_line(tmp_path):
     )
     run_dir = tmp_path / "run"
     env = {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
-    proc = train_run(run_dir, *DDP, env=env, check=False)
+    proc = train_tiny(run_dir, *DDP, env=env, check=False)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert errors == ["vitcli: error: rank 1: rank one cannot go on"], proc.stderr
@@ -154,7 +152,7 @@ def test_array_and_file_loaders_shard_the_same_seeded_epoch_order():
 
 
 @pytest.mark.parametrize("scale, expected", [("linear", 4e-3), ("sqrt", 2e-3)])
-def test_lr_base_scales_with_the_global_batch(monkeypatch, scale, expected):
+def test_lr_base_scales_with_the_global_batch(compose, monkeypatch, scale, expected):
     from vitcli.engine.optim import global_batch_size, scaled_lr
 
     cfg = compose("train", ["data.batch_size=64", "trainer.grad_accum=2", "optimizer.lr_base=1e-3",

@@ -10,8 +10,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn as nn
-
-from conftest import compose, read_summary, train_run, vitcli
 from vitcli.loss.distill import DistillLoss, create_distill_criterion, hard_distill_loss, soft_distill_loss
 from vitcli.loss.losses import LabelLoss, create_criterion
 from vitcli.loss.teacher import Teacher, TeacherMember
@@ -150,7 +148,7 @@ def test_teacher_is_frozen_timed_and_runs_under_autocast():
     assert crit.epoch_stats() == {}  # reset for the next epoch
 
 
-def test_config_errors_are_one_clear_line():
+def test_config_errors_are_one_clear_line(compose):
     cfg = compose("train", ["distill=soft"])
     with pytest.raises(UserError, match="needs distill.teacher=RUN_DIR"):
         create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
@@ -166,7 +164,7 @@ def test_config_errors_are_one_clear_line():
     assert type(create_criterion(compose("train"), num_classes=10)) is LabelLoss
 
 
-def _save_resnet(path, num_classes):
+def _save_resnet(compose, path, num_classes):
     from safetensors.torch import save_file
 
     from vitcli.models.factory import create_model
@@ -177,8 +175,8 @@ def _save_resnet(path, num_classes):
     return model
 
 
-def test_model_teacher_from_a_weights_file(tmp_path):
-    saved = _save_resnet(tmp_path / "t.safetensors", 10)
+def test_model_teacher_from_a_weights_file(compose, tmp_path):
+    saved = _save_resnet(compose, tmp_path / "t.safetensors", 10)
     cfg = compose("train", ["data.img_size=16", "distill=hard", "distill.teacher=model:resnet18",
                             f"distill.teacher_weights={tmp_path / 't.safetensors'}"])
     crit = create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
@@ -187,15 +185,15 @@ def test_model_teacher_from_a_weights_file(tmp_path):
         assert torch.allclose(crit.teacher.probs(x), torch.softmax(saved(x), -1), atol=1e-6)
 
 
-def test_teacher_class_count_mismatch_names_both_counts(tmp_path):
-    _save_resnet(tmp_path / "t5.safetensors", 5)
+def test_teacher_class_count_mismatch_names_both_counts(compose, tmp_path):
+    _save_resnet(compose, tmp_path / "t5.safetensors", 5)
     cfg = compose("train", ["data.img_size=16", "distill=soft", "distill.teacher=model:resnet18",
                             f"distill.teacher_weights={tmp_path / 't5.safetensors'}"])
     with pytest.raises(UserError, match=r"predicts 5 classes but the data has 10"):
         create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
 
 
-def test_run_dir_teacher_resizes_to_its_own_size(tiny_run):
+def test_run_dir_teacher_resizes_to_its_own_size(compose, tiny_run):
     from vitcli.models.run_model import load_run_model
 
     cfg = compose("train", ["data.img_size=32", "distill=soft", "distill.tau=1", f"distill.teacher={tiny_run}"])
@@ -215,10 +213,10 @@ def test_run_dir_teacher_resizes_to_its_own_size(tiny_run):
         create_criterion(cfg, num_classes=10, mean=MEAN, std=STD)
 
 
-def test_token_distillation_switches_deit_to_two_heads(tmp_path):
+def test_token_distillation_switches_deit_to_two_heads(compose, tmp_path):
     from vitcli.models.factory import create_model
 
-    saved = _save_resnet(tmp_path / "t.safetensors", 10)  # noqa: F841
+    saved = _save_resnet(compose, tmp_path / "t.safetensors", 10)  # noqa: F841
     over = ["model=deit_t_distilled", "model.patch_size=4", "+model.kwargs.depth=2", "data.img_size=16",
             "distill=token", "distill.teacher=model:resnet18", f"distill.teacher_weights={tmp_path / 't.safetensors'}"]
     cfg = compose("train", over)
@@ -237,9 +235,9 @@ def test_token_distillation_switches_deit_to_two_heads(tmp_path):
         create_distill_criterion(cfg, LabelLoss(), device="cpu", num_classes=10, model=plain)
 
 
-def test_cli_distils_from_a_run_and_reports_teacher_cost(tiny_run, tmp_path):
+def test_cli_distils_from_a_run_and_reports_teacher_cost(read_summary, train_tiny, tiny_run, tmp_path):
     run = tmp_path / "student"
-    train_run(run, "trainer.epochs=1", "data.img_size=24", "model.patch_size=8", "distill=soft",
+    train_tiny(run, "trainer.epochs=1", "data.img_size=24", "model.patch_size=8", "distill=soft",
               f"distill.teacher={tiny_run}")
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in epochs if r["kind"] == "epoch"]
@@ -247,8 +245,8 @@ def test_cli_distils_from_a_run_and_reports_teacher_cost(tiny_run, tmp_path):
     assert read_summary(run)["status"] == "completed"
 
 
-def test_cli_class_mismatch_is_one_line(tiny_run, tmp_path):
-    proc = train_run(tmp_path / "bad", "data.num_classes=5", "distill=hard", f"distill.teacher={tiny_run}",
+def test_cli_class_mismatch_is_one_line(train_tiny, tiny_run, tmp_path):
+    proc = train_tiny(tmp_path / "bad", "data.num_classes=5", "distill=hard", f"distill.teacher={tiny_run}",
                      check=False)
     assert proc.returncode == 2
     assert "predicts 10 classes but the data has 5" in proc.stderr
@@ -256,11 +254,11 @@ def test_cli_class_mismatch_is_one_line(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_cnn_teacher_on_digits_into_a_vit_student(tmp_path):
+def test_cli_cnn_teacher_on_digits_into_a_vit_student(cli, read_summary, tmp_path):
     """The issue's proof: resnet18 trained on digits by the CLI, distilled into a ViT."""
     common = ["data=digits", "data.img_size=16", "trainer.epochs=1", "trainer.progress=plain"]
-    vitcli("train", "model=resnet18", *common, f"hydra.run.dir={tmp_path / 'teacher'}")
-    vitcli("train", "model=vit_pico", "model.patch_size=4", *common, "distill=soft",
+    cli("train", "model=resnet18", *common, f"hydra.run.dir={tmp_path / 'teacher'}")
+    cli("train", "model=vit_pico", "model.patch_size=4", *common, "distill=soft",
            f"distill.teacher={tmp_path / 'teacher'}", f"hydra.run.dir={tmp_path / 'student'}")
     summary = read_summary(tmp_path / "student")
     assert summary["status"] == "completed" and summary["final"]["teacher_ms_per_step"] > 0

@@ -6,8 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
-from conftest import compose, vitcli
 from vitcli.tasks import ensemble_methods as E
 from vitcli.core.errors import UserError
 from vitcli.core.predictions import Predictions, load_predictions, topk_accuracy
@@ -122,30 +120,36 @@ def test_member_checks():
 
 # ---- the command, on fake run dirs that already hold predictions --------------------------
 
-def fake_run(path, logits_by_split, labels_by_split, names=None, ids_fn=None):
-    path.mkdir(parents=True)
-    (path / "config.yaml").write_text("name: fake\n")
-    for split, logits in logits_by_split.items():
-        n, c = logits.shape
-        ids = ids_fn(split, n) if ids_fn else [f"{split}/{i:08d}.jpg" for i in range(1, n + 1)]
-        Predictions(logits, ids, names or [f"c{i}" for i in range(c)], labels_by_split.get(split),
-                    {"split": split, "data": "miniplaces", "run": str(path)}).save(path / "predictions" / f"{split}.npz")
-    return path
+@pytest.fixture(scope="module")
+def predicted_run(fake_run):
+    """`predicted_run(path, logits_by_split, labels_by_split, names=None, ids_fn=None)`: a fake run
+    holding predictions/<split>.npz (MiniPlaces-style ids) and nothing else."""
+
+    def make(path, logits_by_split, labels_by_split, names=None, ids_fn=None):
+        preds = {}
+        for split, logits in logits_by_split.items():
+            n, c = logits.shape
+            ids = ids_fn(split, n) if ids_fn else [f"{split}/{i:08d}.jpg" for i in range(1, n + 1)]
+            preds[split] = Predictions(logits, ids, names or [f"c{i}" for i in range(c)], labels_by_split.get(split),
+                                       {"split": split, "data": "miniplaces", "run": str(path)})
+        return fake_run(path, predictions=preds)
+
+    return make
 
 
 @pytest.fixture()
-def three_runs(tmp_path):
+def three_runs(predicted_run, tmp_path):
     stack, y = members_wrong_on_disjoint_thirds(n=60, classes=8)
     test_stack, _ = members_wrong_on_disjoint_thirds(n=30, classes=8, seed=1)
     sweep = tmp_path / "multirun" / "stamp"
-    runs = [fake_run(sweep / str(m), {"val": stack[m], "test": test_stack[m]}, {"val": y}) for m in range(3)]
+    runs = [predicted_run(sweep / str(m), {"val": stack[m], "test": test_stack[m]}, {"val": y}) for m in range(3)]
     return tmp_path, runs, y
 
 
-def test_ensemble_command_writes_report_predictions_and_submissions(three_runs):
+def test_ensemble_command_writes_report_predictions_and_submissions(cli, three_runs):
     root, runs, y = three_runs
     out = root / "ens"
-    proc = vitcli("ensemble", f"runs=[{','.join(map(str, runs))}]", "method=vote", f"out={out}")
+    proc = cli("ensemble", f"runs=[{','.join(map(str, runs))}]", "method=vote", f"out={out}")
     assert "ensemble" in proc.stdout and "100.00" in proc.stdout
     record = json.loads((out / "ensemble.json").read_text())
     assert record["split"] == "test" and record["weights_from"] == "val"
@@ -156,7 +160,7 @@ def test_ensemble_command_writes_report_predictions_and_submissions(three_runs):
     assert "member" in (out / "report.txt").read_text()
 
 
-def test_ensemble_accepts_a_multirun_dir_and_a_glob(three_runs):
+def test_ensemble_accepts_a_multirun_dir_and_a_glob(compose, three_runs):
     from vitcli.commands.ensemble import run_ensemble
 
     root, runs, _ = three_runs
@@ -180,11 +184,11 @@ def test_ensemble_accepts_a_multirun_dir_and_a_glob(three_runs):
     ("ids", "different samples"),
     ("missing", "vitcli predict run="),
 ])
-def test_ensemble_errors_are_one_line(tmp_path, capsys, case, needle):
+def test_ensemble_errors_are_one_line(predicted_run, cli, compose, tmp_path, capsys, case, needle):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 6, 20)
     good = rng.normal(size=(20, 6)).astype(np.float32)
-    a = fake_run(tmp_path / "a", {"val": good}, {"val": y})
+    a = predicted_run(tmp_path / "a", {"val": good}, {"val": y})
     b_logits, names, ids_fn = good.copy(), None, None
     if case == "nan":
         b_logits[3, 2] = np.nan
@@ -194,11 +198,11 @@ def test_ensemble_errors_are_one_line(tmp_path, capsys, case, needle):
         names = [f"k{i}" for i in range(6)]
     if case == "ids":
         ids_fn = lambda split, n: [f"{split}/{i:08d}.jpg" for i in range(2, n + 2)]  # noqa: E731
-    b = fake_run(tmp_path / "b", {} if case == "missing" else {"val": b_logits}, {"val": y}, names, ids_fn)
+    b = predicted_run(tmp_path / "b", {} if case == "missing" else {"val": b_logits}, {"val": y}, names, ids_fn)
     runs = f"runs=[{a}]" if case == "one" else f"runs=[{a},{b}]"
     args = (runs, "split=val", "predict_missing=false", f"out={tmp_path / 'out'}")
     if case == "nan":  # once through the real CLI: exit 2, one line, no traceback
-        proc = vitcli("ensemble", *args, check=False)
+        proc = cli("ensemble", *args, check=False)
         returncode, err = proc.returncode, proc.stderr
     else:
         from vitcli.commands.ensemble import run_ensemble

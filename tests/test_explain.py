@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-
-from conftest import compose
 from vitcli.tasks.saliency import attention_probs, explain_maps, resolve_method, rollout
 from vitcli.core.errors import UserError
 
@@ -69,7 +66,7 @@ TINY_KWARGS = {
 SIZES = {"vit_small_r26": 96, "dinov2": 28, "vit": 32, "deit": 32, "mixer": 32}  # first match wins
 
 
-def preset_model(preset: str, head: str = "linear"):
+def preset_model(compose, preset: str, head: str = "linear"):
     from vitcli.models.factory import classifier_names, create_model
 
     cfg = compose("train", [f"model={preset}"])
@@ -91,8 +88,8 @@ def preset_model(preset: str, head: str = "linear"):
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in MODEL_DIR.glob("*.yaml")))
-def test_every_preset_family_yields_a_map_of_the_image_size(preset):
-    model, size = preset_model(preset)
+def test_every_preset_family_yields_a_map_of_the_image_size(compose, preset):
+    model, size = preset_model(compose, preset)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         top1 = model(x).argmax(dim=1).tolist()  # Grad-CAM of the predicted class, as explain does
@@ -103,30 +100,30 @@ def test_every_preset_family_yields_a_map_of_the_image_size(preset):
         assert np.isfinite(maps).all() and maps.max() > maps.min(), (preset, method)
 
 
-def test_mlp_head_is_explained_and_rollout_on_a_cnn_is_refused():
-    model, size = preset_model("vit_pico", head="mlp")
+def test_mlp_head_is_explained_and_rollout_on_a_cnn_is_refused(compose):
+    model, size = preset_model(compose, "vit_pico", head="mlp")
     assert isinstance(model.get_classifier(), torch.nn.Sequential)
     x = torch.randn(1, 3, size, size)
     for method in ("rollout", "gradcam"):
         assert explain_maps(model, x, method, classes=[2]).shape == (1, size, size)
-    cnn, _ = preset_model("resnet18")
+    cnn, _ = preset_model(compose, "resnet18")
     assert resolve_method(cnn, "auto") == "gradcam"
     with pytest.raises(UserError, match="method=rollout needs a ViT-family model"):
         resolve_method(cnn, "rollout", "model=resnet18")
 
 
-def explain(*overrides: str):
+def explain(compose, *overrides: str):
     from vitcli.commands.explain import run_explain
 
     return run_explain(compose("explain", list(overrides)))
 
 
 @pytest.fixture()
-def mlp_ema_run(tiny_run, tmp_path):
+def mlp_ema_run(tiny_run_copy):
     """A copy of the shared tiny run turned into a head=mlp run whose checkpoints carry EMA weights."""
     from vitcli.models.factory import create_model
 
-    run = shutil.copytree(tiny_run, tmp_path / "run")
+    run = tiny_run_copy
     cfg = OmegaConf.load(run / "config.yaml")
     cfg.model.head = "mlp"
     OmegaConf.save(cfg, run / "config.yaml")
@@ -139,22 +136,22 @@ def mlp_ema_run(tiny_run, tmp_path):
     return run
 
 
-def test_explain_a_split_and_user_images_with_an_mlp_head_and_ema(mlp_ema_run, tmp_path):
+def test_explain_a_split_and_user_images_with_an_mlp_head_and_ema(compose, mlp_ema_run, tmp_path):
     from PIL import Image
 
-    out = explain(f"run={mlp_ema_run}", "n=6", "checkpoint=ema")
+    out = explain(compose, f"run={mlp_ema_run}", "n=6", "checkpoint=ema")
     assert out == mlp_ema_run / "plots" / "explain_val_rollout.png" and out.stat().st_size > 1000
-    assert explain(f"run={mlp_ema_run}", "n=3", "method=gradcam").name == "explain_val_gradcam.png"
+    assert explain(compose, f"run={mlp_ema_run}", "n=3", "method=gradcam").name == "explain_val_gradcam.png"
     folder = tmp_path / "photos"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
-    out = explain(f"run={mlp_ema_run}", f"images={folder}", "method=attention")
+    out = explain(compose, f"run={mlp_ema_run}", f"images={folder}", "method=attention")
     assert out.name == "explain_images_attention.png" and out.is_file()
 
 
-def test_unknown_method_fails_at_compose_time_with_the_methods():
+def test_unknown_method_fails_at_compose_time_with_the_methods(compose):
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException) as err:
@@ -167,17 +164,17 @@ def test_unknown_method_fails_at_compose_time_with_the_methods():
     (["n=0"], "n=0"),
     (["checkpoint=ema"], "no EMA weights"),
 ])
-def test_bad_input_is_one_line(tiny_run, capsys, overrides, message):
+def test_bad_input_is_one_line(compose, tiny_run, capsys, overrides, message):
     with pytest.raises(SystemExit) as exit_info:
-        explain(f"run={tiny_run}", *overrides)
+        explain(compose, f"run={tiny_run}", *overrides)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_run_without_a_checkpoint_is_one_line(tiny_run, tmp_path):
-    from conftest import vitcli
-
-    run = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("*.pt"))
-    proc = vitcli("explain", f"run={run}", check=False)
+def test_run_without_a_checkpoint_is_one_line(cli, tiny_run_copy):
+    run = tiny_run_copy
+    for ckpt in (run / "checkpoints").glob("*.pt"):
+        ckpt.unlink()
+    proc = cli("explain", f"run={run}", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "checkpoint" in proc.stderr

@@ -9,16 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import TINY, compose, vitcli
 from vitcli.core.errors import UserError
 
 
-def train_in_process(run_dir: Path, *overrides: str) -> Path:
+def train_in_process(compose, tiny_overrides, run_dir: Path, *overrides: str) -> Path:
     """A one-epoch tiny run without a subprocess (the trainer writes config.yaml and checkpoints)."""
     from vitcli.engine.trainer import Trainer
 
-    over = [o for o in TINY if not o.startswith(("model=", "model.patch_size", "trainer.epochs"))]
+    over = [o for o in tiny_overrides if not o.startswith(("model=", "model.patch_size", "trainer.epochs"))]
     cfg = compose("train", [*over, "data.num_samples=96", "trainer.epochs=1", "trainer.progress=none", *overrides])
     Trainer(cfg, run_dir).fit()
     return run_dir
@@ -34,10 +32,10 @@ FAMILIES = {
 
 
 @pytest.fixture(scope="session")
-def family_runs(tmp_path_factory) -> dict[str, Path]:
+def family_runs(compose, tiny_overrides, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export_runs")
-    runs = {name: train_in_process(root / name, *over) for name, over in FAMILIES.items()}
-    runs["vit_mlp"] = train_in_process(root / "vit_mlp", *FAMILIES["vit"], "model.head=mlp")
+    runs = {name: train_in_process(compose, tiny_overrides, root / name, *over) for name, over in FAMILIES.items()}
+    runs["vit_mlp"] = train_in_process(compose, tiny_overrides, root / "vit_mlp", *FAMILIES["vit"], "model.head=mlp")
     return runs
 
 
@@ -115,7 +113,7 @@ def test_onnx_parity_failure_is_refused(family_runs, tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
-def test_bad_input_is_one_line(family_runs, tmp_path):
+def test_bad_input_is_one_line(cli, family_runs, tmp_path):
     shadow = tmp_path / "shadow"  # an environment without the export extra
     (shadow / "onnxruntime").mkdir(parents=True)
     (shadow / "onnxruntime" / "__init__.py").write_text("raise ImportError('No module named onnxruntime')\n")
@@ -124,11 +122,11 @@ def test_bad_input_is_one_line(family_runs, tmp_path):
         (["export", f"run={family_runs['vit']}", "format=onnx"], {"PYTHONPATH": str(shadow)}, "vitcli[export]"),
     ]
     for args, env, message in cases:
-        proc = vitcli(*args, env=env, check=False, cwd=tmp_path)
+        proc = cli(*args, env=env, check=False, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
     # an unknown format fails when the config is composed, with Hydra's message listing the formats
-    proc = vitcli("export", f"run={family_runs['vit']}", "format=tflite", check=False, cwd=tmp_path)
+    proc = cli("export", f"run={family_runs['vit']}", "format=tflite", check=False, cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "'tflite'" in proc.stderr and "timm, onnx" in proc.stderr

@@ -11,15 +11,13 @@ import time
 
 import pytest
 import torch
-
-from conftest import TINY, read_summary, train_run, vitcli
 from test_resume import HARD
 
 
-def _start(run_dir, *extra):
+def _start(tiny_overrides, run_dir, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "vitcli", "train", *TINY, *HARD, *extra, f"hydra.run.dir={run_dir}"],
+    return subprocess.Popen([sys.executable, "-m", "vitcli", "train", *tiny_overrides, *HARD, *extra, f"hydra.run.dir={run_dir}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -35,16 +33,16 @@ def _wait_mid_epoch(proc, run_dir, epoch: int = 1) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(read_summary, train_tiny, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ref") / "run"
-    train_run(run_dir, *HARD)
+    train_tiny(run_dir, *HARD)
     return torch.load(run_dir / "checkpoints/last.pt", weights_only=True), read_summary(run_dir)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_signal_saves_marks_interrupted_and_rerun_resumes_bitwise(tmp_path, reference, sig, code):
+def test_signal_saves_marks_interrupted_and_rerun_resumes_bitwise(tiny_overrides, read_summary, train_tiny, tmp_path, reference, sig, code):
     run_dir = tmp_path / "run"
-    proc = _start(run_dir)
+    proc = _start(tiny_overrides, run_dir)
     _wait_mid_epoch(proc, run_dir)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
@@ -58,7 +56,7 @@ def test_signal_saves_marks_interrupted_and_rerun_resumes_bitwise(tmp_path, refe
     saved = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
     assert saved["global_step"] == summary["global_step"] and saved["global_step"] < reference[0]["global_step"]
 
-    proc = train_run(run_dir, *HARD)  # the same command again: resumes from the interrupt's last.pt
+    proc = train_tiny(run_dir, *HARD)  # the same command again: resumes from the interrupt's last.pt
     assert "resumed from" in proc.stdout
     ref, res = reference[0], torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
     for key in ("model", "model_ema"):
@@ -68,20 +66,20 @@ def test_signal_saves_marks_interrupted_and_rerun_resumes_bitwise(tmp_path, refe
     assert read_summary(run_dir)["status"] == "completed"
 
 
-def test_one_writer_per_run_dir_and_readers_see_consistent_files(tmp_path):
+def test_one_writer_per_run_dir_and_readers_see_consistent_files(tiny_overrides, cli, train_tiny, tmp_path):
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, "trainer.epochs=200")  # checkpoints replaced every step while we read
+    proc = _start(tiny_overrides, run_dir, "trainer.epochs=200")  # checkpoints replaced every step while we read
     try:
         _wait_mid_epoch(proc, run_dir)
-        second = train_run(run_dir, check=False)
+        second = train_tiny(run_dir, check=False)
         assert second.returncode == 2 and "Traceback" not in second.stderr
         assert second.stderr.strip().splitlines() == [
             f"vitcli: error: run dir {run_dir} is in use by another `vitcli train` (pid {proc.pid}); wait for it to "
             "finish or stop it, or train into another directory (hydra.run.dir=...)"]
         for which in ("last", "best"):
-            out = vitcli("eval", f"run={run_dir}", f"checkpoint={which}", cwd=tmp_path)
+            out = cli("eval", f"run={run_dir}", f"checkpoint={which}", cwd=tmp_path)
             assert "top1" in out.stdout + out.stderr
-        vitcli("predict", f"run={run_dir}", cwd=tmp_path)
+        cli("predict", f"run={run_dir}", cwd=tmp_path)
         assert (run_dir / "predictions" / "val.npz").is_file()
         assert proc.poll() is None, "the run should still be training"
     finally:

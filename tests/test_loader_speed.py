@@ -1,6 +1,6 @@
 """The file loader that keeps up: persistent workers, per-sample seeded augmentation
 (same batches for any worker count and after a mid-epoch resume), num_workers=auto,
-device prefetch, and trainer.grad_checkpointing."""
+and device prefetch."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from conftest import compose, train_run
 from vitcli.data.arrays import epoch_seed
 from vitcli.data.files import BadFiles, FileLoader, FileSplit, resolve_num_workers
 from vitcli.core.errors import UserError
@@ -111,48 +109,5 @@ def test_num_workers_counts_and_bad_values():
             resolve_num_workers(bad)
 
 
-def test_file_datasets_default_to_auto_workers():
+def test_file_datasets_default_to_auto_workers(compose):
     assert compose("train", ["data=miniplaces"]).data.num_workers == "auto"
-
-
-def test_grad_checkpointing_gives_the_same_loss_and_grads():
-    import copy
-
-    import timm
-
-    from vitcli.models.factory import enable_grad_checkpointing
-
-    torch.manual_seed(0)
-    plain = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32,
-                              num_heads=2, num_classes=3)
-    ckpt = copy.deepcopy(plain)
-    enable_grad_checkpointing(ckpt, "tiny")
-    assert ckpt.grad_checkpointing and not plain.grad_checkpointing
-    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
-    losses = []
-    for model in (plain, ckpt):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        losses.append(loss.detach())
-    assert torch.equal(losses[0], losses[1])
-    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
-        assert torch.allclose(a.grad, b.grad, rtol=0, atol=1e-7), name
-
-
-def test_grad_checkpointing_unsupported_is_one_clear_error():
-    import timm
-
-    from vitcli.models.factory import enable_grad_checkpointing
-
-    with pytest.raises(UserError, match="does not support gradient checkpointing"):
-        enable_grad_checkpointing(torch.nn.Linear(2, 2), "linear")
-    model = timm.create_model("inception_v3", num_classes=2)  # timm: asserts not supported
-    with pytest.raises(UserError, match="model=inc"):
-        enable_grad_checkpointing(model, "inc")
-
-
-def test_trainer_turns_grad_checkpointing_on(tmp_path):
-    proc = train_run(tmp_path / "run", "trainer.grad_checkpointing=true", "model=resnet18",
-                     "model.timm_name=inception_v3", "model.patch_size=null", check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "trainer.grad_checkpointing=true: model=resnet18 (InceptionV3)" in proc.stderr.strip().splitlines()[-1]

@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, compose, read_summary
-
-TINY_IN_PROCESS = [o for o in TINY if not o.startswith("trainer.progress")] + ["trainer.progress=none"]
 VITCLI = str(Path(__file__).resolve().parents[1] / "vitcli")
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__bool__", "__int__")
 
@@ -34,36 +31,37 @@ class HostReads:
 
 
 @pytest.mark.parametrize("log_interval", [1, 4])
-def test_steps_between_log_points_read_nothing_back(tmp_path, monkeypatch, log_interval):
+def test_steps_between_log_points_read_nothing_back(tiny_in_process, compose, tmp_path, monkeypatch, log_interval):
     from vitcli.engine.trainer import Trainer
 
     # 640 train samples / batch 32 = 20 optimizer steps in the epoch
-    cfg = compose("train", [*TINY_IN_PROCESS, "data.num_samples=800", f"trainer.log_interval={log_interval}"])
+    cfg = compose("train", [*tiny_in_process, "data.num_samples=800", f"trainer.log_interval={log_interval}"])
     trainer = Trainer(cfg, tmp_path)
     trainer.prepare_epoch(0)
     reads = HostReads(monkeypatch)
     stats = trainer.train_one_epoch(0)
     monkeypatch.undo()
-    steps = trainer.global_step
+    steps = trainer.state.global_step
     assert steps == 20 and stats["train_loss"] > 0
     # one read per log point, plus the epoch-end read
     assert reads.count <= steps // log_interval + 2, reads.count
 
 
-def test_non_finite_loss_names_the_steps_and_never_reaches_a_checkpoint(tmp_path):
-    from vitcli.engine.trainer import NonFiniteLoss, Trainer
+def test_non_finite_loss_names_the_steps_and_never_reaches_a_checkpoint(tiny_in_process, compose, read_summary, tmp_path):
+    from vitcli.engine.loss_window import NonFiniteLoss
+    from vitcli.engine.trainer import Trainer
 
-    cfg = compose("train", [*TINY_IN_PROCESS, "data.num_samples=800", "trainer.log_interval=5",
+    cfg = compose("train", [*tiny_in_process, "data.num_samples=800", "trainer.log_interval=5",
                             "trainer.ckpt_interval_steps=3"])
     trainer = Trainer(cfg, tmp_path)
-    base, calls = trainer.criterion, []
+    base, calls = trainer.parts.criterion, []
 
     def nan_from_step_7(x, out, y):
         calls.append(1)
         loss = base(x, out, y)
         return loss * float("nan") if len(calls) >= 7 else loss
 
-    trainer.criterion = nan_from_step_7
+    trainer.parts.criterion = nan_from_step_7
     with pytest.raises(NonFiniteLoss, match=r"loss became nan between optimizer steps 7 and 9 \(epoch 1\)"):
         trainer.fit()
     kept = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
@@ -73,12 +71,12 @@ def test_non_finite_loss_names_the_steps_and_never_reaches_a_checkpoint(tmp_path
 
 
 @pytest.mark.parametrize("precision", ["bf16", "32"])
-def test_eval_of_a_run_equals_its_summary_at_the_run_precision(tmp_path, precision):
+def test_eval_of_a_run_equals_its_summary_at_the_run_precision(tiny_in_process, compose, read_summary, tmp_path, precision):
     from vitcli.engine.inference import evaluate_run
     from vitcli.engine.trainer import Trainer
 
     run = tmp_path / "run"
-    cfg = compose("train", [*TINY_IN_PROCESS, "trainer.epochs=1", f"trainer.precision={precision}"])
+    cfg = compose("train", [*tiny_in_process, "trainer.epochs=1", f"trainer.precision={precision}"])
     Trainer(cfg, run).fit()
     best = read_summary(run)["best"]
     result = evaluate_run(run, "val", "best", device="cpu")

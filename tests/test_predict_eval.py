@@ -9,13 +9,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
-from conftest import compose, vitcli
 from test_submission import official_score
 from vitcli.core.predictions import load_predictions
 
 
-def cmd(name: str, *overrides: str):
+def cmd(compose, name: str, *overrides: str):
     """Run a command's function in-process on a composed config (the CLI costs seconds of imports)."""
     from vitcli.commands import ensemble, evaluate, predict
 
@@ -24,23 +22,23 @@ def cmd(name: str, *overrides: str):
 
 
 @pytest.fixture()
-def run(tiny_run, tmp_path):
-    """A private copy of the shared tiny run (these tests write into it)."""
-    return shutil.copytree(tiny_run, tmp_path / "run")
+def run(tiny_run_copy):
+    """These tests write into the run: a private copy of the shared tiny run."""
+    return tiny_run_copy
 
 
 def snapshot(path):
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in path.rglob("*") if p.is_file()}
 
 
-def test_val_submission_scored_like_the_official_scorer_matches_eval(run):
-    vitcli("predict", f"run={run}", "split=val", "submission=always")
+def test_val_submission_scored_like_the_official_scorer_matches_eval(compose, cli, run):
+    cli("predict", f"run={run}", "split=val", "submission=always")
     preds = load_predictions(run / "predictions" / "val.npz")
     assert preds.logits.dtype == np.float32 and preds.logits.shape == (32, 10)
     assert preds.labels is not None and len(preds.ids) == 32 and preds.class_names[0] == "class_0"
     assert preds.source["checkpoint"] == "best" and preds.source["tta"] == "none"
     assert preds.source["run"] == str(run.resolve()) and preds.source["split"] == "val"
-    cmd("eval", f"run={run}")
+    cmd(compose, "eval", f"run={run}")
     result = json.loads((run / "eval" / "val_best.json").read_text())
     errors = official_score((run / "submission" / "val_top5.txt").read_text(),
                             dict(zip(preds.ids, preds.labels.tolist())))
@@ -49,10 +47,10 @@ def test_val_submission_scored_like_the_official_scorer_matches_eval(run):
     assert not (run / "submission" / "val_kaggle.csv").exists()  # synthetic ids are not 8-digit file names
 
 
-def test_predict_logits_equal_in_process_eval(run):
+def test_predict_logits_equal_in_process_eval(compose, run):
     from vitcli.engine.inference import run_split
 
-    cmd("predict", f"run={run}")  # split=null: synthetic data has no test split, so val
+    cmd(compose, "predict", f"run={run}")  # split=null: synthetic data has no test split, so val
     preds = load_predictions(run / "predictions" / "val.npz")
     assert not (run / "submission").exists()  # submission=auto: not MiniPlaces
     result, again = run_split(run, "val", device="cpu")
@@ -60,9 +58,9 @@ def test_predict_logits_equal_in_process_eval(run):
     assert result["top1"] == json.loads((run / "summary.json").read_text())["best"]["val_top1"]
 
 
-def test_eval_writes_reports_and_touches_nothing_else(run, capsys):
+def test_eval_writes_reports_and_touches_nothing_else(compose, run, capsys):
     before = snapshot(run)
-    cmd("eval", f"run={run}", "worst=3")
+    cmd(compose, "eval", f"run={run}", "worst=3")
     out = capsys.readouterr().out
     assert "worst classes" in out and out.count("class_") >= 3
     after = snapshot(run)
@@ -112,40 +110,40 @@ def test_tta_views_and_probabilities():
 
 
 @pytest.mark.parametrize("tta", ["flip", "multicrop"])
-def test_eval_with_tta(run, tta):
+def test_eval_with_tta(compose, run, tta):
     from vitcli.engine.inference import run_split
 
     result, preds = run_split(run, "val", device="cpu", tta=tta)
     assert result["samples"] == 32 and result["tta"] == tta
     np.testing.assert_allclose(np.exp(preds.logits).sum(1), 1.0, atol=1e-4)  # log of averaged probabilities
     if tta == "flip":  # the command path once; multicrop only differs in the views above
-        cmd("eval", f"run={run}", f"eval.tta={tta}")
+        cmd(compose, "eval", f"run={run}", f"eval.tta={tta}")
         assert json.loads((run / "eval" / f"val_best_{tta}.json").read_text())["tta"] == tta
 
 
-def test_checkpoint_ema(run):
-    proc = vitcli("eval", f"run={run}", "checkpoint=ema", check=False)
+def test_checkpoint_ema(compose, cli, run):
+    proc = cli("eval", f"run={run}", "checkpoint=ema", check=False)
     assert proc.returncode == 2 and "no EMA weights" in proc.stderr and "Traceback" not in proc.stderr
     state = torch.load(run / "checkpoints/best.pt", weights_only=True)
     state["model_ema"] = {k: v * 0.5 if v.is_floating_point() else v for k, v in state["model"].items()}
     torch.save(state, run / "checkpoints/best.pt")
-    cmd("predict", f"run={run}", "split=val", "checkpoint=ema")
+    cmd(compose, "predict", f"run={run}", "split=val", "checkpoint=ema")
     ema = load_predictions(run / "predictions" / "val.npz")
     assert ema.source["checkpoint"] == "ema"
-    cmd("predict", f"run={run}", "split=val", "checkpoint=best")
+    cmd(compose, "predict", f"run={run}", "split=val", "checkpoint=best")
     assert not np.allclose(ema.logits, load_predictions(run / "predictions" / "val.npz").logits)
 
 
-def test_bad_tta_fails_at_compose_time_with_the_valid_choices(run):
-    proc = vitcli("eval", f"run={run}", "eval.tta=tenfold", check=False)
+def test_bad_tta_fails_at_compose_time_with_the_valid_choices(cli, run):
+    proc = cli("eval", f"run={run}", "eval.tta=tenfold", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "tenfold" in proc.stderr and "none, flip, multicrop" in proc.stderr
 
 
-def test_ensemble_predicts_missing_members_on_the_fly(run, tmp_path):
+def test_ensemble_predicts_missing_members_on_the_fly(compose, run, tmp_path):
     other = shutil.copytree(run, tmp_path / "other")
     out = tmp_path / "ens"
-    cmd("ensemble", f"runs=[{run},{other}]", "method=mean_prob", f"out={out}")
+    cmd(compose, "ensemble", f"runs=[{run},{other}]", "method=mean_prob", f"out={out}")
     member = load_predictions(run / "predictions" / "val.npz")  # written on the fly
     assert (other / "predictions" / "val.npz").is_file()
     record = json.loads((out / "ensemble.json").read_text())
@@ -156,31 +154,31 @@ def test_ensemble_predicts_missing_members_on_the_fly(run, tmp_path):
                                torch.softmax(torch.from_numpy(member.logits), 1).numpy(), atol=1e-5)
 
 
-def test_miniplaces_run_writes_test_and_val_submissions(tmp_path):
+def test_miniplaces_run_writes_test_and_val_submissions(compose, cli, tmp_path):
     pytest.importorskip("vitcli.data.sources.miniplaces")
     from jpeg_trees import make_miniplaces
 
     tree = make_miniplaces(tmp_path / "tree", classes=6, per_class=4, val=2, test=5, size=16)
     run = tmp_path / "mp"
-    vitcli("train", "model=vit_pico", "model.patch_size=4", "data=miniplaces", f"data.root={tmp_path / 'tree'}",
+    cli("train", "model=vit_pico", "model.patch_size=4", "data=miniplaces", f"data.root={tmp_path / 'tree'}",
            "data.img_size=16", "data.batch_size=8", "data.num_workers=0", "trainer.epochs=1",
            "trainer.progress=plain", f"hydra.run.dir={run}")
-    cmd("predict", f"run={run}")  # split=null: MiniPlaces has a test split
+    cmd(compose, "predict", f"run={run}")  # split=null: MiniPlaces has a test split
     lines = (run / "submission" / "test_top5.txt").read_text().splitlines()
     assert [line.split(" ")[0] for line in lines] == tree["test"]
     assert (run / "submission" / "test_kaggle.csv").read_text().splitlines()[1].startswith("00000001,")
     assert load_predictions(run / "predictions" / "test.npz").labels is None  # test labels are not public
     with pytest.raises(SystemExit, match="2"):
-        cmd("eval", f"run={run}", "split=test")  # "has no labels ... use vitcli predict"
-    cmd("predict", f"run={run}", "split=val")
-    result = cmd("eval", f"run={run}", "save=false")
+        cmd(compose, "eval", f"run={run}", "split=test")  # "has no labels ... use vitcli predict"
+    cmd(compose, "predict", f"run={run}", "split=val")
+    result = cmd(compose, "eval", f"run={run}", "save=false")
     errors = official_score((run / "submission" / "val_top5.txt").read_text(), dict(zip(tree["val"], tree["val_labels"])))
     assert 100 * (1 - errors[0]) == pytest.approx(result["top1"])
     assert 100 * (1 - errors[4]) == pytest.approx(result["top5"])
 
 
 @pytest.mark.parametrize("name", ["eval", "predict", "ensemble"])
-def test_missing_run_argument_is_a_user_error(name, capsys):
+def test_missing_run_argument_is_a_user_error(compose, name, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cmd(name)
+        cmd(compose, name)
     assert exit_info.value.code == 2 and "is missing" in capsys.readouterr().err

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-from conftest import vitcli
 from vitcli.core.errors import UserError
 
 
 @pytest.fixture
-def run(tiny_run, tmp_path) -> Path:
-    """A private copy of the shared tiny run (predict writes into predictions/)."""
-    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+def run(tiny_run_copy) -> Path:
+    """predict writes into predictions/: a private copy of the shared tiny run."""
+    return tiny_run_copy
 
 
 @pytest.fixture
@@ -89,10 +86,10 @@ def test_all_unreadable_is_an_error(run, photos):
         predict_images(run, str(photos / "[nt]*.*g"), device="cpu")
 
 
-def test_cli_table_and_bad_input(run, photos, tmp_path):
-    proc = vitcli("predict", f"run={run}", f"images={photos}", "topk=2", cwd=tmp_path)
+def test_cli_table_and_bad_input(cli, run, photos, tmp_path):
+    proc = cli("predict", f"run={run}", f"images={photos}", "topk=2", cwd=tmp_path)
     assert "rgb.jpg" in proc.stdout and "skipped" in proc.stdout + proc.stderr and "truncated.jpg" in proc.stdout + proc.stderr
     assert (run / "predictions" / "photos.csv").is_file()
-    bad = vitcli("predict", f"run={run}", f"images={tmp_path / 'missing' / '*.jpg'}", check=False, cwd=tmp_path)
+    bad = cli("predict", f"run={run}", f"images={tmp_path / 'missing' / '*.jpg'}", check=False, cwd=tmp_path)
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and "no file matches it" in lines[0], bad.stderr

@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from conftest import compose, read_summary, train_run, vitcli
 from jpeg_trees import make_miniplaces, write_corrupt
 from vitcli.data import create_data
 from vitcli.data import pack as P
@@ -16,7 +14,7 @@ from vitcli.data.prepare import prepare
 from vitcli.core.errors import UserError
 
 
-def cfg_for(root, *extra):
+def cfg_for(compose, root, *extra):
     return compose("train", ["data=miniplaces", f"data.root={root}", "data.img_size=16", "data.num_workers=0",
                              "augmentation=none",  # the paths must give the very same pixels
                              "data.batch_size=8", *extra])
@@ -27,10 +25,10 @@ def pack(cfg, size=None, splits=None, overwrite=False):
 
 
 @pytest.fixture(scope="module")
-def kit(tmp_path_factory):
+def kit(compose, tmp_path_factory):
     root = tmp_path_factory.mktemp("kit") / "miniplaces"
     made = make_miniplaces(root, classes=4, per_class=5, val=2, test=3, size=16)
-    pack(cfg_for(root))
+    pack(cfg_for(compose, root))
     return root, made
 
 
@@ -47,10 +45,10 @@ def test_manifest_and_arrays(kit):
     assert np.load(root / "packed" / "test" / "labels.npy").tolist() == [-1] * 3
 
 
-def test_packed_and_file_paths_give_the_same_images(kit):
+def test_packed_and_file_paths_give_the_same_images(compose, kit):
     root, _ = kit
-    files = create_data(cfg_for(root))
-    packed = create_data(cfg_for(root, "data.format=packed"))
+    files = create_data(cfg_for(compose, root))
+    packed = create_data(cfg_for(compose, root, "data.format=packed"))
     assert isinstance(packed.loader("train").split.images, np.memmap)
     assert packed.class_names == files.class_names and packed.info["data_format"] == "packed"
     for split in ("train", "val", "test"):
@@ -64,30 +62,30 @@ def test_packed_and_file_paths_give_the_same_images(kit):
             torch.testing.assert_close(xf, xp, atol=1e-5, rtol=0)
 
 
-def test_packed_minival_matches_the_file_minival(kit):
+def test_packed_minival_matches_the_file_minival(compose, kit):
     root, _ = kit
     extra = ("data.minival_fraction=0.2",)
-    packed = create_data(cfg_for(root, "data.format=packed", *extra))
-    assert packed.ids("minival") == create_data(cfg_for(root, *extra)).ids("minival")
+    packed = create_data(cfg_for(compose, root, "data.format=packed", *extra))
+    assert packed.ids("minival") == create_data(cfg_for(compose, root, *extra)).ids("minival")
     x, _ = next(iter(packed.loader("minival")))
     assert x.shape == (4, 3, 16, 16)
 
 
-def test_rerun_skips_finished_splits(kit, caplog):
+def test_rerun_skips_finished_splits(compose, kit, caplog):
     root, _ = kit
     before = (root / "packed" / "train" / "images.npy").stat().st_mtime_ns
     with caplog.at_level("INFO", logger="vitcli"):
-        pack(cfg_for(root))
+        pack(cfg_for(compose, root))
     assert (root / "packed" / "train" / "images.npy").stat().st_mtime_ns == before
     assert "train: already packed (20 images), skipping" in caplog.text
     with pytest.raises(UserError, match="different size"):
-        pack(cfg_for(root), size=8)
+        pack(cfg_for(compose, root), size=8)
 
 
-def test_killed_prepare_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+def test_killed_prepare_leaves_nothing_that_looks_complete(compose, tmp_path, monkeypatch):
     root = tmp_path / "kit"
     make_miniplaces(root, classes=2, per_class=4, val=2, test=0, size=16)
-    cfg = cfg_for(root)
+    cfg = cfg_for(compose, root)
     real, calls = P.decode, []
 
     def dies_in_val(job):
@@ -103,21 +101,21 @@ def test_killed_prepare_leaves_nothing_that_looks_complete(tmp_path, monkeypatch
     assert list(json.loads((out / "manifest.json").read_text())["splits"]) == ["train"]
     assert not (out / "val").exists()  # only a hidden temp folder, never val/ itself
     with pytest.raises(UserError, match="no packed 'val' split"):
-        create_data(cfg_for(root, "data.format=packed"))
+        create_data(cfg_for(compose, root, "data.format=packed"))
     monkeypatch.setattr(P, "decode", real)
     manifest = pack(cfg)
     assert manifest["splits"]["val"]["count"] == 4 and not (out / ".val.tmp").exists()
 
 
-def test_prepare_resizes_and_skips_unreadable_files(tmp_path):
+def test_prepare_resizes_and_skips_unreadable_files(compose, tmp_path):
     root = tmp_path / "kit"
     made = make_miniplaces(root, classes=2, per_class=100, val=1, test=0, size=16)
     write_corrupt(root / "images" / made["train"][7])
-    cfg = cfg_for(root, f"data.packed_dir={tmp_path / 'p8'}")
+    cfg = cfg_for(compose, root, f"data.packed_dir={tmp_path / 'p8'}")
     manifest = pack(cfg, size=8, splits=["train", "val"])
     assert manifest["splits"]["train"]["skipped"] == 1 and manifest["splits"]["train"]["count"] == 199
     assert made["train"][7] in manifest["splits"]["train"]["skipped_paths"][0]
-    dm = create_data(cfg_for(root, f"data.packed_dir={tmp_path / 'p8'}", "data.format=packed"))
+    dm = create_data(cfg_for(compose, root, f"data.packed_dir={tmp_path / 'p8'}", "data.format=packed"))
     assert dm.loader("train").split.images.shape == (199, 8, 8, 3)
     assert made["train"][7] not in dm.ids("train")
     assert dm.info["skipped_files"] == 1 and dm.info["packed_size"] == 8
@@ -125,23 +123,23 @@ def test_prepare_resizes_and_skips_unreadable_files(tmp_path):
     assert x.shape == (2, 3, 16, 16)  # resized back up to data.img_size on the fly
 
 
-def test_missing_pack_is_a_clear_error(tmp_path):
+def test_missing_pack_is_a_clear_error(compose, tmp_path):
     make_miniplaces(tmp_path, classes=2, per_class=1, val=1, test=0)
     with pytest.raises(UserError, match="run `vitcli prepare data=miniplaces"):
-        create_data(cfg_for(tmp_path, "data.format=packed"))
+        create_data(cfg_for(compose, tmp_path, "data.format=packed"))
 
 
-def test_prepare_then_train_packed_through_the_cli(tmp_path):
+def test_prepare_then_train_packed_through_the_cli(cli, read_summary, train_tiny, tmp_path):
     root = tmp_path / "kit"
     make_miniplaces(root, classes=3, per_class=4, val=2, test=2, size=16)
-    proc = vitcli("prepare", "data=miniplaces", f"data.root={root}", "prepare.workers=2", cwd=tmp_path)
+    proc = cli("prepare", "data=miniplaces", f"data.root={root}", "prepare.workers=2", cwd=tmp_path)
     assert "packed miniplaces at 16px" in proc.stderr + proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kit"]  # no outputs/ or .hydra side effects
     run = tmp_path / "run"
-    train_run(run, "data=miniplaces", f"data.root={root}", "data.img_size=16", "data.format=packed",
+    train_tiny(run, "data=miniplaces", f"data.root={root}", "data.img_size=16", "data.format=packed",
               "data.batch_size=8", "trainer.epochs=1", "augmentation=basic")
     summary = read_summary(run)
     assert summary["status"] == "completed" and summary["data_format"] == "packed"
     assert summary["train_samples"] == 12 and summary["skipped_files"] == 0 and summary["num_classes"] == 3
-    bad = vitcli("prepare", "data=digits", cwd=tmp_path, check=False)
+    bad = cli("prepare", "data=digits", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "prepare packs" in bad.stderr

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from conftest import compose
 from jpeg_trees import make_miniplaces
 from vitcli.core.errors import UserError
 from vitcli.tasks.preview import label_caption, training_batch, write_preview
@@ -16,7 +14,7 @@ N = 64
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(compose, tmp_path_factory):
     """A MiniPlaces tree whose train images are white on the left, black on the right (flips show),
     and grey (an erased patch of coloured noise shows); packed as well."""
     from vitcli.data.prepare import prepare
@@ -27,11 +25,11 @@ def tree(tmp_path_factory):
     img[:, :8] = 255
     for rel in made["train"]:
         Image.fromarray(img).save(root / "images" / rel, format="JPEG", quality=95)
-    prepare(cfg(root, "files").data, None, None, workers=1, overwrite=False)
+    prepare(cfg(compose, root, "files").data, None, None, workers=1, overwrite=False)
     return root
 
 
-def cfg(root, fmt: str, *extra: str):
+def cfg(compose, root, fmt: str, *extra: str):
     """The preset under test (basic + random erasing) unless `extra` names another augmentation."""
     aug = [] if any(e.startswith("augmentation=") for e in extra) else ["augmentation=basic", "augmentation.re_prob=0.5"]
     return compose("preview", ["data=miniplaces", f"data.root={root}", f"data.format={fmt}", "data.img_size=16",
@@ -49,10 +47,10 @@ def stats(x: torch.Tensor, c) -> tuple[float, float]:
     return float(flipped.mean()), float(erased.mean())
 
 
-def test_file_and_packed_batches_show_the_same_augmentation(tree):
+def test_file_and_packed_batches_show_the_same_augmentation(compose, tree):
     shares = {}
     for fmt in ("files", "packed"):
-        c = cfg(tree, fmt)
+        c = cfg(compose, tree, fmt)
         x, y, names = training_batch(c, N)
         assert x.shape == (N, 3, 16, 16) and y.shape == (N,) and len(names) == 4
         shares[fmt] = stats(x, c)
@@ -60,13 +58,13 @@ def test_file_and_packed_batches_show_the_same_augmentation(tree):
         assert 0.3 < flipped < 0.7 and 0.3 < erased < 0.7, (fmt, shares)  # hflip=0.5, re_prob=0.5
     (f_flip, f_erase), (p_flip, p_erase) = shares["files"], shares["packed"]
     assert abs(f_flip - p_flip) < 0.25 and abs(f_erase - p_erase) < 0.25, shares
-    c = cfg(tree, "packed", "augmentation=none")
+    c = cfg(compose, tree, "packed", "augmentation=none")
     x, _, _ = training_batch(c, N)
     assert stats(x, c) == (0.0, 0.0)  # the measure sees nothing when nothing is applied
 
 
-def test_mixup_targets_and_the_picture(tree, tmp_path):
-    c = cfg(tree, "packed", "augmentation=mixup_cutmix", "regularization=none")
+def test_mixup_targets_and_the_picture(compose, tree, tmp_path):
+    c = cfg(compose, tree, "packed", "augmentation=mixup_cutmix", "regularization=none")
     x, y, names = training_batch(c, 8)
     assert y.shape == (8, 4) and torch.allclose(y.sum(dim=1), torch.ones(8))
     assert (y.max(dim=1).values < 1).any()  # mixed, not one-hot
@@ -75,18 +73,17 @@ def test_mixup_targets_and_the_picture(tree, tmp_path):
     assert out == tmp_path / "plots" / "preview.png" and out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bad_n(tree):
+def test_bad_n(compose, tree):
     with pytest.raises(UserError, match="n=0"):
-        training_batch(cfg(tree, "files"), 0)
+        training_batch(cfg(compose, tree, "files"), 0)
     with pytest.raises(UserError, match="must be even"):
-        training_batch(cfg(tree, "files", "augmentation=mixup_cutmix"), 7)
+        training_batch(cfg(compose, tree, "files", "augmentation=mixup_cutmix"), 7)
 
 
-def test_cli_writes_under_runs_previews_and_n0_is_one_line(tmp_path):
-    from conftest import vitcli
+def test_cli_writes_under_runs_previews_and_n0_is_one_line(cli, tmp_path):
 
-    vitcli("preview", "n=4", f"runs_root={tmp_path}", "augmentation=deit")
+    cli("preview", "n=4", f"runs_root={tmp_path}", "augmentation=deit")
     assert [p.relative_to(tmp_path).parts[0::2] for p in tmp_path.rglob("*.png")] == [("previews", "plots")]
-    proc = vitcli("preview", "n=0", f"runs_root={tmp_path}", check=False)
+    proc = cli("preview", "n=0", f"runs_root={tmp_path}", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "vitcli: error: n=0: preview at least one image (e.g. n=32)"]

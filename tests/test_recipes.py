@@ -7,28 +7,17 @@ import json
 
 import pytest
 import torch
-
-from conftest import TINY, compose
 from vitcli.core.options import group_options
 
-TINY_IN_PROCESS = [o for o in TINY if not o.startswith("trainer.progress")] + ["trainer.progress=none"]
-
-
-def make_trainer(run_dir, *overrides):
-    from vitcli.engine.trainer import Trainer
-
-    return Trainer(compose("train", [*TINY_IN_PROCESS, *overrides]), run_dir)
-
-
 @pytest.mark.parametrize("preset", group_options("augmentation"))
-def test_augmentation_preset_batches_and_targets(tmp_path, preset):
+def test_augmentation_preset_batches_and_targets(make_trainer, tmp_path, preset):
     trainer = make_trainer(tmp_path, f"augmentation={preset}", "data.num_classes=4")
-    loader = trainer.train_loader
+    loader = trainer.parts.train_loader
     loader.set_epoch(0)
     x, y = next(iter(loader))
     assert x.shape == (32, 3, 16, 16) and torch.isfinite(x).all()
-    if trainer.mixup is not None:
-        xm, ym = trainer.mixup(x, y)
+    if trainer.parts.mixup is not None:
+        xm, ym = trainer.parts.mixup(x, y)
         assert ym.shape == (32, 4)
         assert torch.allclose(ym.sum(1), torch.ones(32))
         # label smoothing survives mixing: no target is exactly one-hot
@@ -38,7 +27,7 @@ def test_augmentation_preset_batches_and_targets(tmp_path, preset):
 
 
 @pytest.mark.parametrize("preset", group_options("augmentation"))
-def test_augmentation_preset_file_transform(preset):
+def test_augmentation_preset_file_transform(compose, preset):
     from PIL import Image
 
     from vitcli.data.transforms import create_file_transform
@@ -50,31 +39,31 @@ def test_augmentation_preset_file_transform(preset):
     assert create_file_transform(cfg.augmentation, cfg.data, train=False)(img).shape == (3, 24, 24)
 
 
-def test_regularization_presets_follow_steiner_ordering():
+def test_regularization_presets_follow_steiner_ordering(compose):
     values = {p: compose("train", [f"regularization={p}"]).regularization for p in ("none", "light", "medium", "heavy")}
     assert values["none"].weight_decay == values["none"].drop_path_rate == values["none"].label_smoothing == 0
     wds = [values[p].weight_decay for p in ("none", "light", "medium", "heavy")]
     assert wds == sorted(wds) and values["heavy"].drop_rate > 0 and values["heavy"].drop_path_rate > 0
 
 
-def test_freeze_backbone_then_unfreeze(tmp_path):
+def test_freeze_backbone_then_unfreeze(make_trainer, tmp_path):
     from vitcli.models.factory import head_parameter_names
 
     trainer = make_trainer(tmp_path, "trainer.freeze_backbone_epochs=1", "trainer.epochs=2")
-    head = head_parameter_names(trainer.model)
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    head = head_parameter_names(trainer.parts.model)
+    before = {n: p.detach().clone() for n, p in trainer.parts.model.named_parameters()}
     trainer.run_epoch(0)
-    after1 = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    after1 = {n: p.detach().clone() for n, p in trainer.parts.model.named_parameters()}
     assert all(torch.equal(before[n], after1[n]) for n in before if n not in head)
     assert any(not torch.equal(before[n], after1[n]) for n in head)
     trainer.run_epoch(1)
-    after2 = dict(trainer.model.named_parameters())
+    after2 = dict(trainer.parts.model.named_parameters())
     assert all(p.requires_grad for p in after2.values())
     changed = [n for n in before if n not in head and not torch.equal(after1[n], after2[n])]
     assert len(changed) > len(before) // 2
 
 
-def test_layer_decay_and_head_lr_groups():
+def test_layer_decay_and_head_lr_groups(compose):
     from vitcli.engine.optim import create_optimizer
     from vitcli.models.factory import create_model
 
@@ -92,7 +81,7 @@ def test_layer_decay_and_head_lr_groups():
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])
-def test_local_weights_with_new_resolution_and_classes(tmp_path, fmt):
+def test_local_weights_with_new_resolution_and_classes(compose, tmp_path, fmt):
     from vitcli.models.factory import create_model
 
     src_cfg = compose("train", ["data.img_size=16", "model.patch_size=4"])
@@ -113,7 +102,7 @@ def test_local_weights_with_new_resolution_and_classes(tmp_path, fmt):
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
 
 
-def test_missing_weights_file_is_a_user_error(tmp_path):
+def test_missing_weights_file_is_a_user_error(compose, tmp_path):
     from vitcli.core.errors import UserError
     from vitcli.models.factory import create_model
 
@@ -122,28 +111,28 @@ def test_missing_weights_file_is_a_user_error(tmp_path):
         create_model(cfg.model, 10)
 
 
-def test_mlp_head(tmp_path):
+def test_mlp_head(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, "model.head=mlp", "model.head_hidden_dim=32")
-    head = trainer.model.head
+    head = trainer.parts.model.head
     assert isinstance(head, torch.nn.Sequential) and head[0].out_features == 32
-    assert trainer.model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    assert trainer.parts.model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_on_cpu(tmp_path, precision):
+def test_mixed_precision_on_cpu(make_trainer, tmp_path, precision):
     trainer = make_trainer(tmp_path, f"trainer.precision={precision}", "trainer.epochs=1", "trainer.clip_grad=1.0")
     summary = trainer.fit()
     assert summary["status"] == "completed" and summary["precision"] == precision
-    assert (trainer.scaler is not None) == (precision == "fp16")
+    assert (trainer.parts.scaler is not None) == (precision == "fp16")
     assert torch.isfinite(torch.tensor(summary["final"]["train_loss"]))
 
 
-def test_ema_is_evaluated_and_checkpointed(tmp_path):
+def test_ema_is_evaluated_and_checkpointed(make_trainer, tmp_path):
     trainer = make_trainer(tmp_path, "trainer.ema=true", "trainer.ema_decay=0.9", "trainer.epochs=2")
     summary = trainer.fit()
     assert "ema_top1" in summary["final"]
     # selection picks the better copy at the best epoch (synthetic data is hard enough that they differ)
-    history = trainer.history
+    history = trainer.state.history
     assert any(r["val_top1"] != r["ema_top1"] for r in history), "raw and EMA scored the same: the data can't tell"
     top1, source = -1.0, None  # the rule: the better copy each epoch (raw on a tie), kept if strictly better
     for r in history:
@@ -157,21 +146,56 @@ def test_ema_is_evaluated_and_checkpointed(tmp_path):
     assert best["best_source"] == summary["best"]["source"]
 
 
-def test_grad_accum_counts_optimizer_steps(tmp_path):
-    trainer = make_trainer(tmp_path, "trainer.grad_accum=2", "trainer.epochs=1")
+# 280 synthetic samples: 224 train = 7 batches of 32, so grad_accum=3 leaves a last group of one batch
+UNEVEN = ["data.num_samples=280", "trainer.grad_accum=3", "model.drop_path_rate=0", "augmentation=none"]
+
+
+def test_grad_accum_schedule_covers_every_optimizer_step(make_trainer, tmp_path):
+    """7 batches with grad_accum=3: 3 optimizer steps per epoch, and the schedule is as long as
+    those steps (it reaches min_lr at the very last one, not earlier)."""
+    trainer = make_trainer(tmp_path, *UNEVEN, "trainer.epochs=2", "trainer.log_interval=1",
+                           "scheduler.warmup_epochs=0", "scheduler.min_lr=1e-5")
+    assert trainer.batches_per_epoch == 7
     trainer.fit()
-    assert trainer.global_step == trainer.batches_per_epoch // 2
+    steps = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in steps if r["kind"] == "step"]
+    assert trainer.state.global_step == 6 and len(lrs) == 6
+    assert all(a > b for a, b in zip(lrs, lrs[1:])), lrs  # still decaying at every step
+    assert lrs[-1] == pytest.approx(1e-5)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    from vitcli.engine.trainer import NonFiniteLoss
+def test_a_partial_accumulation_group_is_the_mean_of_its_own_batches(make_trainer, tmp_path):
+    """Plain SGD over one epoch equals, step by step, the mean gradient of each group of micro-batches:
+    batches 1-3, 4-6, then batch 7 alone (divided by 1, not by grad_accum)."""
+    opts = [*UNEVEN, "trainer.epochs=1", "optimizer=sgd", "optimizer.name=momentum", "optimizer.momentum=0", "regularization=none",
+            "scheduler=constant", "scheduler.warmup_epochs=0", "optimizer.lr=0.5"]
+    trainer = make_trainer(tmp_path / "a", *opts)
+    reference = make_trainer(tmp_path / "b", *opts)
+    p = reference.parts
+    p.train_loader.set_epoch(0)
+    batches = list(p.train_loader)
+    p.model.train()
+    for group in (batches[0:3], batches[3:6], batches[6:7]):
+        p.optimizer.zero_grad()
+        for x, y in group:
+            (p.criterion(x, p.model(x), y) / len(group)).backward()
+        with torch.no_grad():
+            for param in p.model.parameters():
+                param -= 0.5 * param.grad
+    trainer.fit()
+    for (name, got), want in zip(trainer.parts.model.named_parameters(), p.model.parameters()):
+        assert torch.allclose(got, want, atol=1e-6), name
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(make_trainer, tmp_path):
+    from vitcli.engine.loss_window import NonFiniteLoss
 
     trainer = make_trainer(tmp_path, "trainer.epochs=3")
     trainer.run_dir.mkdir(exist_ok=True)
     trainer.run_epoch(0)
     good = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
-    base = trainer.criterion
-    trainer.criterion = lambda x, out, y: base(x, out, y) * float("nan")
+    base = trainer.parts.criterion
+    trainer.parts.criterion = lambda x, out, y: base(x, out, y) * float("nan")
     with pytest.raises(NonFiniteLoss, match="loss became nan"):
         trainer.fit()
     kept = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
@@ -179,7 +203,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
 
 
-def test_safetensors_export_loads_in_plain_timm(tmp_path):
+def test_safetensors_export_loads_in_plain_timm(make_trainer, tmp_path):
     import timm
 
     trainer = make_trainer(tmp_path, "trainer.epochs=1")
@@ -190,15 +214,15 @@ def test_safetensors_export_loads_in_plain_timm(tmp_path):
         "vit_tiny_patch16_224", num_classes=10, img_size=16, patch_size=4, depth=6, embed_dim=128, num_heads=4,
         global_pool="avg", class_token=False, pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10),
     ).eval()
-    trainer.model.load_state_dict(torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)["model"])
-    trainer.model.eval()
+    trainer.parts.model.load_state_dict(torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)["model"])
+    trainer.parts.model.eval()
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
-        assert torch.equal(plain(x), trainer.model(x))
+        assert torch.equal(plain(x), trainer.parts.model(x))
 
 
 @pytest.mark.parametrize("experiment", group_options("experiment"))
-def test_experiment_presets_compose(experiment):
+def test_experiment_presets_compose(compose, experiment):
     cfg = compose("train", [f"experiment={experiment}", "data.root=/data/x"])
     assert cfg.name == experiment
     from importlib import resources

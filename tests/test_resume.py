@@ -10,8 +10,6 @@ import time
 
 import torch
 
-from conftest import TINY, read_summary, train_run, vitcli
-
 # Dropout, drop path, MixUp/CutMix, crops, flips and EMA: every RNG the loop has.
 HARD = ["trainer.epochs=4", "regularization=heavy", "augmentation=mixup_cutmix", "trainer.ema=true",
         "trainer.ckpt_interval_steps=1", "data.num_samples=200"]
@@ -22,10 +20,10 @@ def _weights(run_dir):
     return state
 
 
-def _kill_mid_epoch(run_dir) -> dict:
+def _kill_mid_epoch(tiny_overrides, run_dir) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "vitcli", "train", *TINY, *HARD, f"hydra.run.dir={run_dir}"],
+    proc = subprocess.Popen([sys.executable, "-m", "vitcli", "train", *tiny_overrides, *HARD, f"hydra.run.dir={run_dir}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     last = run_dir / "checkpoints/last.pt"
     seen = None
@@ -45,12 +43,12 @@ def _kill_mid_epoch(run_dir) -> dict:
     return seen
 
 
-def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
-    train_run(tmp_path / "reference", *HARD)
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tiny_overrides, read_summary, train_tiny, tmp_path):
+    train_tiny(tmp_path / "reference", *HARD)
     killed = tmp_path / "killed"
-    _kill_mid_epoch(killed)
+    _kill_mid_epoch(tiny_overrides, killed)
     assert read_summary(killed)["status"] == "running"  # the kill left no chance to write more
-    proc = train_run(killed, *HARD)  # same command, same dir: resumes automatically
+    proc = train_tiny(killed, *HARD)  # same command, same dir: resumes automatically
     assert "resumed from" in proc.stdout
     ref, res = _weights(tmp_path / "reference"), _weights(killed)
     for key in ("model", "model_ema"):
@@ -62,20 +60,20 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
     assert read_summary(killed)["status"] == "completed"
 
 
-def test_resume_flag_continues_a_run_with_its_own_config(tmp_path):
+def test_resume_flag_continues_a_run_with_its_own_config(cli, read_summary, train_tiny, tmp_path):
     run = tmp_path / "run"
-    train_run(run)
-    proc = vitcli("train", f"resume={run}", "trainer.epochs=3")
+    train_tiny(run)
+    proc = cli("train", f"resume={run}", "trainer.epochs=3")
     assert "resumed from" in proc.stdout
     summary = read_summary(run)
     assert summary["epochs_completed"] == 3 and summary["data"] == "synthetic"
 
 
-def test_resume_rejects_group_overrides_and_missing_runs(tmp_path):
+def test_resume_rejects_group_overrides_and_missing_runs(cli, train_tiny, tmp_path):
     run = tmp_path / "run"
-    train_run(run, "trainer.epochs=1")
-    proc = vitcli("train", f"resume={run}", "model=vit_s", check=False)
+    train_tiny(run, "trainer.epochs=1")
+    proc = cli("train", f"resume={run}", "model=vit_s", check=False)
     assert proc.returncode == 2 and "only dotted overrides" in proc.stderr
-    proc = vitcli("train", f"resume={tmp_path / 'missing'}", check=False)
+    proc = cli("train", f"resume={tmp_path / 'missing'}", check=False)
     # Hydra creates its run dir (here: the resume path) before the job starts, so it exists but is empty
     assert proc.returncode == 2 and "not a vitcli run directory" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,20 +8,19 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import vitcli
 
+@pytest.fixture
+def summary_run(fake_run):
+    """`summary_run(root, rel, top1, status, model, wall)`: a fake run at root/rel with its summary.json."""
 
-def fake_run(root: Path, rel: str, top1: float | None, status: str = "completed", model: str = "vit_t",
+    def make(root: Path, rel: str, top1: float | None, status: str = "completed", model: str = "vit_t",
              wall: float = 10.0) -> Path:
-    run_dir = root / rel
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / ".hydra").mkdir()
-    best = {"epoch": 3, "val_top1": top1, "val_top5": 99.0, "val_loss": 0.5} if top1 is not None else {}
-    summary = {"status": status, "experiment": rel.split("/")[0], "model": model, "data": "digits", "epochs": 5,
-               "epochs_completed": 3, "best": best, "wall_time_s": wall}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    (run_dir / "config.yaml").write_text("name: x\n")
-    return run_dir
+        best = {"epoch": 3, "val_top1": top1, "val_top5": 99.0, "val_loss": 0.5} if top1 is not None else {}
+        summary = {"status": status, "experiment": rel.split("/")[0], "model": model, "data": "digits",
+                   "epochs": 5, "epochs_completed": 3, "best": best, "wall_time_s": wall}
+        return fake_run(root / rel, summary=summary, dirs=("checkpoints", ".hydra"))
+
+    return make
 
 
 def runs_cfg(root: Path, **kw):
@@ -30,13 +29,13 @@ def runs_cfg(root: Path, **kw):
     return OmegaConf.merge(OmegaConf.structured(RunsConfig), {"root": str(root), **kw})
 
 
-def test_lists_hundreds_of_runs_sorted_filtered_and_limited(tmp_path):
+def test_lists_hundreds_of_runs_sorted_filtered_and_limited(summary_run, tmp_path):
     from vitcli.commands.runs import list_runs
 
     for i in range(300):
-        fake_run(tmp_path, f"exp{i % 3}/2026-01-01_00-00-{i:03d}", top1=float(i % 97),
+        summary_run(tmp_path, f"exp{i % 3}/2026-01-01_00-00-{i:03d}", top1=float(i % 97),
                  model="swin_t" if i % 2 else "vit_t")
-    fake_run(tmp_path, "exp0/multirun/stamp/0", top1=None, status="failed")
+    summary_run(tmp_path, "exp0/multirun/stamp/0", top1=None, status="failed")
     # a run's own folders are not searched: a summary.json in there is not another run
     (tmp_path / "exp1/2026-01-01_00-00-001/checkpoints/summary.json").write_text("{}")
 
@@ -53,25 +52,25 @@ def test_lists_hundreds_of_runs_sorted_filtered_and_limited(tmp_path):
     assert list_runs(runs_cfg(tmp_path, filter="nothing-like-this")) == []
 
 
-def test_cli_table_points_to_curves(tiny_run):
-    proc = vitcli("runs", f"root={tiny_run.parent}")
+def test_cli_table_points_to_curves(cli, tiny_run):
+    proc = cli("runs", f"root={tiny_run.parent}")
     assert tiny_run.name in proc.stdout and "completed" in proc.stdout
     assert "plots/curves.png" in proc.stdout
     assert (tiny_run / "plots" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("args,needle", [(["root=nowhere"], "root=nowhere"), (["sort=bogus"], "sort=bogus")])
-def test_bad_arguments_are_one_line_errors(tmp_path, args, needle):
-    fake_run(tmp_path, "exp/a", top1=1.0)
-    proc = vitcli("runs", f"root={tmp_path}", *args, cwd=tmp_path, check=False)
+def test_bad_arguments_are_one_line_errors(summary_run, cli, tmp_path, args, needle):
+    summary_run(tmp_path, "exp/a", top1=1.0)
+    proc = cli("runs", f"root={tmp_path}", *args, cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_runs_writes_nothing(tmp_path):
-    fake_run(tmp_path, "exp/a", top1=1.0)
+def test_runs_writes_nothing(summary_run, cli, tmp_path):
+    summary_run(tmp_path, "exp/a", top1=1.0)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    vitcli("runs", "root=.", cwd=tmp_path)
+    cli("runs", "root=.", cwd=tmp_path)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from omegaconf import OmegaConf
-
-from conftest import compose
 from vitcli.engine import sweep
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
-def devices_chosen(monkeypatch, tmp_path, launcher: str, gpus: int, jobs: int = 5, overrides=()) -> list[str]:
+def devices_chosen(compose, monkeypatch, tmp_path, launcher: str, gpus: int, jobs: int = 5, overrides=()) -> list[str]:
     """trainer.device each of `jobs` sweep jobs trains with, as run_sweep_job hands it to fit."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -28,9 +26,9 @@ def devices_chosen(monkeypatch, tmp_path, launcher: str, gpus: int, jobs: int = 
     return seen
 
 
-def test_joblib_jobs_go_round_robin_over_the_gpus(monkeypatch, tmp_path):
-    assert devices_chosen(monkeypatch, tmp_path, JOBLIB, gpus=2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
-    assert devices_chosen(monkeypatch, tmp_path, JOBLIB, gpus=3, jobs=4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+def test_joblib_jobs_go_round_robin_over_the_gpus(compose, monkeypatch, tmp_path):
+    assert devices_chosen(compose, monkeypatch, tmp_path, JOBLIB, gpus=2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert devices_chosen(compose, monkeypatch, tmp_path, JOBLIB, gpus=3, jobs=4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
 
 
 @pytest.mark.parametrize("launcher,gpus,overrides", [
@@ -40,7 +38,7 @@ def test_joblib_jobs_go_round_robin_over_the_gpus(monkeypatch, tmp_path):
     (JOBLIB, 4, ["trainer.device=cuda:3"]),   # the user's choice wins
     (JOBLIB, 4, ["trainer.devices=2"]),       # DDP jobs: torchrun places the ranks
 ])
-def test_device_is_left_alone(monkeypatch, tmp_path, launcher, gpus, overrides):
-    chosen = devices_chosen(monkeypatch, tmp_path, launcher, gpus=gpus, jobs=2, overrides=overrides)
+def test_device_is_left_alone(compose, monkeypatch, tmp_path, launcher, gpus, overrides):
+    chosen = devices_chosen(compose, monkeypatch, tmp_path, launcher, gpus=gpus, jobs=2, overrides=overrides)
     expected = "cuda:3" if "trainer.device=cuda:3" in overrides else "auto"
     assert chosen == [expected, expected]

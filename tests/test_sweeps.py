@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, compose, vitcli
+@pytest.fixture
+def sweep(cli, tiny_overrides, tmp_path):
+    """`sweep(*overrides, **cli_kwargs)`: `vitcli train -m` of one-epoch tiny jobs into tmp_path/sweep
+    (the sweep machinery is under test, not the model) -> (process, sweep dir)."""
+    fast = [*tiny_overrides, "trainer.epochs=1", "data.num_samples=64", "trainer.threads=1", "trainer.progress=none"]
 
-# one epoch of a few steps per job: the sweep machinery is under test, not the model
-FAST = [*TINY, "trainer.epochs=1", "data.num_samples=64", "trainer.threads=1", "trainer.progress=none"]
+    def run(*overrides: str, **kwargs):
+        sweep_dir = tmp_path / "sweep"
+        proc = cli("train", "-m", *fast, *overrides, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, **kwargs)
+        return proc, sweep_dir
 
-
-def sweep(tmp_path: Path, *overrides: str, **kwargs):
-    sweep_dir = tmp_path / "sweep"
-    proc = vitcli("train", "-m", *FAST, *overrides, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, **kwargs)
-    return proc, sweep_dir
+    return run
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -25,9 +27,9 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_grid_2x2_with_a_failing_job_writes_ranked_sweep_summary(tmp_path):
+def test_grid_2x2_with_a_failing_job_writes_ranked_sweep_summary(sweep, tmp_path):
     # one axis holds a bad learning rate: those jobs fail (UserError at set-up), the sweep goes on
-    proc, sweep_dir = sweep(tmp_path, "optimizer.lr=-1,1e-3", "regularization=none,light")
+    proc, sweep_dir = sweep("optimizer.lr=-1,1e-3", "regularization=none,light")
     assert "Traceback" not in proc.stdout + proc.stderr
     rows = read_csv(sweep_dir / "sweep_summary.csv")
     assert len(rows) == 4
@@ -50,8 +52,8 @@ def test_grid_2x2_with_a_failing_job_writes_ranked_sweep_summary(tmp_path):
     assert proc.returncode == 0 and "2 of 4 jobs failed" in (proc.stdout + proc.stderr).strip().splitlines()[-1]
 
 
-def test_sweep_in_which_every_job_failed_exits_non_zero(tmp_path):
-    proc, sweep_dir = sweep(tmp_path, "optimizer.lr=-1,-2", check=False)
+def test_sweep_in_which_every_job_failed_exits_non_zero(sweep, tmp_path):
+    proc, sweep_dir = sweep("optimizer.lr=-1,-2", check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("vitcli: error: 2 of 2 jobs failed")
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -75,64 +77,54 @@ def test_summary_ranks_failed_and_missing_jobs_last(tmp_path):
     assert ranked[-1]["status"] == "missing"
 
 
-def test_lr_grid_composes_into_sweeper_params():
-    cfg = compose_hydra(["hparams_search=lr_grid"])
+def test_lr_grid_composes_into_sweeper_params(compose):
+    cfg = compose("train", return_hydra_config=True, overrides=["hparams_search=lr_grid"])
     params = cfg.hydra.sweeper.params
     assert "optimizer.lr" in params and "," in params["optimizer.lr"]
 
 
-def compose_hydra(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    import vitcli.core.schema  # noqa: F401
-
-    with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
-
-
-def test_sweep_summary_callback_is_registered():
-    cfg = compose_hydra([])
+def test_sweep_summary_callback_is_registered(compose):
+    cfg = compose("train", return_hydra_config=True, overrides=[])
     assert cfg.hydra.callbacks.sweep_summary._target_ == "vitcli.engine.sweep.SweepSummary"
     assert compose("train").optimizer.lr > 0  # and the task config is untouched
 
 
 @pytest.mark.parametrize("launcher,target", [("submitit_slurm", "SlurmLauncher"), ("slurm", "SlurmLauncher"),
                                              ("joblib", "JoblibLauncher")])
-def test_launcher_configs_compose(launcher, target):
+def test_launcher_configs_compose(compose, launcher, target):
     pytest.importorskip(f"hydra_plugins.hydra_{'joblib' if launcher == 'joblib' else 'submitit'}_launcher")
-    cfg = compose_hydra([f"hydra/launcher={launcher}"])
+    cfg = compose("train", return_hydra_config=True, overrides=[f"hydra/launcher={launcher}"])
     assert cfg.hydra.launcher._target_.endswith(target)
     if launcher == "slurm":  # vitcli's preset: one GPU per job, logs beside the sweep
         assert cfg.hydra.launcher.gpus_per_node == 1
         assert cfg.hydra.launcher.submitit_folder.endswith(".submitit/%j")
 
 
-def test_optuna_config_composes():
+def test_optuna_config_composes(compose):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    cfg = compose_hydra(["hparams_search=optuna"])
+    cfg = compose("train", return_hydra_config=True, overrides=["hparams_search=optuna"])
     assert cfg.hydra.sweeper.direction == "maximize"
     assert cfg.hydra.sweeper.storage.startswith("sqlite:///")
     assert "optimizer.lr" in cfg.hydra.sweeper.params
 
 
 @pytest.mark.slow
-def test_optuna_study_continues_on_rerun(tmp_path):
+def test_optuna_study_continues_on_rerun(cli, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     optuna = pytest.importorskip("optuna")
     db = tmp_path / "studies" / "optuna.db"  # its folder does not exist yet: the callback makes it
     common = ["hparams_search=optuna", f"hydra.sweeper.storage=sqlite:///{db}",
               "hydra.sweeper.study_name=tiny"]
-    vitcli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 's1'}", cwd=tmp_path)
+    cli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 's1'}", cwd=tmp_path)
     assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials) == 3
-    vitcli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 's2'}", cwd=tmp_path)
+    cli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 's2'}", cwd=tmp_path)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
     assert len(study.trials) == 5
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     assert 0 <= study.best_value <= 100
     assert len(read_csv(tmp_path / "s2" / "sweep_summary.csv")) == 2
     # a trial that fails (here at set-up: a bad optimizer name) is a FAIL trial, not a crash
-    proc = vitcli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=1", "optimizer.name=nope",
+    proc = cli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=1", "optimizer.name=nope",
                   f"hydra.sweep.dir={tmp_path / 's3'}", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "1 of 1 jobs failed" in proc.stderr  # every trial failed: non-zero
     states = [t.state.name for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials]

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_summary, train_run, vitcli
-
 wandb = pytest.importorskip("wandb")
 
 # The .wandb run file is a LevelDB-style log (wandb 0.31 ships no Python reader): a 7-byte
@@ -53,10 +51,10 @@ def items(record) -> dict:
     return {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in entries}
 
 
-def test_offline_run_file_holds_the_logged_metrics(tmp_path):
+def test_offline_run_file_holds_the_logged_metrics(read_summary, train_tiny, tmp_path):
     run_dir = tmp_path / "run"
     notes = "n" * 40000  # a run record longer than a 32 KiB block: stored as FIRST/MIDDLE/LAST pieces
-    train_run(run_dir, "logger=wandb", "logger.tags=[tiny,test]", "logger.group=g1", f"logger.notes={notes}",
+    train_tiny(run_dir, "logger=wandb", "logger.tags=[tiny,test]", "logger.group=g1", f"logger.notes={notes}",
               "trainer.log_interval=1", "trainer.threads=1", env={"WANDB_MODE": "offline"})
     files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
@@ -167,14 +165,14 @@ def test_csv_logger_never_imports_wandb(tmp_path):
     assert logger.wandb is None
 
 
-def test_plots_artifact_and_one_run_id_across_a_resume(tmp_path):
+def test_plots_artifact_and_one_run_id_across_a_resume(cli, read_summary, train_tiny, tmp_path):
     """Images of the plots and model.safetensors as a model artifact (best, latest) are in the
     offline file; continuing the run (resume=DIR, more epochs) continues the same W&B run id."""
     run_dir = tmp_path / "run"
     env = {"WANDB_MODE": "offline"}
-    train_run(run_dir, "logger=wandb", "trainer.epochs=1", "trainer.threads=1", env=env)
+    train_tiny(run_dir, "logger=wandb", "trainer.epochs=1", "trainer.threads=1", env=env)
     first_id = (run_dir / "wandb" / "run_id").read_text()
-    vitcli("train", f"resume={run_dir}", "trainer.epochs=2", "trainer.threads=1", env=env)
+    cli("train", f"resume={run_dir}", "trainer.epochs=2", "trainer.threads=1", env=env)
     assert read_summary(run_dir)["epochs_completed"] == 2
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 2 and all(f.name == f"run-{first_id}.wandb" for f in files)
@@ -188,18 +186,16 @@ def test_plots_artifact_and_one_run_id_across_a_resume(tmp_path):
     assert any(e.path == "model.safetensors" for e in artifacts[-1].manifest.contents)
 
 
-def test_eval_and_explain_log_a_job_type_eval_run(tiny_run, tmp_path):
-    import shutil
-
+def test_eval_and_explain_log_a_job_type_eval_run(cli, tiny_run_copy, tmp_path):
     from omegaconf import OmegaConf
 
-    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    run_dir = tiny_run_copy
     cfg = OmegaConf.load(run_dir / "config.yaml")
     cfg.logger.name = "wandb"
     OmegaConf.save(cfg, run_dir / "config.yaml")
     env = {"WANDB_MODE": "offline"}
-    vitcli("eval", f"run={run_dir}", env=env)
-    vitcli("explain", f"run={run_dir}", "n=2", env=env)
+    cli("eval", f"run={run_dir}", env=env)
+    cli("explain", f"run={run_dir}", "n=2", env=env)
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 2
     runs, keys = [], set()

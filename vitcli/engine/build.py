@@ -6,13 +6,22 @@ and the criterion (with its teacher). The loop in trainer.py only uses these par
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from timm.utils import ModelEmaV3
 
-from vitcli.core.runtime import Runtime, seed_everything
 from vitcli.core.errors import UserError
+from vitcli.core.runtime import Runtime, seed_everything
+from vitcli.data import create_data
+from vitcli.data.mixing import create_mixup
+from vitcli.data.normalization import resolve_normalization
+from vitcli.engine.comm import wrap_model
+from vitcli.engine.optim import create_optimizer, create_scheduler, global_batch_size, scaled_lr
+from vitcli.loss.losses import create_criterion
+from vitcli.models.factory import count_params, create_model, enable_grad_checkpointing
 
 if TYPE_CHECKING:
     from vitcli.core.schema import TrainConfig, TrainerConfig
@@ -38,6 +47,8 @@ class TrainParts:
     criterion: Any
     lr: float  # the base lr after lr_base scaling
     global_batch: int
+    steps_per_epoch: int  # optimizer steps per epoch: a last, partial accumulation group counts as one
+    num_params: int
 
     @property
     def train_loader(self) -> Any:
@@ -62,8 +73,6 @@ def validate_trainer_cfg(tcfg: TrainerConfig) -> None:
 def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
     """The run's data on the runtime's device; under DDP each rank keeps its shard of every split
     (train padded for equal step counts, evaluation splits not, so each sample counts once)."""
-    from vitcli.data import create_data
-
     data = create_data(cfg, device=str(runtime.device))
     data.info["devices"] = runtime.world_size
     if runtime.world_size > 1:
@@ -74,9 +83,6 @@ def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
 
 def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[torch.nn.Module, Any, Any]:
     """(model on the device, EMA copy or None, what the step calls: DDP-wrapped and/or compiled)."""
-    from vitcli.engine.comm import wrap_model
-    from vitcli.models.factory import create_model, enable_grad_checkpointing
-
     tcfg = cfg.trainer
     model = create_model(cfg.model, num_classes, cfg.regularization).to(runtime.device)
     if tcfg.grad_checkpointing:
@@ -85,8 +91,6 @@ def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[t
         model = model.to(memory_format=torch.channels_last)
     ema = None
     if tcfg.ema:
-        from timm.utils import ModelEmaV3
-
         ema = ModelEmaV3(model, decay=tcfg.ema_decay, use_warmup=tcfg.ema_warmup)
     # frozen-backbone epochs leave parameters without gradients, which DDP must be told about
     ddp = wrap_model(model, runtime.device, tcfg.sync_batchnorm, find_unused=tcfg.freeze_backbone_epochs > 0)
@@ -95,11 +99,6 @@ def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[t
 
 def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
     """Build a run's parts in the order exact resume relies on (seed, data, model, then per-rank seeds)."""
-    from vitcli.data.mixing import create_mixup
-    from vitcli.data.normalization import resolve_normalization
-    from vitcli.loss.losses import create_criterion
-    from vitcli.engine.optim import create_optimizer, create_scheduler, global_batch_size, scaled_lr
-
     tcfg = cfg.trainer
     resolve_normalization(cfg)  # data.mean/std=auto -> the weights' own; recorded in config.yaml
     validate_trainer_cfg(tcfg)
@@ -119,10 +118,32 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
     log.info(f"global batch {global_batch} = {cfg.data.batch_size} per device x {runtime.world_size} device(s) x "
              f"{tcfg.grad_accum} accumulation step(s); lr {lr:.3g}{scaling}")
     optimizer = create_optimizer(model, cfg.optimizer, cfg.regularization.weight_decay, lr=lr)
-    steps_per_epoch = max(1, len(data.loader("train")) // tcfg.grad_accum)
+    steps_per_epoch = accumulation_steps(len(data.loader("train")), tcfg.grad_accum)
     scheduler = create_scheduler(optimizer, cfg.scheduler, tcfg.epochs, steps_per_epoch)
     mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, data.num_classes)
     criterion = create_criterion(cfg, runtime=runtime, num_classes=data.num_classes, mean=list(cfg.data.mean),
                                  std=list(cfg.data.std), model=model)
     return TrainParts(data, select_split, model, forward_model, ema, optimizer, scheduler, runtime.create_scaler(),
-                      mixup, criterion, lr, global_batch)
+                      mixup, criterion, lr, global_batch, steps_per_epoch, count_params(model))
+
+
+def accumulation_steps(batches: int, grad_accum: int) -> int:
+    """Optimizer steps in an epoch of `batches` micro-batches: the loop also steps after a last,
+    partial group, so the schedule must count it.
+
+    >>> accumulation_steps(7, 3)
+    3
+    """
+    return max(1, math.ceil(batches / grad_accum))
+
+
+def accumulation_group(batch: int, batches: int, grad_accum: int) -> int:
+    """How many micro-batches share the optimizer step of micro-batch `batch` (0-based): grad_accum,
+    or fewer in the epoch's last, partial group. Each micro-batch's loss is divided by it, so every
+    optimizer step follows the mean loss of its own group.
+
+    >>> [accumulation_group(i, 7, 3) for i in range(7)]
+    [3, 3, 3, 3, 3, 3, 1]
+    """
+    start = batch - batch % grad_accum
+    return min(grad_accum, batches - start)

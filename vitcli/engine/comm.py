@@ -88,3 +88,12 @@ def wrap_model(model: Any, device: Any, sync_batchnorm: bool = False, find_unuse
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BN layers inside, same parameters
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=find_unused)
+
+
+def broadcast_from_main(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (a small picklable value, e.g. a stop decision)."""
+    import torch.distributed as torch_dist
+
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,17 +1,29 @@
-"""What a run carries between processes and leaves on disk: its position, best result and
-RNGs in checkpoints, summary.json, plots/curves.png and model.safetensors. A mixin of `Trainer`."""
+"""What a run carries between processes and leaves on disk: its position (epoch, batch, step),
+best result and throughput, saved with every RNG in checkpoints, and summary.json,
+plots/curves.png and model.safetensors written from it.
+
+`RunState` is handed everything it reads (the config, the run's built parts, the runtime,
+the metrics logger and the loss window); the loop advances its counters.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vitcli.core import runs
 from vitcli.core.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
-from vitcli.core.rng import rng_state, set_rng_state
 from vitcli.core.io import read_jsonl, write_json
+from vitcli.core.rng import rng_state, set_rng_state
+from vitcli.core.runtime import Runtime
+from vitcli.engine.loss_window import LossWindow
+from vitcli.viz.plots import try_plot_curves
+
+if TYPE_CHECKING:
+    from vitcli.engine.build import TrainParts
 
 log = logging.getLogger("vitcli")
 
@@ -19,9 +31,22 @@ COUNTERS = ("epoch", "batch_in_epoch", "global_step", "train_images")
 
 
 class RunState:
-    """Position, best result and throughput of a run, saved in and restored from checkpoints."""
+    """A run's position, best result and throughput, and the files that record them.
 
-    def init_state(self) -> None:
+    Args:
+        cfg: the run's config (written into checkpoints and summary.json).
+        run_dir: the run directory; only the main rank writes into it.
+        parts: the built model, optimizer, schedule, EMA, scaler and data (engine/build.py).
+        runtime: device, rank and precision.
+        metrics: where epoch records go (MetricsLogger, or NullMetrics off rank 0).
+        window: the loop's loss totals; every save reads it first (a finite state).
+    """
+
+    def __init__(self, cfg: Any, run_dir: Path, parts: TrainParts, runtime: Runtime, metrics: Any,
+                 window: LossWindow, config_yaml: str):
+        self.cfg, self.run_dir, self.parts, self.runtime = cfg, Path(run_dir), parts, runtime
+        self.metrics, self.window, self.config_yaml = metrics, window, config_yaml
+        self.main = runtime.is_main
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # micro-batches done in the current epoch (mid-epoch checkpoints)
         self.global_step = 0  # optimizer steps
@@ -29,47 +54,51 @@ class RunState:
         self.history: list[dict[str, Any]] = []
         self.train_images, self.train_seconds = 0, 0.0
         self.wall_start = time.time()
+        self.summary_fields: dict[str, Any] = {}  # extra summary.json entries (e.g. why the run stopped)
 
+    # ---- checkpoints ------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything exact resume needs, as plain tensors and numbers (loadable with weights_only=True).
 
         The epoch's loss totals are those of the last read of the loss window: every save point
         reads it first (that read is also the check that the state is finite).
         """
+        p = self.parts
         loss_sum, seen = self.window.totals
         state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": p.model.state_dict(), "optimizer": p.optimizer.state_dict(),
             "epoch_loss_sum": loss_sum, "epoch_seen": seen,
             **{key: getattr(self, key) for key in COUNTERS},
-            "best": dict(self.best), "config": self.config_yaml, "class_names": list(self.data.class_names),
-            "num_classes": self.data.num_classes, "rng": rng_state(), "train_seconds": self.train_seconds,
+            "best": dict(self.best), "config": self.config_yaml, "class_names": list(p.data.class_names),
+            "num_classes": p.data.num_classes, "rng": rng_state(), "train_seconds": self.train_seconds,
         }
-        if self.ema is not None:
-            state["model_ema"] = self.ema.module.state_dict()
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
+        if p.ema is not None:
+            state["model_ema"] = p.ema.module.state_dict()
+        if p.scaler is not None:
+            state["scaler"] = p.scaler.state_dict()
         wandb = getattr(self.metrics, "wandb", None)
         if wandb is not None and wandb.run_id:
             state["wandb_run_id"] = wandb.run_id
-        if self.scheduler.t_in_epochs:  # plateau: its state follows the metric, not the step count
-            state["scheduler"] = self.scheduler.state_dict()
+        if p.scheduler.t_in_epochs:  # plateau: its state follows the metric, not the step count
+            state["scheduler"] = p.scheduler.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None and "model_ema" in state:
-            self.ema.module.load_state_dict(state["model_ema"])
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
+        p = self.parts
+        p.model.load_state_dict(state["model"])
+        p.optimizer.load_state_dict(state["optimizer"])
+        if p.ema is not None and "model_ema" in state:
+            p.ema.module.load_state_dict(state["model_ema"])
+        if p.scaler is not None and "scaler" in state:
+            p.scaler.load_state_dict(state["scaler"])
         for key in COUNTERS:
             setattr(self, key, int(state.get(key, 0)))
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best = dict(state.get("best") or {})
         set_rng_state(state["rng"])
-        if "scheduler" in state and self.scheduler.t_in_epochs:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.scheduler.step_update(num_updates=self.global_step)
+        if "scheduler" in state and p.scheduler.t_in_epochs:
+            p.scheduler.load_state_dict(state["scheduler"])
+        p.scheduler.step_update(num_updates=self.global_step)
         self.window.reset(float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_seen", 0)), self.global_step)
 
     def maybe_resume(self) -> bool:
@@ -88,24 +117,6 @@ class RunState:
         log.info(f"resumed from {last} after {where} (step {self.global_step})")
         return True
 
-    def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
-        cfg = self.cfg
-        return {
-            "status": status, "error": error, "experiment": cfg.name, "model": cfg.model.name,
-            "timm_name": cfg.model.timm_name, "data": cfg.data.name, "num_classes": self.data.num_classes,
-            "num_params": self.num_params, "device": str(self.runtime.device), "precision": self.runtime.precision,
-            "lr": self.parts.lr, "epochs": cfg.trainer.epochs, "epochs_completed": self.epoch,
-            "selection_split": self.select_split, "global_step": self.global_step,
-            "best": self.best, "final": self.history[-1] if self.history else {},
-            "wall_time_s": round(time.time() - self.wall_start, 3),
-            "train_images_per_s": self.train_images / self.train_seconds if self.train_seconds else None,
-            **self.data.info,
-        }
-
-    def write_summary(self, status: str, error: str | None = None, summary: dict[str, Any] | None = None) -> None:
-        if self.main:
-            write_json(self.run_dir / runs.SUMMARY, summary or self.summary(status, error))
-
     def save_last(self) -> None:
         if self.main:
             save_checkpoint(self.state_dict(), runs.checkpoint_path(self.run_dir, "last"))
@@ -121,11 +132,28 @@ class RunState:
                 state = {**state, "model": state["model_ema"]}
             save_checkpoint({**state, "best_source": improved_source}, runs.checkpoint_path(self.run_dir, "best"))
 
+    # ---- summary, curves, exported weights ---------------------------------------
+    def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
+        cfg, p = self.cfg, self.parts
+        return {
+            "status": status, "error": error, "experiment": cfg.name, "model": cfg.model.name,
+            "timm_name": cfg.model.timm_name, "data": cfg.data.name, "num_classes": p.data.num_classes,
+            "num_params": p.num_params, "device": str(self.runtime.device), "precision": self.runtime.precision,
+            "lr": p.lr, "epochs": cfg.trainer.epochs, "epochs_completed": self.epoch,
+            "selection_split": p.select_split, "global_step": self.global_step,
+            "best": self.best, "final": self.history[-1] if self.history else {},
+            "wall_time_s": round(time.time() - self.wall_start, 3),
+            "train_images_per_s": self.train_images / self.train_seconds if self.train_seconds else None,
+            **p.data.info, **self.summary_fields,
+        }
+
+    def write_summary(self, status: str, error: str | None = None, summary: dict[str, Any] | None = None) -> None:
+        if self.main:
+            write_json(self.run_dir / runs.SUMMARY, summary or self.summary(status, error))
+
     def draw_curves(self) -> None:
         """plots/curves.png from metrics.jsonl, redrawn every epoch; a plot never fails a run."""
         if self.main:
-            from vitcli.viz.plots import try_plot_curves
-
             try_plot_curves(self.run_dir)
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
@@ -137,10 +165,12 @@ class RunState:
         return summary
 
     def export(self) -> None:
+        """The best weights as model.safetensors, with the timm name and class names in its metadata."""
         if not self.cfg.trainer.export_safetensors or not self.main:
             return
+        data = self.parts.data
         best = load_checkpoint(runs.checkpoint_path(self.run_dir, "best"))
         save_safetensors(best["model"], self.run_dir / runs.MODEL_WEIGHTS,
-                           {"timm_name": self.cfg.model.timm_name, "num_classes": str(self.data.num_classes),
-                            "class_names": json.dumps(list(self.data.class_names)),
-                            "source": str(self.best.get("source")), "epoch": str(self.best.get("epoch"))})
+                         {"timm_name": self.cfg.model.timm_name, "num_classes": str(data.num_classes),
+                          "class_names": json.dumps(list(data.class_names)),
+                          "source": str(self.best.get("source")), "epoch": str(self.best.get("epoch"))})

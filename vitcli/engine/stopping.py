@@ -1,0 +1,45 @@
+"""Ending a run before its last epoch: an epoch-end stop hook.
+
+After each epoch's record is written and its checkpoints saved, the trainer asks every
+stopper whether the run should end here. A stopper returns None (go on) or a
+`StopDecision`; the first decision ends the run with its status (for example
+`completed` for early stopping, `pruned` for a search that gave up on a trial),
+best weights exported and summary.json recording who stopped it, why, and at which epoch.
+
+Under DDP only rank 0 asks the stoppers, and its decision is sent to every rank, so all
+ranks stop after the same epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+
+@dataclass
+class StopDecision:
+    """Why a run ends early.
+
+    Args:
+        status: the summary.json status the run ends with (e.g. completed, pruned).
+        by: which stopper decided (e.g. early_stop).
+        reason: one line for the log and summary.json.
+    """
+
+    status: str
+    by: str
+    reason: str
+
+    def record(self, epoch: int) -> dict[str, Any]:
+        """What summary.json keeps under `stopped`."""
+        return {**asdict(self), "epoch": epoch}
+
+
+class EpochStopper(Protocol):
+    def after_epoch(self, epoch: int, record: dict[str, Any]) -> StopDecision | None:
+        """`epoch`: epochs completed (1-based); `record`: that epoch's metrics.jsonl record."""
+
+
+def create_stoppers(cfg: Any) -> list[EpochStopper]:
+    """The stoppers a run's config asks for (none by default)."""
+    return []
