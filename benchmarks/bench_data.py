@@ -59,8 +59,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
     from jpeg_trees import make_miniplaces
+
     from vitcli.data import create_data
     from vitcli.data.prepare import prepare
 

@@ -58,8 +58,8 @@ def loop_mean_prob(stack: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from vitcli.tasks import ensemble_methods as E
     from vitcli.core.predictions import Predictions, load_predictions
+    from vitcli.tasks import ensemble_methods as E
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--members", type=int, default=9)

@@ -137,10 +137,10 @@ def ceiling(cfg, device: torch.device, batch: int, steps: int) -> float:
 
 def train_epoch(trainer, epoch: int) -> tuple[float, int]:
     """(seconds, images) of one Trainer epoch, reset as Trainer.run_epoch leaves it."""
-    sync(trainer.device)
+    sync(trainer.runtime.device)
     t0 = time.perf_counter()
     stats = trainer.train_one_epoch(epoch)
-    sync(trainer.device)
+    sync(trainer.runtime.device)
     seconds = time.perf_counter() - t0
     trainer.state.batch_in_epoch = 0  # the loss window resets itself at epoch end
     return seconds, round(stats["images_per_s"] * stats["epoch_time_s"])
@@ -148,7 +148,7 @@ def train_epoch(trainer, epoch: int) -> tuple[float, int]:
 
 def count_syncs(trainer, epoch: int) -> float | None:
     """Host syncs per step during one epoch (CUDA only: set_sync_debug_mode warnings)."""
-    if trainer.device.type != "cuda":
+    if trainer.runtime.device.type != "cuda":
         return None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -167,13 +167,13 @@ def vitcli_run(row: Row, setup: Setup, root: Path, data_format: str, run_dir: Pa
 
     trainer = Trainer(compose_cfg(row, setup, root, data_format), run_dir)
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
-    if trainer.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(trainer.device)
+    if trainer.runtime.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(trainer.runtime.device)
     train_epoch(trainer, 0)
     seconds, images = train_epoch(trainer, 1)
     out = {"ips": images / seconds, "syncs": count_syncs(trainer, 2), "peak_gib": None}
-    if trainer.device.type == "cuda":
-        out["peak_gib"] = torch.cuda.max_memory_allocated(trainer.device) / 2**30
+    if trainer.runtime.device.type == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated(trainer.runtime.device) / 2**30
     del trainer
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

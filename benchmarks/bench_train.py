@@ -78,7 +78,7 @@ def main() -> None:
             bare_times.append(bare_epoch(bare_model, bare_opt, batches))
         vit, bare = statistics.median(vit_times), statistics.median(bare_times)
         print(f"model={args.model} img_size={args.img_size} batch={args.batch} images/epoch={images} "
-              f"device={trainer.device} threads={torch.get_num_threads()} rounds={args.rounds}")
+              f"device={trainer.runtime.device} threads={torch.get_num_threads()} rounds={args.rounds}")
         print(f"bare PyTorch loop : {images / bare:8.1f} img/s  ({bare:.2f} s/epoch, median)")
         print(f"vitcli train loop : {images / vit:8.1f} img/s  ({vit:.2f} s/epoch, median)")
         print(f"ratio vitcli/bare time = {vit / bare:.3f}  -> overhead {100 * (vit / bare - 1):+.1f}%")

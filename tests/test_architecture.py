@@ -155,3 +155,28 @@ def test_modules_stay_small():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 300}
     assert long == {}
+
+
+def test_the_readme_architecture_names_only_modules_that_exist():
+    """Every package and module the README's Architecture section names is on disk, and every
+    module on disk but the commands (one per command: the README's commands table) is named there."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## Architecture", 1)[1].split("```")[1]
+    named: set[str] = set()
+    package = None
+    for line in block.splitlines():
+        m = re.match(r"(vitcli/\S*)", line)
+        if m:
+            package = m.group(1).rstrip("/")
+        if package is None:
+            continue
+        if package.endswith(".py"):
+            named.add(package)
+            continue
+        named |= {f"{package}/{name}" for name in re.findall(r"\b([a-z_]+\.py)\b", line)}
+    on_disk = {str(p.relative_to(PACKAGE.parent)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"
+               and p.name != "__main__.py" and "conf" not in p.parts and p.parent.name != "commands"}
+    assert {n for n in named if not (PACKAGE.parent / n).is_file()} == set()
+    assert on_disk - named == set()

@@ -109,6 +109,7 @@ CASES: list[tuple[str, list[str], str]] = [
 def files(compose, tmp_path_factory, tiny_run):
     import torch
     from safetensors.torch import save_file
+
     from vitcli.models.factory import create_model
 
     root = tmp_path_factory.mktemp("bad_input")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vitcli.core.checkpoint import load_checkpoint, save_checkpoint
-from vitcli.core.io import atomic_write
 from vitcli.core.errors import UserError
+from vitcli.core.io import atomic_write
 
 
 def test_roundtrip(tmp_path):

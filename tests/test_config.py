@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
+
 from vitcli.core.options import group_options
 
 GROUPS = ["model", "data", "augmentation", "regularization", "optimizer", "scheduler", "trainer", "logger",

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from vitcli.data import create_data
-from vitcli.data.batch_transforms import create_batch_augment, hflip, random_crop, random_resized_crop
+from vitcli.data.batch_transforms import (
+    create_batch_augment,
+    hflip,
+    random_crop,
+    random_resized_crop,
+)
 from vitcli.data.sources.digits import load_digits_split
 from vitcli.data.sources.synthetic import make_synthetic
 

@@ -7,10 +7,19 @@ import logging
 import numpy as np
 import pytest
 import torch
-from jpeg_trees import (make_imagefolder, make_imagenet, make_miniplaces, write_cmyk, write_corrupt,
-                        write_grayscale, write_png_alpha, write_truncated)
-from vitcli.data import create_data
+from jpeg_trees import (
+    make_imagefolder,
+    make_imagenet,
+    make_miniplaces,
+    write_cmyk,
+    write_corrupt,
+    write_grayscale,
+    write_png_alpha,
+    write_truncated,
+)
+
 from vitcli.core.errors import UserError
+from vitcli.data import create_data
 
 
 def data_cfg(compose, root, name="miniplaces", *extra):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+
 from vitcli.core.errors import UserError
 
 # 165 samples: 132 train (66 per rank), 33 val (not divisible by 2 ranks)
@@ -68,9 +69,9 @@ def _eval_rank(rank: int, world: int, store: str, labels: np.ndarray, out: str) 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     import torch.distributed as dist
 
+    from vitcli.core.runtime import Runtime
     from vitcli.engine import comm
     from vitcli.engine.evaluate import evaluate
-    from vitcli.core.runtime import Runtime
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.manual_seed(0)

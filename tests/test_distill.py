@@ -10,10 +10,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn as nn
-from vitcli.loss.distill import DistillLoss, create_distill_criterion, hard_distill_loss, soft_distill_loss
+
+from vitcli.core.errors import UserError
+from vitcli.loss.distill import (
+    DistillLoss,
+    create_distill_criterion,
+    hard_distill_loss,
+    soft_distill_loss,
+)
 from vitcli.loss.losses import LabelLoss, create_criterion
 from vitcli.loss.teacher import Teacher, TeacherMember
-from vitcli.core.errors import UserError
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
 

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from vitcli.tasks import ensemble_methods as E
+
 from vitcli.core.errors import UserError
 from vitcli.core.predictions import Predictions, load_predictions, topk_accuracy
+from vitcli.tasks import ensemble_methods as E
 
 
 def one_hot_logits(pred: np.ndarray, classes: int, margin: float = 4.0) -> np.ndarray:

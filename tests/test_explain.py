@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from vitcli.tasks.saliency import attention_probs, explain_maps, resolve_method, rollout
+
 from vitcli.core.errors import UserError
+from vitcli.tasks.saliency import attention_probs, explain_maps, resolve_method, rollout
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 

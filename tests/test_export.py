@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from vitcli.core.errors import UserError
 
 
@@ -95,8 +96,8 @@ def test_mlp_head_timm_export_is_one_clear_error_and_leaves_nothing(family_runs,
 def test_onnx_parity(family_runs, family, tmp_path):
     import onnxruntime as ort
 
-    from vitcli.tasks.export import export_run, validation_images
     from vitcli.core.runs import load_run_config
+    from vitcli.tasks.export import export_run, validation_images
 
     out = export_run(family_runs[family], "best", "onnx", str(tmp_path / "m.onnx"))
     images = validation_images(load_run_config(family_runs[family]), 5)  # a batch size the trace never saw

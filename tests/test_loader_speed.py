@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from vitcli.core.errors import UserError
 from vitcli.data.arrays import epoch_seed
 from vitcli.data.files import BadFiles, FileLoader, FileSplit, resolve_num_workers
-from vitcli.core.errors import UserError
 
 N, BS = 14, 4
 

@@ -72,16 +72,16 @@ def test_non_finite_loss_names_the_steps_and_never_reaches_a_checkpoint(tiny_in_
 
 @pytest.mark.parametrize("precision", ["bf16", "32"])
 def test_eval_of_a_run_equals_its_summary_at_the_run_precision(tiny_in_process, compose, read_summary, tmp_path, precision):
-    from vitcli.engine.inference import evaluate_run
+    from vitcli.engine.inference import run_split
     from vitcli.engine.trainer import Trainer
 
     run = tmp_path / "run"
     cfg = compose("train", [*tiny_in_process, "trainer.epochs=1", f"trainer.precision={precision}"])
     Trainer(cfg, run).fit()
     best = read_summary(run)["best"]
-    result = evaluate_run(run, "val", "best", device="cpu")
+    result = run_split(run, "val", "best", device="cpu")[0]
     assert result["precision"] == precision
     assert (result["top1"], result["top5"], result["loss"]) == (best["val_top1"], best["val_top5"], best["val_loss"])
     if precision == "bf16":  # the same weights scored in fp32 give another loss: the precision really applied
-        fp32 = evaluate_run(run, "val", "best", device="cpu", precision="32")
+        fp32 = run_split(run, "val", "best", device="cpu", precision="32")[0]
         assert fp32["precision"] == "32" and fp32["loss"] != best["val_loss"]

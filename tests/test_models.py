@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vitcli.models.factory import count_params, create_model
+
 from vitcli.core.errors import UserError
 from vitcli.core.options import group_options
+from vitcli.models.factory import count_params, create_model
 
 SMALL = {"vit_b": 32, "mixer_b": 32, "dinov2_b": 28, "clip_b16": 32, "swin_s": 32, "dinov2_s": 28}
 
@@ -98,3 +99,14 @@ def test_trainer_turns_grad_checkpointing_on(make_trainer, tmp_path):
     with pytest.raises(UserError, match=r"trainer.grad_checkpointing=true: model=resnet18 \(InceptionV3\)"):
         make_trainer(tmp_path, "trainer.grad_checkpointing=true", "model=resnet18", "model.timm_name=inception_v3",
                      "model.patch_size=null")
+
+
+def test_models_table_lists_every_preset_with_its_kind():
+    """`vitcli models`, bare, as the README shows it: every preset, CNNs told from ViT-like ones."""
+    from vitcli.models.catalog import preset_rows
+
+    rows = {r["preset"]: r for r in preset_rows()}
+    assert sorted(rows) == group_options("model")
+    assert {rows[p]["kind"] for p in ("resnet18", "convnext_t", "effnetv2_s")} == {"CNN"}
+    assert {rows[p]["kind"] for p in ("vit_pico", "swin_t", "mixer_s", "hybrid_r26_s32", "deit_t_distilled")} == {"ViT-like"}
+    assert rows["vit_b"]["params_m"] > rows["vit_s"]["params_m"] > rows["vit_t"]["params_m"] > 1

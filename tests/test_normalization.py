@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from omegaconf import OmegaConf
+
 from vitcli.data.normalization import IMAGENET_MEAN, IMAGENET_STD, resolve_normalization
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

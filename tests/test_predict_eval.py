@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from test_submission import official_score
+
 from vitcli.core.predictions import load_predictions
 
 

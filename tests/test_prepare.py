@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 from jpeg_trees import make_miniplaces, write_corrupt
+
+from vitcli.core.errors import UserError
 from vitcli.data import create_data
 from vitcli.data import pack as P
 from vitcli.data.prepare import prepare
-from vitcli.core.errors import UserError
 
 
 def cfg_for(compose, root, *extra):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from jpeg_trees import make_miniplaces
+from PIL import Image
+
 from vitcli.core.errors import UserError
 from vitcli.tasks.preview import label_caption, training_batch, write_preview
 

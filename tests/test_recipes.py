@@ -7,7 +7,9 @@ import json
 
 import pytest
 import torch
+
 from vitcli.core.options import group_options
+
 
 @pytest.mark.parametrize("preset", group_options("augmentation"))
 def test_augmentation_preset_batches_and_targets(make_trainer, tmp_path, preset):
@@ -22,7 +24,8 @@ def test_augmentation_preset_batches_and_targets(make_trainer, tmp_path, preset)
         assert torch.allclose(ym.sum(1), torch.ones(32))
         # label smoothing survives mixing: no target is exactly one-hot
         assert ym.max() < 1.0
-    loss = trainer.train_step(x, y)
+    loss = trainer.forward_backward(x, y)
+    trainer.optimizer_step()
     assert torch.isfinite(loss)
 
 

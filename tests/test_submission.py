@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from vitcli.tasks import submission as sub
 from vitcli.core.errors import UserError
+from vitcli.tasks import submission as sub
 
 
 def official_score(submission: str, ground_truth: dict[str, int]) -> list[float]:

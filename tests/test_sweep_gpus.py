@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from omegaconf import OmegaConf
+
 from vitcli.engine import sweep
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"

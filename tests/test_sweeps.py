@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+
 @pytest.fixture
 def sweep(cli, tiny_overrides, tmp_path):
     """`sweep(*overrides, **cli_kwargs)`: `vitcli train -m` of one-epoch tiny jobs into tmp_path/sweep

@@ -34,11 +34,11 @@ def test_eval_matches_summary(cli, read_summary, tiny_run):
 
 
 def test_eval_in_process_equals_summary_exactly(read_summary, tiny_run):
-    from vitcli.engine.inference import evaluate_run
+    from vitcli.engine.inference import run_split
 
-    result = evaluate_run(tiny_run, checkpoint="best", device="cpu")
+    result = run_split(tiny_run, checkpoint="best", device="cpu")[0]
     assert result["top1"] == read_summary(tiny_run)["best"]["val_top1"]
-    last = evaluate_run(tiny_run, checkpoint="last", device="cpu")
+    last = run_split(tiny_run, checkpoint="last", device="cpu")[0]
     assert last["top1"] == read_summary(tiny_run)["final"]["val_top1"]
 
 
@@ -81,11 +81,11 @@ def test_rerun_in_same_dir_resumes_instead_of_restarting(read_summary, train_tin
 
 
 def test_minival_takes_over_model_selection(read_summary, train_tiny, tmp_path):
-    from vitcli.engine.inference import evaluate_run
+    from vitcli.engine.inference import run_split
 
     run = tmp_path / "mini"
     train_tiny(run, "trainer.epochs=1", "data.minival_fraction=0.25", "data.num_samples=200")
     summary = read_summary(run)
     assert summary["selection_split"] == "minival"
     assert summary["minival_samples"] > 0
-    assert evaluate_run(run, split="minival", device="cpu")["top1"] == summary["best"]["val_top1"]
+    assert run_split(run, split="minival", device="cpu")[0]["top1"] == summary["best"]["val_top1"]

@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 from safetensors.torch import save_file
+
 from vitcli.core.errors import UserError
 
 VIT = ["data.img_size=16", "model.patch_size=4"]

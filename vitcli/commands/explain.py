@@ -1,7 +1,7 @@
 """`vitcli explain run=DIR`: where a trained model looks, as plots/explain_<split>_<method>.png.
 
 method=auto picks attention rollout for the ViT family and Grad-CAM for Swin, Mixer and
-CNNs (vitcli/attention_maps.py); images=PATH explains the user's own files.
+CNNs (vitcli/tasks/saliency.py); images=PATH explains the user's own files.
 """
 
 from __future__ import annotations

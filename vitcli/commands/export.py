@@ -1,7 +1,7 @@
 """`vitcli export run=DIR [checkpoint=best] [format=timm|onnx] [out=PATH]`: use the model outside vitcli.
 
 format=timm: a folder `timm.create_model("local-dir:PATH", pretrained=True)` loads, class
-names in config.json; format=onnx: one .onnx file with a dynamic batch axis. See vitcli/export.py.
+names in config.json; format=onnx: one .onnx file with a dynamic batch axis. See vitcli/tasks/export.py.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """`vitcli predict run=DIR split=test`: logits of a run on a split, plus leaderboard submissions.
 `vitcli predict run=DIR images=PATH [topk=5]`: top-k classes of your own image files (CSV).
 
-Writes RUN_DIR/predictions/<split>.npz (vitcli/predictions.py) and, for MiniPlaces
+Writes RUN_DIR/predictions/<split>.npz (vitcli/core/predictions.py) and, for MiniPlaces
 (submission=auto) or when asked (submission=always), RUN_DIR/submission/<split>_top5.txt
-and <split>_kaggle.csv (vitcli/submission.py).
+and <split>_kaggle.csv (vitcli/tasks/submission.py).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ log = logging.getLogger("vitcli")
 
 @report_user_errors
 def run_prepare(cfg: DictConfig) -> dict:
-    from vitcli.data.prepare import prepare
     from vitcli.data.pack import packed_dir
+    from vitcli.data.prepare import prepare
     from vitcli.data.sources import FILE_SOURCES
 
     if cfg.data.name not in FILE_SOURCES:

@@ -1,6 +1,6 @@
 """`vitcli preview [train overrides] [n=32]`: one training batch as the model sees it.
 
-Writes runs/previews/<stamp>/plots/preview.png (vitcli/preview.py).
+Writes runs/previews/<stamp>/plots/preview.png (vitcli/tasks/preview.py).
 """
 
 from __future__ import annotations

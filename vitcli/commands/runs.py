@@ -19,8 +19,8 @@ from vitcli.core.errors import UserError, report_user_errors
 
 @report_user_errors
 def list_runs(cfg: DictConfig) -> list[dict[str, Any]]:
-    from vitcli.tasks.runs_table import matches, print_table, run_row, sort_rows
     from vitcli.core.runs import find_run_dirs
+    from vitcli.tasks.runs_table import matches, print_table, run_row, sort_rows
 
     root = Path(cfg.root).expanduser()
     if not root.is_dir():

@@ -13,9 +13,9 @@ from vitcli.core.errors import report_user_errors
 
 
 def fit_run(cfg: DictConfig) -> float:
-    from hydra.core.hydra_config import HydraConfig
-
     from contextlib import nullcontext
+
+    from hydra.core.hydra_config import HydraConfig
 
     from vitcli.core import dist
     from vitcli.engine import launch

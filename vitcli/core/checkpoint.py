@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save
 
 from vitcli.core.errors import UserError
 from vitcli.core.io import atomic_write
@@ -41,8 +42,6 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """Weights as a .safetensors file (what timm's pretrained loader reads), written atomically."""
-    from safetensors.torch import save
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     data = save(tensors, metadata=metadata)
     atomic_write(Path(path), lambda f: f.write(data))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch.distributed as torch_dist
+
 
 def under_launcher() -> bool:
     """Started by a launcher that set RANK and WORLD_SIZE (torchrun)."""
@@ -28,15 +30,11 @@ def local_rank() -> int:
 
 def initialized() -> bool:
     """A torch.distributed process group is up in this process."""
-    import torch.distributed as torch_dist
-
     return torch_dist.is_available() and torch_dist.is_initialized()
 
 
 def all_reduce_sum(tensor: Any) -> Any:
     """Sum over ranks. gloo reduces on the CPU, so a CUDA tensor makes the round trip there."""
-    import torch.distributed as torch_dist
-
     if torch_dist.get_backend() == "nccl" or tensor.device.type == "cpu":
         torch_dist.all_reduce(tensor)
         return tensor

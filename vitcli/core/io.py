@@ -8,12 +8,13 @@ predictions, submissions and pack manifests all go through `atomic_write`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
@@ -100,7 +101,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows as a new CSV (columns: the first row's keys), written atomically."""
     if not rows:
         return
-    import io
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")

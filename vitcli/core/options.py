@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from omegaconf import OmegaConf
+
 
 def group_options(group: str) -> list[str]:
     root = resources.files("vitcli.conf").joinpath(group)
@@ -12,15 +14,6 @@ def group_options(group: str) -> list[str]:
 
 
 def load_option(group: str, name: str) -> Any:
-    from omegaconf import OmegaConf
 
     text = resources.files("vitcli.conf").joinpath(group, f"{name}.yaml").read_text()
     return OmegaConf.create(text)
-
-
-def option_description(group: str, name: str) -> str:
-    """The option's second comment line (the first is its runnable example)."""
-    text = resources.files("vitcli.conf").joinpath(group, f"{name}.yaml").read_text()
-    comments = [line[1:].strip() for line in text.splitlines()
-                if line.startswith("#") and not line.startswith("# @package")]
-    return comments[1] if len(comments) > 1 else ""

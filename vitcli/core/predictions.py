@@ -10,11 +10,13 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from vitcli.core.errors import UserError
+from vitcli.core.io import atomic_write
+
 
 @dataclass
 class Predictions:
@@ -40,7 +42,6 @@ class Predictions:
         return int(self.logits.shape[0])
 
     def save(self, path: str | Path) -> Path:
-        from vitcli.core.io import atomic_write
 
         arrays: dict[str, np.ndarray] = {
             "logits": self.logits,
@@ -80,3 +81,22 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     top = np.argpartition(-logits, k - 1, axis=1)[:, :k] if k < logits.shape[1] else None
     hits = np.ones(len(labels), bool) if top is None else (top == labels[:, None]).any(axis=1)
     return 100.0 * float(hits.mean())
+
+
+def softmax(logits: np.ndarray, temperatures: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Softmax over the last axis, in float32. For a (M, N, C) stack of members' logits, member m
+    is divided by temperatures[m] first (one per member).
+
+    >>> softmax(np.array([[0.0, 0.0]]))
+    array([[0.5, 0.5]], dtype=float32)
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    if temperatures is not None:
+        t = np.asarray(temperatures, dtype=np.float32)
+        if t.shape != (x.shape[0],) or (t <= 0).any():
+            raise UserError(f"temperatures needs {x.shape[0]} positive values (one per member), got {list(temperatures)}")
+        x = x / t[:, None, None]
+    x = x - x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x

@@ -1,10 +1,12 @@
-"""Capture and restore every RNG the train loop draws from, as plain tensors
-(so checkpoints stay loadable with weights_only=True)."""
+"""The global RNGs (torch, `random`, numpy): captured and restored as plain tensors for
+checkpoints (loadable with weights_only=True), and seeded for one block of code without
+moving the streams around it."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -35,3 +37,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          state["numpy_has_gauss"], state["numpy_gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU RNG, `random` and numpy's global RNG for a block, then restore all three.
+
+    timm's PIL augmentations and RandomErasing draw from these global RNGs; seeding them per
+    sample or per batch makes augmentation a function of the seed alone, and restoring them
+    keeps the training streams (dropout, MixUp) where they were.
+    """
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])

@@ -13,14 +13,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
 from vitcli.core.errors import UserError
 from vitcli.core.io import read_json
+from vitcli.core.schema import TrainConfig
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
-TRAIN_LOG = "train.log"
+TRAIN_LOG = "train.log"  # hydra.job_logging writes <command>.log; training runs keep train.log
 MODEL_WEIGHTS = "model.safetensors"
 CHECKPOINTS = "checkpoints"
 PREDICTIONS = "predictions"
@@ -86,9 +90,7 @@ def require_run_dir(run: str | Path, setting: str = "run") -> Path:
 
 def load_run_config(run_dir: Path):
     """The run's resolved config, typed by the train schema (so old runs get new defaults)."""
-    from omegaconf import OmegaConf
 
-    from vitcli.core.schema import TrainConfig
 
     saved = OmegaConf.load(Path(run_dir) / CONFIG)
     schema = OmegaConf.structured(TrainConfig)
@@ -100,8 +102,6 @@ def load_run_config(run_dir: Path):
 
 
 def require_checkpoint(run_dir: Path, which: str) -> Path:
-    if which not in ("best", "last"):
-        raise UserError(f"checkpoint={which} is not one of best, last")
     path = checkpoint_path(run_dir, which)
     if not path.is_file():
         raise UserError(
@@ -118,8 +118,6 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
 def resume_config(cfg: Any, overrides: list[str]):
     """`vitcli train resume=DIR [dotted overrides]`: the run's own config, with the
     command line's dotted overrides (e.g. trainer.epochs=30) applied on top."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
 
     run_dir = require_run_dir(cfg.resume, "resume")
     if not checkpoint_path(run_dir, "last").is_file():

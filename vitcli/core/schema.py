@@ -2,7 +2,7 @@
 
 Every primary config (conf/train.yaml, conf/eval.yaml, ...) lists its schema
 first in its defaults, so a misspelt key, a wrongly typed value or a choice
-outside its closed set (vitcli/choices.py) fails at compose time with Hydra's own
+outside its closed set (vitcli/core/choices.py) fails at compose time with Hydra's own
 message, before any work starts. The defaults written here are the only ones:
 group option files (conf/<group>/*.yaml) hold only what makes them differ.
 """
@@ -13,11 +13,33 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
-from vitcli.core.choices import (DataFormat, Difficulty, DistillName, DistillTarget, EraseMode, Head, LoggerName,
-                            LrBaseScale, MixupMode, Precision, Progress, RunCheckpoint, Scheduler,
-                            WandbMode)
+from vitcli.core.choices import (
+    DataFormat,
+    Difficulty,
+    DistillName,
+    DistillTarget,
+    EraseMode,
+    Head,
+    LoggerName,
+    LrBaseScale,
+    MixupMode,
+    Precision,
+    Progress,
+    RunCheckpoint,
+    Scheduler,
+    WandbMode,
+)
+from vitcli.core.task_schemas import (
+    EnsembleConfig,
+    EvalConfig,
+    ExplainConfig,
+    ExportConfig,
+    ModelsConfig,
+    PredictConfig,
+    RunsConfig,
+)
 
 
 @dataclass
@@ -169,8 +191,7 @@ class LoggerConfig:
 
 @dataclass
 class DistillConfig:
-    """Knowledge distillation from a frozen teacher (DeiT; vitcli/engine/distill.py)."""
-
+    """Knowledge distillation from a frozen teacher (DeiT; vitcli/loss/distill.py)."""
     name: DistillName = DistillName.none
     teacher: Any = None  # a run dir, model:<preset or timm name>, or a list of either (ensemble)
     teacher_weights: Any = None  # state dict FILE for a model: teacher (a list when teacher is a list)
@@ -201,7 +222,6 @@ class TrainConfig:
 @dataclass
 class PreviewConfig(TrainConfig):
     """`vitcli preview`: the train config (same groups and overrides) plus the batch size shown."""
-
     n: int = 32  # images in the preview batch (even when MixUp/CutMix is on)
 
 
@@ -224,10 +244,7 @@ def _or_default(value: Any, default: Any) -> Any:
 
 
 def register_configs() -> None:
-    from omegaconf import OmegaConf
 
-    from vitcli.core.task_schemas import (EnsembleConfig, EvalConfig, ExplainConfig, ExportConfig, ModelsConfig,
-                                       PredictConfig, RunsConfig)
 
     if not OmegaConf.has_resolver("or_default"):  # hydra.run.dir: the resumed run, else a new stamp
         OmegaConf.register_new_resolver("or_default", _or_default)

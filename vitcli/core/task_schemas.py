@@ -1,5 +1,5 @@
 """Schemas of the primary configs of the commands that read trained runs (eval, predict, explain, export, ensemble)
-and browse presets or runs (models, runs); registered in the ConfigStore by vitcli/config.py."""
+and browse presets or runs (models, runs); registered in the ConfigStore by vitcli/core/schema.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
-from vitcli.core.choices import (Checkpoint, EnsembleMethod, ExplainMethod, ExportFormat, GreedyMetric, Precision,
-                            Submission, Tta)
+from vitcli.core.choices import (
+    Checkpoint,
+    EnsembleMethod,
+    ExplainMethod,
+    ExportFormat,
+    GreedyMetric,
+    Precision,
+    Submission,
+    Tta,
+)
 
 
 @dataclass

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vitcli.data.module import DataModule, check_num_classes, validate_data_cfg
 from vitcli.core.errors import UserError
+from vitcli.data.arrays import stratified_split, take
+from vitcli.data.loaders import array_loader
+from vitcli.data.module import DataModule, check_num_classes, validate_data_cfg
+from vitcli.data.normalization import fill_dataset_defaults
+from vitcli.data.sources import FILE_SOURCES, carve_minival, create_file_data
+from vitcli.data.sources.digits import load_digits_split
+from vitcli.data.sources.synthetic import make_synthetic
 
 if TYPE_CHECKING:
     from vitcli.core.schema import TrainConfig
@@ -22,22 +28,13 @@ __all__ = ["DataModule", "create_data"]
 
 def create_data(cfg: TrainConfig, device: str = "cpu", train: bool = True) -> DataModule:
     """Build the loaders for cfg.data with cfg.augmentation on the train split."""
-    from vitcli.data.arrays import stratified_split, take
-    from vitcli.data.loaders import array_loader
-    from vitcli.data.normalization import fill_dataset_defaults
-    from vitcli.data.sources import FILE_SOURCES, carve_minival, create_file_data
-
     data_cfg = cfg.data
     fill_dataset_defaults(cfg)  # `auto` left unresolved (no trainer): the dataset's default
     validate_data_cfg(data_cfg)
     name = data_cfg.name
     if name == "digits":
-        from vitcli.data.sources.digits import load_digits_split
-
         full, class_names = load_digits_split()
     elif name == "synthetic":
-        from vitcli.data.sources.synthetic import make_synthetic
-
         if not data_cfg.num_classes or data_cfg.num_classes < 2:
             raise UserError("data=synthetic needs data.num_classes >= 2")
         if data_cfg.num_samples < 2 * data_cfg.num_classes:

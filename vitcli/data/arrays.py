@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
 
 from vitcli.data import batch_transforms as BT
 
@@ -149,8 +150,6 @@ class ArrayLoader(EpochBatching):
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed stratified train/val indices (sorted) for a given seed."""
-    from sklearn.model_selection import train_test_split
-
     idx = np.arange(len(labels))
     train_idx, val_idx = train_test_split(idx, test_size=val_fraction, stratify=labels, random_state=seed)
     return np.sort(train_idx), np.sort(val_idx)
@@ -162,7 +161,6 @@ def take(split: ArraySplit, idx: np.ndarray) -> ArraySplit:
 
 class IndexedRows:
     """A lazy row subset of a (memory-mapped) array: rows are read only when indexed."""
-
     def __init__(self, array: np.ndarray, idx: np.ndarray):
         self.array, self.idx = array, np.asarray(idx)
         self.shape = (len(self.idx), *array.shape[1:])

@@ -16,6 +16,11 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+
+from vitcli.core.rng import seeded
 
 if TYPE_CHECKING:
     from vitcli.core.schema import AugmentationConfig
@@ -29,7 +34,6 @@ def _uniform(n: int, gen: torch.Generator, device, low: float = 0.0, high: float
 
 def random_crop(padding: int) -> Op:
     """RandomCrop(size, padding) per sample: a shift by up to `padding` px with zero fill."""
-
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, c, h, w = x.shape
         dy, dx = _crop_draws(padding, n, gen)
@@ -53,7 +57,6 @@ def _crop_draws(padding: int, n: int, gen: torch.Generator) -> tuple[list[int], 
 
 def random_resized_crop(scale: Sequence[float], ratio: Sequence[float] = (3 / 4, 4 / 3)) -> Op:
     """RandomResizedCrop per sample through one affine grid_sample over the batch."""
-
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = x.float()  # grid_sample needs floats (the loader may hand over uint8)
         n = x.shape[0]
@@ -75,7 +78,6 @@ def random_resized_crop(scale: Sequence[float], ratio: Sequence[float] = (3 / 4,
 
 def hflip(prob: float) -> Op:
     """Flip a random subset in place: only the flipped samples are copied."""
-
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         flip = (_uniform(x.shape[0], gen, x.device) < prob).nonzero().flatten()
         if len(flip):
@@ -89,7 +91,6 @@ def hflip(prob: float) -> Op:
 
 def color_jitter(strength: float) -> Op:
     """Per-sample brightness, contrast and saturation factors in [1-s, 1+s]."""
-
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n = x.shape[0]
         b, c, s = (_uniform(n, gen, x.device, 1 - strength, 1 + strength)[:, None, None, None] for _ in range(3))
@@ -105,53 +106,25 @@ def color_jitter(strength: float) -> Op:
 
 def per_sample_pil(transform: Callable) -> Op:
     """Run a PIL transform (e.g. timm RandAugment) on each image, on the CPU."""
-    import numpy as np
-    from PIL import Image
-
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         arrays = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        with seeded_python_rng(gen):
+        with seeded(draw_seed(gen)):
             out = [np.asarray(transform(Image.fromarray(a))) for a in arrays]
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().to(x.device)
 
     return op
 
 
-class seeded_python_rng:
-    """Seed `random`, numpy and torch's CPU RNG from `gen` inside the block and
-    restore them after: timm's PIL/erasing ops draw from those global RNGs."""
-
-    def __init__(self, gen: torch.Generator):
-        self.seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item())
-
-    def __enter__(self):
-        import random
-
-        import numpy as np
-
-        self.states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-        random.seed(self.seed)
-        np.random.seed(self.seed)
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        import random
-
-        import numpy as np
-
-        random.setstate(self.states[0])
-        np.random.set_state(self.states[1])
-        torch.set_rng_state(self.states[2])
-        return False
+def draw_seed(gen: torch.Generator) -> int:
+    """One seed for the global RNGs, drawn from the batch's generator (so it follows the batch seed)."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item())
 
 
 def random_erasing(prob: float, mode: str, count: int) -> Op:
     """timm's RandomErasing over the batch; applied after normalization (as in timm)."""
-    from timm.data.random_erasing import RandomErasing
-
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         erase = RandomErasing(prob, mode=mode, max_count=count, device=x.device)
-        with seeded_python_rng(gen):
+        with seeded(draw_seed(gen)):
             if x.is_cuda:
                 with torch.random.fork_rng(devices=[x.device]):
                     torch.cuda.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
@@ -188,7 +161,6 @@ def gather_crop_flip(images: np.ndarray, idx: np.ndarray, ops: list[Op], gen: to
 
 class BatchAugment:
     """Batch ops on 0..255 images (`ops`) and on normalized images (`post_ops`)."""
-
     def __init__(self, ops: list[Op], post_ops: list[Op] | None = None):
         self.ops = ops
         self.post_ops = post_ops or []
@@ -216,8 +188,6 @@ def create_batch_augment(aug_cfg: AugmentationConfig) -> BatchAugment | None:
     if aug_cfg.color_jitter:
         ops.append(color_jitter(float(aug_cfg.color_jitter)))
     if aug_cfg.auto_augment:
-        from timm.data.auto_augment import rand_augment_transform
-
         ops.append(per_sample_pil(rand_augment_transform(aug_cfg.auto_augment, {})))
     post = [random_erasing(aug_cfg.re_prob, aug_cfg.re_mode, aug_cfg.re_count)] if aug_cfg.re_prob else []
     return BatchAugment(ops, post) if ops or post else None

@@ -11,15 +11,18 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import torch
+from PIL import Image
 
-from vitcli.data.arrays import EpochBatching
 from vitcli.core.errors import UserError
+from vitcli.core.rng import seeded
+from vitcli.data.arrays import EpochBatching, epoch_seed, shard_order
+from vitcli.data.prefetch import device_batches
 
 log = logging.getLogger("vitcli")
 
@@ -42,8 +45,6 @@ class FileSplit:
 
 def load_rgb(path: str):
     """Decode an image fully as RGB (grayscale, CMYK, palette and alpha converted)."""
-    from PIL import Image
-
     with Image.open(path) as img:
         img.load()  # decode now so truncation raises here, not later in a transform
         return img.convert("RGB")
@@ -70,7 +71,6 @@ def find_image_files(pattern: str, setting: str = "images") -> list[Path]:
 
 class BadFiles:
     """Files of one split that failed to decode; shared with the DataModule's info."""
-
     def __init__(self, split: str, total: int, info: dict, max_fraction: float = 0.01):
         self.split, self.total, self.info, self.max_fraction = split, total, info, max_fraction
         self.paths: dict[str, str] = {}  # path -> error
@@ -116,34 +116,12 @@ class ImageFileDataset:
             return None, int(self.split.labels[i]), i, f"{type(err).__name__}: {err}"[:120]
         if seed is None:
             return self.transform(img), int(self.split.labels[i]), i, None
-        with seeded_rng(seed):
+        with seeded(seed):
             return self.transform(img), int(self.split.labels[i]), i, None
-
-
-@contextmanager
-def seeded_rng(seed: int):
-    """Seed torch, `random` and numpy's global RNGs for a block, restoring them after
-    (in the main process, num_workers=0, the training RNG streams stay untouched)."""
-    import random
-
-    import torch
-
-    states = torch.get_rng_state(), random.getstate(), np.random.get_state()
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    try:
-        yield
-    finally:
-        torch.set_rng_state(states[0])
-        random.setstate(states[1])
-        np.random.set_state(states[2])
 
 
 def collate_skipping(batch):
     """Stack the decodable samples; report the indices of the others."""
-    import torch
-
     ok = [b for b in batch if b[0] is not None]
     bad = [(b[2], b[3]) for b in batch if b[0] is None]
     x = torch.stack([b[0] for b in ok]) if ok else None
@@ -198,7 +176,6 @@ class FileLoader(EpochBatching):
     def __init__(self, split: FileSplit, transform: Callable, batch_size: int, bad: BadFiles,
                  shuffle: bool = False, drop_last: bool = False, num_workers: Any = 0, seed: int = 0,
                  device: str = "cpu"):
-        import torch
 
         self.dataset = ImageFileDataset(split, transform)
         self.split = split
@@ -212,7 +189,6 @@ class FileLoader(EpochBatching):
         return [i for i, p in zip(self.split.ids, self.split.paths) if p not in self.bad.paths]
 
     def batches(self) -> list[list[int]]:
-        from vitcli.data.arrays import epoch_seed, shard_order
 
         n = len(self.split)
         rng = np.random.default_rng(epoch_seed(self.seed, self.epoch))
@@ -223,7 +199,6 @@ class FileLoader(EpochBatching):
 
     def seeded_batches(self) -> list[list[tuple[int, int]]]:
         """batches() with each index paired with its sample's augmentation seed."""
-        from vitcli.data.arrays import epoch_seed
 
         out = []
         for step, batch in enumerate(self.batches(), start=self.start_step):
@@ -256,7 +231,6 @@ class FileLoader(EpochBatching):
             self.bad.warn_new()
 
     def __iter__(self) -> Iterator[Any]:
-        from vitcli.data.prefetch import device_batches
 
         loader_iter = iter(self.data_loader())  # takes this epoch's batches (from start_step) now
         self.start_step = 0

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from vitcli.data.arrays import ArrayLoader
+from vitcli.data.batch_transforms import create_batch_augment
+from vitcli.data.files import BadFiles, FileLoader
 from vitcli.data.module import eval_batch_size, train_drop_last
+from vitcli.data.transforms import create_file_transform
 
 
 def array_loader(cfg: Any, split_name: str, split: Any, device: str, train: bool):
     """ArrayLoader for one split: shuffled and augmented for train (when `train`), in order otherwise."""
-    from vitcli.data.arrays import ArrayLoader
-    from vitcli.data.batch_transforms import create_batch_augment
-
     d = cfg.data
     common = dict(img_size=d.img_size, mean=d.mean, std=d.std, device=device)
     if split_name == "train":
@@ -25,9 +26,6 @@ def array_loader(cfg: Any, split_name: str, split: Any, device: str, train: bool
 
 def file_loader(cfg: Any, split_name: str, split: Any, device: str, train: bool, info: dict):
     """FileLoader for one split; unreadable files are counted into `info` (skipped_files_<split>)."""
-    from vitcli.data.files import BadFiles, FileLoader
-    from vitcli.data.transforms import create_file_transform
-
     d = cfg.data
     is_train = split_name == "train"
     transform = create_file_transform(cfg.augmentation, d, train=is_train and train)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
+from timm.data import Mixup
 
 if TYPE_CHECKING:
     from vitcli.core.schema import AugmentationConfig
@@ -15,7 +16,6 @@ def create_mixup(aug_cfg: AugmentationConfig, label_smoothing: float, num_classe
     so the label loss must not smooth again."""
     if not (aug_cfg.mixup_alpha > 0 or aug_cfg.cutmix_alpha > 0 or aug_cfg.cutmix_minmax):
         return None
-    from timm.data import Mixup
 
     return Mixup(
         mixup_alpha=aug_cfg.mixup_alpha, cutmix_alpha=aug_cfg.cutmix_alpha,

@@ -14,6 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
+import timm
+import torch
+from timm.data import resolve_model_data_config
+
 log = logging.getLogger("vitcli")
 
 AUTO = "auto"
@@ -72,9 +76,6 @@ def weights_data_config(model_cfg: Any) -> dict[str, Any] | None:
     device: only its pretrained config is read, no weights are allocated or fetched."""
     if not (model_cfg.pretrained or model_cfg.weights):
         return None
-    import timm
-    import torch
-    from timm.data import resolve_model_data_config
 
     name = str(model_cfg.timm_name)
     if not timm.is_model(name.split(".")[0]):

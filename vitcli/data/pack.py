@@ -2,7 +2,6 @@
 (`vitcli prepare` writes them; `data.format=packed` memory-maps them).
 
 Layout of a packed directory (default `<data.root>/packed`):
-
     manifest.json           format version, size, class names, per-split counts (written last)
     <split>/images.npy      uint8 N x S x S x 3 (np.lib.format.open_memmap)
     <split>/labels.npy      int64 N (-1 when unknown)
@@ -15,21 +14,22 @@ skips the splits the manifest already lists.
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing as mp
 import os
 import shutil
-import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from vitcli.data.files import DECODE_ERRORS, FileSplit, load_rgb
-from vitcli.data.arrays import ArraySplit
 from vitcli.core.errors import UserError
-from vitcli.core.io import write_json
+from vitcli.data.arrays import ArraySplit
+from vitcli.data.files import DECODE_ERRORS, FileSplit, load_rgb
 
 log = logging.getLogger("vitcli")
 
@@ -77,8 +77,6 @@ def load_packed(data_cfg: Any) -> tuple[dict[str, ArraySplit], list[str], dict]:
 
 def fit(img, size: int):
     """Resize the shorter side to `size` (bicubic) and centre-crop; no-op at the native size."""
-    from PIL import Image
-
     if img.size == (size, size):
         return img
     w, h = img.size
@@ -117,8 +115,6 @@ def pack_split(split: FileSplit, dest: Path, size: int, workers: int, max_bad: f
     keep, bad, sizes = [], [], Counter()
     jobs = [(p, size) for p in split.paths]
     if workers > 1:
-        import multiprocessing as mp
-
         pool = mp.Pool(workers)
         results = pool.imap(decode, jobs, chunksize=64)
     else:

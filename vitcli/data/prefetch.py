@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+import torch
+
 
 def device_batches(batches: Iterable[tuple[Any, ...]], device: Any) -> Iterator[tuple[Any, ...]]:
     """Yield each tuple of tensors of `batches` on `device`, prefetched on a side stream on CUDA."""
-    import torch
-
     device = torch.device(device)
     if device.type != "cuda":
         for batch in batches:

@@ -12,7 +12,14 @@ from typing import Any
 
 from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
-from vitcli.data.pack import FORMAT_VERSION, MANIFEST, native_size, pack_split, packed_dir, read_manifest
+from vitcli.data.pack import (
+    FORMAT_VERSION,
+    MANIFEST,
+    native_size,
+    pack_split,
+    packed_dir,
+    read_manifest,
+)
 from vitcli.data.sources import load_file_source
 
 log = logging.getLogger("vitcli")

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from timm.data import create_transform
+from timm.data.auto_augment import rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from timm.data.transforms import str_to_interp_mode
+from torchvision import transforms as T
+
+from vitcli.data.normalization import (
+    crop_pct_of,
+    dataset_defaults,
+    interpolation_of,
+    is_auto,
+)
+
 if TYPE_CHECKING:
     from vitcli.core.schema import AugmentationConfig, DataConfig
 
 
 def create_file_transform(aug_cfg: AugmentationConfig, data_cfg: DataConfig, train: bool):
     """PIL image -> normalized float tensor (3, img_size, img_size)."""
-    from timm.data import create_transform
-    from torchvision import transforms as T
 
-    from vitcli.data.normalization import crop_pct_of, dataset_defaults, interpolation_of, is_auto
 
     size = int(data_cfg.img_size)
     defaults = dataset_defaults(data_cfg.name)  # only where `auto` was never resolved (no trainer)
@@ -36,9 +46,6 @@ def create_file_transform(aug_cfg: AugmentationConfig, data_cfg: DataConfig, tra
             re_mode=aug_cfg.re_mode, re_count=aug_cfg.re_count,
         )
     # No random-resized crop: resize to img_size, then (optionally) RandomCrop with padding.
-    from timm.data.auto_augment import rand_augment_transform
-    from timm.data.random_erasing import RandomErasing
-    from timm.data.transforms import str_to_interp_mode
 
     ops: list[Any] = [T.Resize((size, size), interpolation=str_to_interp_mode(interpolation))]
     if aug_cfg.random_crop_padding:

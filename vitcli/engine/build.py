@@ -19,7 +19,12 @@ from vitcli.data import create_data
 from vitcli.data.mixing import create_mixup
 from vitcli.data.normalization import resolve_normalization
 from vitcli.engine.comm import wrap_model
-from vitcli.engine.optim import create_optimizer, create_scheduler, global_batch_size, scaled_lr
+from vitcli.engine.optim import (
+    create_optimizer,
+    create_scheduler,
+    global_batch_size,
+    scaled_lr,
+)
 from vitcli.loss.losses import create_criterion
 from vitcli.models.factory import count_params, create_model, enable_grad_checkpointing
 

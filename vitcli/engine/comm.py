@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 from pathlib import Path
 from typing import Any, Iterator
 
-from vitcli.core import dist
+import torch
+import torch.distributed as torch_dist
+from torch.nn.parallel import DistributedDataParallel
+
+from vitcli.core import dist, runs
 from vitcli.core.errors import UserError
 
 log = logging.getLogger("vitcli")
@@ -32,8 +35,6 @@ def process_group(cuda: bool) -> Iterator[None]:
     if dist.world_size() == 1:
         yield
         return
-    import torch
-    import torch.distributed as torch_dist
 
     if cuda:
         torch.cuda.set_device(dist.local_rank())
@@ -56,14 +57,13 @@ def shared_run_dir(run_dir: Path) -> Path:
     """Rank 0's run dir on every rank (direct torchrun: each rank resolved its own timestamp)."""
     if not dist.initialized():
         return run_dir
-    import torch.distributed as torch_dist
 
     box = [str(run_dir)]
     torch_dist.broadcast_object_list(box, src=0)
     shared = Path(box[0])
     if shared.resolve() != run_dir.resolve() and run_dir.is_dir():
         leftovers = {p.name for p in run_dir.iterdir()}
-        if leftovers <= {".hydra", "train.log"}:  # only what Hydra made for this rank
+        if leftovers <= {runs.HYDRA, runs.TRAIN_LOG}:  # only what Hydra made for this rank
             import shutil
 
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -78,8 +78,6 @@ def wrap_model(model: Any, device: Any, sync_batchnorm: bool = False, find_unuse
     """
     if dist.world_size() == 1 or not dist.initialized():
         return model
-    import torch
-    from torch.nn.parallel import DistributedDataParallel
 
     if sync_batchnorm:
         if device.type == "cpu":
@@ -92,8 +90,6 @@ def wrap_model(model: Any, device: Any, sync_batchnorm: bool = False, find_unuse
 
 def broadcast_from_main(obj: Any) -> Any:
     """Rank 0's `obj` on every rank (a small picklable value, e.g. a stop decision)."""
-    import torch.distributed as torch_dist
-
     box = [obj]
     torch_dist.broadcast_object_list(box, src=0)
     return box[0]

@@ -12,10 +12,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix
 
 from vitcli.core.runtime import Runtime
-
-TTA_MODES = ("none", "flip", "multicrop")
 
 
 def tta_views(x: torch.Tensor, tta: str, crop_fraction: float = 0.875) -> list[torch.Tensor]:
@@ -36,7 +35,6 @@ def tta_views(x: torch.Tensor, tta: str, crop_fraction: float = 0.875) -> list[t
 
 class EvalCounts(NamedTuple):
     """Exact running totals of an evaluation: what DDP sums over ranks and metrics are made of."""
-
     correct1: float
     correct5: float
     loss_sum: float
@@ -79,10 +77,6 @@ def evaluate(model, loader, runtime: Runtime, keep_logits: bool = False, tta: st
         runtime: device and precision (autocast) of the forward passes; DDP reduction.
         tta: none | flip | multicrop (averages softmax probabilities over views).
     """
-    if tta not in TTA_MODES:
-        from vitcli.core.errors import UserError
-
-        raise UserError(f"eval.tta={tta} is not one of {', '.join(TTA_MODES)}")
     model.eval()
     device = runtime.device
     # running totals stay on the device (no sync per batch) until the end
@@ -111,8 +105,6 @@ def evaluate(model, loader, runtime: Runtime, keep_logits: bool = False, tta: st
 
 def class_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
     """Confusion matrix (rows: true class, columns: predicted) and per-class support / accuracy."""
-    from sklearn.metrics import confusion_matrix
-
     known = labels >= 0
     pred = logits[known].argmax(axis=1)
     cm = confusion_matrix(labels[known], pred, labels=np.arange(num_classes))

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vitcli.core import runs
-from vitcli.models.run_model import load_run_model
 from vitcli.core.errors import UserError
+from vitcli.core.predictions import Predictions
+from vitcli.data import create_data
+from vitcli.engine.evaluate import evaluate
+from vitcli.models.run_model import load_run_model
+
 
 def run_split(run: str | Path, split: str | None = "val", checkpoint: str = "best", device: str = "auto",
               batch_size: int | None = None, tta: str = "none", crop_fraction: float = 0.875,
@@ -16,9 +19,6 @@ def run_split(run: str | Path, split: str | None = "val", checkpoint: str = "bes
 
     split=None picks test when the run's data has one, else val.
     """
-    from vitcli.data import create_data
-    from vitcli.engine.evaluate import evaluate
-    from vitcli.core.predictions import Predictions
 
     cfg, model, state, runtime = load_run_model(Path(run), checkpoint, device, precision)
     if batch_size:
@@ -39,9 +39,3 @@ def run_split(run: str | Path, split: str | None = "val", checkpoint: str = "bes
     result = {"run": str(run), "split": split, "checkpoint": str(checkpoint), "tta": str(tta),
               "precision": runtime.precision, "epoch": int(state["epoch"]), "data": cfg.data.name, **metrics}
     return result, preds
-
-
-def evaluate_run(run: str | Path, split: str = "val", checkpoint: str = "best", device: str = "auto",
-                 batch_size: int | None = None, tta: str = "none", precision: Any = None) -> dict[str, Any]:
-    result, _ = run_split(run, split, checkpoint, device, batch_size, tta, precision=precision)
-    return result

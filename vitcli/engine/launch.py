@@ -8,6 +8,7 @@ stopped because another one failed stay quiet.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -17,11 +18,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from vitcli.core import runs
-from vitcli.core import dist
-from vitcli.engine import comm
+import torch
+import torch.distributed as torch_dist
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import get_args_parser, run
+
+from vitcli.core import dist, runs
 from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
+from vitcli.core.runtime import resolve_device
+from vitcli.engine import comm
 
 log = logging.getLogger("vitcli")
 
@@ -30,7 +36,6 @@ RELAUNCHED = "VITCLI_DDP_RELAUNCHED"  # set by `vitcli train trainer.devices=N` 
 
 class RanksFailed(UserError):
     """A relaunched job ended with a failed rank (its error is the message)."""
-
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
@@ -61,8 +66,6 @@ def launcher_args(devices: int, overrides: list[str]) -> list[str]:
 def relaunch(cfg: Any, run_dir: Path, task: list[str], hydra: list[str]) -> float:
     """Run this training as `python -m torch.distributed.run --nproc-per-node N -m vitcli train ...`
     (in this process, so a failure becomes one line); returns the run's best val_top1."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
 
     devices = int(cfg.trainer.devices)
     uses_cuda(cfg.trainer.device, devices)
@@ -109,7 +112,6 @@ def ranks_failed(failures: dict[int, Any], devices: int) -> RanksFailed:
 def record_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Under torchrun, write this rank's error as one line into torchrun's error file (the
     parent prints it), and end a rank stopped by another rank's failure quietly."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -131,7 +133,6 @@ def record_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _is_broken_collective(err: BaseException) -> bool:
-    import torch.distributed as torch_dist
 
     text = str(err)
     return isinstance(err, getattr(torch_dist, "DistError", ())) or "Connection closed by peer" in text \
@@ -147,9 +148,7 @@ def _write_error_file(message: str) -> None:
 
 def uses_cuda(device_name: str, per_node: int) -> bool:
     """Whether the ranks run on GPUs (one each), checking this node has that many."""
-    import torch
 
-    from vitcli.core.runtime import resolve_device
 
     if resolve_device(device_name).type != "cuda":
         return False

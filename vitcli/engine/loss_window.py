@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from vitcli.core.runtime import Runtime
 from vitcli.core.errors import UserError
+from vitcli.core.runtime import Runtime
 
 
 class NonFiniteLoss(UserError):

@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from timm.optim import (
+    create_optimizer_v2,
+    list_optimizers,
+    param_groups_layer_decay,
+    param_groups_weight_decay,
+)
+from timm.scheduler import create_scheduler_v2
+
 from vitcli.core.errors import UserError
+from vitcli.models.factory import head_parameter_names
 
 if TYPE_CHECKING:
     from vitcli.core.schema import OptimizerConfig, SchedulerConfig
@@ -15,9 +24,7 @@ def param_groups(model, weight_decay: float, layer_decay: float | None, head_lr_
     """timm's parameter groups (no decay on 1-d params and model.no_weight_decay();
     layer-wise lr decay when asked), with the classifier split into groups whose
     `lr_scale` is multiplied by head_lr_mult (timm schedulers apply lr_scale)."""
-    from timm.optim._param_groups import param_groups_layer_decay, param_groups_weight_decay
 
-    from vitcli.models.factory import head_parameter_names
 
     no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     if layer_decay is not None:
@@ -44,7 +51,6 @@ def create_optimizer(model, opt_cfg: OptimizerConfig, weight_decay: float, lr: f
     Args:
         lr: the base learning rate (default: opt_cfg.lr; see scaled_lr for lr_base).
     """
-    from timm.optim import create_optimizer_v2, list_optimizers
 
     if opt_cfg.lr <= 0:
         raise UserError(f"optimizer.lr={opt_cfg.lr} must be positive (e.g. optimizer.lr=1e-3)")
@@ -88,7 +94,6 @@ def scaled_lr(opt_cfg: OptimizerConfig, global_batch: int) -> float:
 def create_scheduler(optimizer, sched_cfg: SchedulerConfig, epochs: int, steps_per_epoch: int):
     """Any timm scheduler by name (create_scheduler_v2), stepped per update, or per epoch for
     `plateau` (which follows the selection metric; Trainer calls step(epoch, metric))."""
-    from timm.scheduler import create_scheduler_v2
 
     name = str(sched_cfg.name)
     per_epoch = name == "plateau"

@@ -28,7 +28,13 @@ class EpochProgress:
         self.total, self.log_interval = total, max(1, log_interval)
         self._bar: Any = None
         if mode == "bar":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(
                 TextColumn(f"epoch {epoch + 1}/{epochs}"),

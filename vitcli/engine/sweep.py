@@ -16,10 +16,18 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
 
 from vitcli.core import runs
 from vitcli.core.errors import full_errors
+from vitcli.core.io import write_json
+from vitcli.engine.interrupts import TrainingInterrupted
 
 log = logging.getLogger("vitcli")
 
@@ -28,8 +36,6 @@ METRICS = ("val_top1", "val_top5", "val_loss")
 
 
 def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -39,11 +45,9 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
     the basic sweeper ignores and optuna records as a FAIL trial, so the sweep goes on.
     (Hydra would re-raise the job's exception and end the whole multirun; a NaN return
     makes optuna 2.10's sweeper crash on a second `study.tell`.)"""
-    from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    from vitcli.engine.interrupts import TrainingInterrupted
 
     try:
         spread_over_gpus(cfg, int(hc.job.num), str(hc.launcher.get("_target_", "")))
@@ -67,8 +71,6 @@ def spread_over_gpus(cfg: Any, job_num: int, launcher: str, cuda_count: int | No
     if "joblib" not in launcher.lower() or cfg.trainer.device != "auto" or int(cfg.trainer.devices) != 1:
         return
     if cuda_count is None:
-        import torch
-
         cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if cuda_count > 1:
         cfg.trainer.device = f"cuda:{job_num % cuda_count}"
@@ -77,8 +79,6 @@ def spread_over_gpus(cfg: Any, job_num: int, launcher: str, cuda_count: int | No
 
 def record_failure(run_dir: Path, cfg: Any, message: str) -> None:
     """Mark the job failed in summary.json, keeping what the trainer already wrote."""
-    from vitcli.core.io import write_json
-
     summary = runs.read_summary(run_dir)
     if summary.get("status") in (None, "running"):
         summary = {"experiment": cfg.name, "model": cfg.model.name, "data": cfg.data.name,
@@ -89,7 +89,6 @@ def record_failure(run_dir: Path, cfg: Any, message: str) -> None:
 
 
 def _read_overrides(job_dir: Path) -> list[str]:
-    from omegaconf import OmegaConf
 
     path = job_dir / runs.HYDRA / "overrides.yaml"
     return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
@@ -148,8 +147,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def print_table(rows: list[dict[str, Any]], keys: list[str], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=title)
     columns = ["job", *keys, "status", *METRICS, "best_epoch", "wall_time_s", "error"]
@@ -171,21 +168,18 @@ def print_table(rows: list[dict[str, Any]], keys: list[str], title: str) -> None
 
 class SweepSummary(Callback):
     """hydra.callbacks entry: sweep_summary.csv and a ranked table at the end of -m runs."""
-
     def __init__(self, metric: str = "val_top1", mode: str = "max") -> None:
         self.metric = metric
         self.mode = mode
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         # sqlite cannot create the folder of its database file (optuna storage under runs/)
-        from omegaconf import OmegaConf
 
         storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
         if isinstance(storage, str) and storage.startswith("sqlite:///"):
             Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from omegaconf import OmegaConf
 
         try:
             sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -7,9 +7,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import netrc
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from vitcli.core import runs
 from vitcli.core.io import append_csv, append_jsonl, finite_or_none, write_text
@@ -95,9 +100,6 @@ def _wandb_mode(requested: str) -> str:
     if os.environ.get("WANDB_API_KEY"):
         return "online"
     try:
-        import netrc
-        from urllib.parse import urlparse
-
         host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
         if netrc.netrc().authenticators(host or "api.wandb.ai"):
             return "online"
@@ -109,9 +111,6 @@ def _wandb_mode(requested: str) -> str:
 def _sweep_group(cfg: Any) -> str | None:
     """Jobs of one Hydra multirun share a W&B group: <experiment>/<sweep stamp>."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:
             return f"{cfg.name}/{Path(hc.runtime.output_dir).parent.name}"  # the sweep dir (its stamp)

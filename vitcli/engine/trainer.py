@@ -103,12 +103,6 @@ class Trainer:
         if p.ema is not None:
             p.ema.update(p.model, step=self.state.global_step)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One full optimizer step on one batch (used by benchmarks and tests)."""
-        loss = self.forward_backward(x, y)
-        self.optimizer_step()
-        return loss
-
     # ---- one epoch ------------------------------------------------------------
     def prepare_epoch(self, epoch: int) -> None:
         p, state = self.parts, self.state

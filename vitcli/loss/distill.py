@@ -22,9 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vitcli.core.errors import UserError
 from vitcli.core.runtime import Runtime
 from vitcli.loss.teacher import Teacher, load_teacher
-from vitcli.core.errors import UserError
 
 
 # ---- the distillation terms ---------------------------------------------------------

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
+from vitcli.loss.distill import create_distill_criterion
+
 if TYPE_CHECKING:
     from vitcli.core.schema import TrainConfig
 
@@ -34,7 +36,5 @@ def create_criterion(cfg: TrainConfig, **context: Any) -> nn.Module:
     base = LabelLoss(cfg.regularization.label_smoothing)
     distill = cfg.get("distill")
     if distill is not None and distill.name != "none":
-        from vitcli.loss.distill import create_distill_criterion
-
         return create_distill_criterion(cfg, base, **context)
     return base

@@ -10,9 +10,15 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-from vitcli.core.runtime import Runtime
 from vitcli.core.errors import UserError
+from vitcli.core.options import group_options, load_option
+from vitcli.core.runtime import Runtime
+from vitcli.core.schema import ModelConfig
+from vitcli.models.factory import classifier_name, classifier_names, create_model
+from vitcli.models.run_model import load_run_model
+from vitcli.models.weights import load_weights, read_state_dict
 
 MODEL_PREFIX = "model:"
 
@@ -23,7 +29,6 @@ def _rgb(values: Sequence[float]) -> torch.Tensor:
 
 class TeacherMember(nn.Module):
     """One frozen model plus the input pipeline it was trained with (size, mean, std)."""
-
     def __init__(self, model: nn.Module, img_size: int | None, mean: Sequence[float], std: Sequence[float],
                  name: str = "teacher"):
         super().__init__()
@@ -48,7 +53,6 @@ class TeacherMember(nn.Module):
 
 class Teacher(nn.Module):
     """Frozen teacher(s); an ensemble averages the members' probabilities."""
-
     def __init__(self, members: Sequence[TeacherMember], student_mean: Sequence[float], student_std: Sequence[float]):
         super().__init__()
         self.members = nn.ModuleList(members)
@@ -121,8 +125,6 @@ def fixed_input_size(model: nn.Module) -> int | None:
 
 def load_run_teacher(spec: str, dcfg: Any, num_classes: int | None, runtime: Runtime) -> TeacherMember:
     """A finished vitcli run: its best (or last) checkpoint and its own data pipeline."""
-    from vitcli.models.run_model import load_run_model
-
     try:
         tcfg, model, state, _ = load_run_model(Path(spec), str(dcfg.teacher_checkpoint), runtime=runtime)
     except UserError as err:
@@ -134,10 +136,7 @@ def load_run_teacher(spec: str, dcfg: Any, num_classes: int | None, runtime: Run
 
 def teacher_model_cfg(name: str, img_size: int) -> Any:
     """A model preset (resolved at img_size) or a bare timm name, as a ModelConfig."""
-    from omegaconf import OmegaConf
 
-    from vitcli.core.schema import ModelConfig
-    from vitcli.core.options import group_options, load_option
 
     schema = OmegaConf.structured(ModelConfig)
     if name in group_options("model"):
@@ -153,8 +152,6 @@ def teacher_model_cfg(name: str, img_size: int) -> Any:
 def load_model_teacher(spec: str, weights: str | None, cfg: Any, num_classes: int | None, device: torch.device,
                        mean: Sequence[float], std: Sequence[float]) -> TeacherMember:
     """model:<preset or timm name> with a state dict file; it sees the student's normalization."""
-    from vitcli.models.factory import create_model
-
     name = spec[len(MODEL_PREFIX):]
     if not weights:
         raise UserError(f"distill.teacher={spec} needs distill.teacher_weights=FILE (a state dict with the data's "
@@ -169,7 +166,6 @@ def load_model_teacher(spec: str, weights: str | None, cfg: Any, num_classes: in
 
 
 def _classifier_width(state: dict, model: nn.Module) -> int | None:
-    from vitcli.models.factory import classifier_name
 
     head = classifier_name(model)
     keys = [k for k in state if k == f"{head}.weight" or (k.startswith(f"{head}.") and k.endswith(".weight"))]
@@ -180,9 +176,8 @@ def _load_weights(model: nn.Module, model_cfg: Any, path: Path, num_classes: int
     """Every tensor of the teacher must come from the file (position embeddings / relative-position
     tables may be resampled to this input size by timm's checkpoint filter); the classifier too:
     a teacher with a re-initialised head would teach noise."""
-    from vitcli.models.factory import classifier_names
-    from vitcli.models.weights import load_weights, read_state_dict
 
     state = read_state_dict(path, "distill.teacher_weights")
     check_classes(_classifier_width(state, model), num_classes, f"{spec} ({path})")
-    load_weights(model, path, "distill.teacher_weights", spec, classifier_names(model), reinit_classifier=False)
+    load_weights(model, path, "distill.teacher_weights", spec, classifier_names(model), reinit_classifier=False,
+                 state=state)

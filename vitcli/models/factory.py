@@ -11,7 +11,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import timm
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+from timm.models import MlpMixer, build_model_with_cfg
+from timm.models.mlp_mixer import checkpoint_filter_fn
+
 from vitcli.core.errors import UserError
+from vitcli.models.weights import load_weights
 
 if TYPE_CHECKING:
     from vitcli.core.schema import ModelConfig, RegularizationConfig
@@ -31,8 +38,6 @@ _MIXER_ARCH = {
 
 def timm_kwargs(model_cfg: ModelConfig, num_classes: int, reg_cfg: RegularizationConfig | None = None) -> dict[str, Any]:
     """The keyword arguments vitcli passes to timm.create_model for a preset."""
-    from omegaconf import DictConfig, OmegaConf
-
     extra = model_cfg.kwargs or {}
     # plain lists/dicts: timm passes some (e.g. swin depths) to torch ops that reject ListConfig
     kwargs: dict[str, Any] = dict(OmegaConf.to_container(extra, resolve=True) if isinstance(extra, DictConfig) else extra)
@@ -55,8 +60,6 @@ def timm_kwargs(model_cfg: ModelConfig, num_classes: int, reg_cfg: Regularizatio
 
 def create_model(model_cfg: ModelConfig, num_classes: int, reg_cfg: RegularizationConfig | None = None):
     """Build the preset's timm model with `num_classes` outputs."""
-    import timm
-
     name = model_cfg.timm_name
     arch = name.split(".")[0]
     if not timm.is_model(arch):
@@ -68,7 +71,7 @@ def create_model(model_cfg: ModelConfig, num_classes: int, reg_cfg: Regularizati
     if model_cfg.pretrained and not model_cfg.weights:
         kwargs["pretrained"] = True
     try:
-        model = _build(name, kwargs)
+        model = build_timm_model(name, kwargs)
     except TypeError as err:
         raise UserError(f"model={model_cfg.name} ({name}) rejected an argument: {err}") from err
     except (RuntimeError, OSError, ValueError) as err:
@@ -80,8 +83,6 @@ def create_model(model_cfg: ModelConfig, num_classes: int, reg_cfg: Regularizati
         raise UserError(f"model={model_cfg.name} ({name}) could not be built: {str(err).splitlines()[0]}") from err
     check_input_size(model)
     if model_cfg.weights:
-        from vitcli.models.weights import load_weights
-
         load_weights(model, Path(model_cfg.weights).expanduser(), "model.weights", name, classifier_names(model),
                      strict=getattr(model_cfg, "weights_strict", True), strict_setting="model.weights_strict")
     if model_cfg.head == "mlp":
@@ -109,16 +110,16 @@ def check_input_size(model) -> None:
         return
 
 
-def _build(name: str, kwargs: dict[str, Any]):
-    import timm
+def build_timm_model(name: str, kwargs: dict[str, Any]):
+    """timm.create_model(name, **kwargs); MLP-Mixer entrypoints fix patch_size themselves, so a
+    patch override builds the same architecture through timm's public build_model_with_cfg."""
 
     arch = name.split(".")[0]
     if arch in _MIXER_ARCH and "patch_size" in kwargs:
-        from timm.models import mlp_mixer
-
         pretrained = kwargs.pop("pretrained", False)
-        args = {**_MIXER_ARCH[arch], **kwargs}
-        return mlp_mixer._create_mixer(name, pretrained=pretrained, **args)
+        return build_model_with_cfg(MlpMixer, name, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                    feature_cfg=dict(out_indices=3, feature_cls="getter"),
+                                    **{**_MIXER_ARCH[arch], **kwargs})
     return timm.create_model(name, **kwargs)
 
 
@@ -152,8 +153,6 @@ def set_backbone_trainable(model, trainable: bool) -> None:
 
 def attach_mlp_head(model, num_classes: int, hidden_dim: int | None, drop_rate: float = 0.0) -> None:
     """Replace the linear classifier with Linear -> GELU -> Dropout -> Linear."""
-    import torch.nn as nn
-
     name = classifier_name(model)
     old = model.get_submodule(name)
     if not isinstance(old, nn.Linear):

@@ -12,13 +12,9 @@ from vitcli.core.errors import UserError
 from vitcli.core.runtime import Runtime
 from vitcli.models.factory import create_model
 
-CHECKPOINTS = ("best", "last", "ema")
-
 
 def _load_state(run_dir: Path, checkpoint: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """(checkpoint path, full checkpoint dict, the model state dict to load) for best | last | ema."""
-    if checkpoint not in CHECKPOINTS:
-        raise UserError(f"checkpoint={checkpoint} is not one of {', '.join(CHECKPOINTS)}")
     if checkpoint != "ema":
         path = runs.require_checkpoint(run_dir, checkpoint)
         state = load_checkpoint(path, map_location="cpu")

@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from timm.models import load_state_dict
+
 from vitcli.core.errors import UserError
 
 log = logging.getLogger("vitcli")
@@ -30,8 +33,6 @@ log = logging.getLogger("vitcli")
 
 def read_state_dict(path: Path, setting: str) -> dict[str, Any]:
     """The tensors of a .safetensors / .pth / .bin file; one-line UserError when unusable."""
-    from timm.models import load_state_dict
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{setting}={path}: no such file (expected a .safetensors, .pth or .bin state dict)")
@@ -46,7 +47,6 @@ def read_state_dict(path: Path, setting: str) -> dict[str, Any]:
         else:
             reason = f"{type(err).__name__}: {reason[:200]}"
         raise UserError(f"{setting}={path} is not a readable state dict ({reason})") from err
-    import torch
 
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{setting}={path} holds no state dict of tensors (expected a .safetensors, .pth or .bin file)")
@@ -56,7 +56,6 @@ def read_state_dict(path: Path, setting: str) -> dict[str, Any]:
 @dataclass
 class FitReport:
     """What happened to each tensor of the model."""
-
     total: int = 0
     loaded: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
@@ -120,9 +119,14 @@ def fit_state_dict(model, state: dict[str, Any], classifier: list[str], reinit_c
 
 
 def load_weights(model, path: Path, setting: str, arch: str, classifier: list[str],
-                 strict: bool = True, reinit_classifier: bool = True, strict_setting: str | None = None) -> FitReport:
-    """Load `path` into `model` (see module docstring); log the report; UserError if it does not fit."""
-    state = read_state_dict(path, setting)
+                 strict: bool = True, reinit_classifier: bool = True, strict_setting: str | None = None,
+                 state: dict[str, Any] | None = None) -> FitReport:
+    """Load `path` into `model` (see module docstring); log the report; UserError if it does not fit.
+
+    Args:
+        state: the file's tensors when the caller already read them (read_state_dict), else read here.
+    """
+    state = read_state_dict(path, setting) if state is None else state
     report, usable = fit_state_dict(model, state, classifier, reinit_classifier)
     fitted = len(report.loaded) + len(report.resized)
     if not report.ok:

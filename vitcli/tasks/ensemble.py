@@ -1,7 +1,7 @@
 """An ensemble job: resolve member runs, load their id-aligned predictions (predicting the
 missing ones), weight and combine them, score, and write the report and predictions.
 
-The arithmetic (softmax, voting, greedy selection) lives in vitcli/ensemble.py.
+The arithmetic (softmax, voting, greedy selection) lives in vitcli/tasks/ensemble_methods.py.
 """
 
 from __future__ import annotations
@@ -14,9 +14,23 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
 
 from vitcli.core import runs
 from vitcli.core.errors import UserError
+from vitcli.core.io import write_json
+from vitcli.core.predictions import Predictions, load_predictions, topk_accuracy
+from vitcli.data import create_data
+from vitcli.tasks import submission as sub
+from vitcli.tasks.ensemble_methods import (
+    align,
+    check_classes,
+    check_finite,
+    combine,
+    greedy_select,
+)
+from vitcli.tasks.predict import predict_split
 
 log = logging.getLogger("vitcli")
 
@@ -51,9 +65,6 @@ def resolve_runs(spec: Any) -> list[Path]:
 
 def member_predictions(run: Path, split: str, cfg: DictConfig):
     """The run's predictions/<split>.npz, predicted now when missing and predict_missing=true."""
-    from vitcli.tasks.predict import predict_split
-    from vitcli.core.predictions import load_predictions
-
     if runs.predictions_path(run, split).is_file():
         return load_predictions(runs.predictions_path(run, split))
     if not cfg.predict_missing:
@@ -67,8 +78,6 @@ def member_predictions(run: Path, split: str, cfg: DictConfig):
 
 def load_split(members: list[Path], split: str, cfg: DictConfig):
     """Validated, id-aligned predictions of every member on a split: (list of Predictions, (M, N, C) stack)."""
-    from vitcli.tasks.ensemble_methods import align, check_classes, check_finite
-
     preds = []
     for run in members:
         p = member_predictions(run, split, cfg)
@@ -87,8 +96,6 @@ def load_split(members: list[Path], split: str, cfg: DictConfig):
 
 def default_split(first: Path) -> str:
     """test when the first member has test predictions or its data has a test split, else val."""
-    from vitcli.data import create_data
-
     if runs.predictions_path(first, "test").is_file():
         return "test"
     data = create_data(runs.load_run_config(runs.require_run_dir(first)), device="cpu", train=False)
@@ -97,9 +104,6 @@ def default_split(first: Path) -> str:
 
 def member_weights(cfg: DictConfig, wstack: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Weights per member, and what chose them (for the report)."""
-    from vitcli.tasks.ensemble_methods import greedy_select
-    from vitcli.core.predictions import topk_accuracy
-
     m = len(wstack)
     temps = list(cfg.temperatures) if cfg.temperatures is not None else None
     if cfg.weights is not None:
@@ -114,7 +118,6 @@ def member_weights(cfg: DictConfig, wstack: np.ndarray, labels: np.ndarray) -> t
 
 
 def scores(logits: np.ndarray, labels: np.ndarray | None) -> dict[str, float | None]:
-    from vitcli.core.predictions import topk_accuracy
 
     if labels is None:
         return {"top1": None, "top5": None}
@@ -123,8 +126,6 @@ def scores(logits: np.ndarray, labels: np.ndarray | None) -> dict[str, float | N
 
 def report_table(names: list[str], weights: np.ndarray, rows: list[dict[str, Any]], ens: dict[str, Any],
                  cfg: DictConfig, split: str):
-    from rich.table import Table
-
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
@@ -144,10 +145,7 @@ def report_table(names: list[str], weights: np.ndarray, rows: list[dict[str, Any
 
 
 def write_outputs(out: Path, table, record: dict[str, Any], preds, cfg: DictConfig, data_name: str | None) -> list[Path]:
-    from rich.console import Console
 
-    from vitcli.tasks import submission as sub
-    from vitcli.core.io import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     console = Console(record=True, width=120)
@@ -161,8 +159,6 @@ def write_outputs(out: Path, table, record: dict[str, Any], preds, cfg: DictConf
 
 
 def run_ensemble_job(cfg: DictConfig) -> dict[str, Any]:
-    from vitcli.tasks.ensemble_methods import combine
-    from vitcli.core.predictions import Predictions
 
     if OmegaConf.is_missing(cfg, "runs"):
         raise UserError("runs=[...] is missing: vitcli ensemble runs=[RUN_DIR,RUN_DIR] (or a glob, or a multirun dir)")

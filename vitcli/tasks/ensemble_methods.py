@@ -20,23 +20,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from vitcli.core.errors import UserError
+from vitcli.core.predictions import softmax
 
-METHODS = ("vote", "weighted_vote", "mean_prob", "mean_logit", "greedy")
 _TINY = np.finfo(np.float32).tiny
-
-
-def softmax(logits: np.ndarray, temperatures: Optional[Sequence[float]] = None) -> np.ndarray:
-    """Softmax over the last axis of a (M, N, C) stack, member m divided by temperatures[m] first."""
-    x = np.asarray(logits, dtype=np.float32)
-    if temperatures is not None:
-        t = np.asarray(temperatures, dtype=np.float32)
-        if t.shape != (x.shape[0],) or (t <= 0).any():
-            raise UserError(f"temperatures needs {x.shape[0]} positive values (one per member), got {list(temperatures)}")
-        x = x / t[:, None, None]
-    x = x - x.max(axis=-1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-    return x
 
 
 def _normalise(weights: Optional[Sequence[float]], m: int) -> np.ndarray:
@@ -70,8 +56,6 @@ def vote_scores(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def combine(method: str, logits: np.ndarray, weights: Optional[Sequence[float]] = None,
             temperatures: Optional[Sequence[float]] = None) -> np.ndarray:
     """Ensemble log-probabilities (N, C) from a (M, N, C) logit stack (greedy: pass its weights)."""
-    if method not in METHODS:
-        raise UserError(f"method={method} is not one of {', '.join(METHODS)}")
     stack = np.asarray(logits, dtype=np.float32)
     w = _normalise(weights, stack.shape[0])
     if method == "mean_logit":
@@ -103,8 +87,6 @@ def greedy_select(logits: np.ndarray, labels: np.ndarray, steps: int = 25,
     """
     if steps < 1:
         raise UserError(f"greedy_steps={steps} must be at least 1")
-    if metric not in ("nll", "top1"):
-        raise UserError(f"greedy_metric={metric} is not one of nll, top1")
     probs = softmax(logits, temperatures)  # (M, N, C)
     m, n, _ = probs.shape
     y = np.asarray(labels, dtype=np.int64)

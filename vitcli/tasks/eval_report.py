@@ -9,12 +9,35 @@ eval/<tag>_confusion.csv, plots/confusion_<tag>.png, plots/errors_<tag>.png.
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
+from sklearn.metrics import balanced_accuracy_score, classification_report
 
 from vitcli.core import runs
+from vitcli.core.errors import UserError
+from vitcli.core.io import write_json
+from vitcli.core.predictions import softmax
+from vitcli.data import create_data
+from vitcli.engine.evaluate import class_report
+from vitcli.engine.inference import run_split
+from vitcli.engine.tracking import WandbSink
+from vitcli.tasks.samples import gather_inputs
+from vitcli.viz.gallery import denormalize
+from vitcli.viz.plots import (
+    confident_mistakes,
+    confused_pairs,
+    confusion_path,
+    errors_path,
+    plot_confusion,
+    plot_errors,
+)
+
+log = logging.getLogger("vitcli")
 
 ERRORS_SHOWN = 16  # mistakes in the gallery
 PAIRS_SHOWN = 10  # confused pairs in its bar chart
@@ -29,7 +52,6 @@ def add_classification_report(result: dict[str, Any], rep: dict[str, np.ndarray]
     """Per-class precision / recall / F1 / support, macro and weighted F1 and balanced accuracy into
     `result` and `rep` (arrays in class order for the CSV). Classes absent from the split are left out
     of balanced accuracy (scikit-learn's definition: the mean recall over the classes present)."""
-    from sklearn.metrics import balanced_accuracy_score, classification_report
 
     known = labels >= 0
     y, pred = labels[known], logits[known].argmax(axis=1)
@@ -68,8 +90,6 @@ def write_confusion_csv(path: Path, cm: np.ndarray, names: list[str]) -> None:
 
 
 def worst_table(rep: dict[str, np.ndarray], names: list[str], k: int, title: str):
-    from rich.table import Table
-
     table = Table(title=title)
     for col in ("class", "accuracy", "f1", "support", "most confused with"):
         table.add_column(col, justify="left" if col in ("class", "most confused with") else "right")
@@ -85,11 +105,6 @@ def worst_table(rep: dict[str, np.ndarray], names: list[str], k: int, title: str
 
 def write_error_gallery(run_dir: Path, tag: str, split: str, preds: Any, cm: np.ndarray, title: str) -> Path:
     """plots/errors_<tag>.png: the most confident mistakes (as the model saw them) and the most confused pairs."""
-    from vitcli.core import runs
-    from vitcli.data import create_data
-    from vitcli.viz.gallery import denormalize, gather_inputs
-    from vitcli.viz.plots import confident_mistakes, confused_pairs, errors_path, plot_errors
-
     names = preds.class_names
     idx = confident_mistakes(preds.logits, preds.labels, ERRORS_SHOWN)
     images = np.zeros((0, 1, 1, 3))
@@ -97,8 +112,7 @@ def write_error_gallery(run_dir: Path, tag: str, split: str, preds: Any, cm: np.
         cfg = runs.load_run_config(run_dir)
         data = create_data(cfg, device="cpu", train=False)
         images = denormalize(gather_inputs(data.loader(split), idx), cfg.data.mean, cfg.data.std)
-    z = preds.logits[idx] - preds.logits[idx].max(axis=1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    probs = softmax(preds.logits[idx])
     captions = [f"true: {names[preds.labels[i]]}\npred: {names[p.argmax()]} {100 * p.max():.0f}%"
                 for i, p in zip(idx, probs)]
     pairs = [(f"{names[t]} → {names[p]}", c) for t, p, c in confused_pairs(cm, PAIRS_SHOWN)]
@@ -108,24 +122,50 @@ def write_error_gallery(run_dir: Path, tag: str, split: str, preds: Any, cm: np.
 def save_outputs(run_dir: Path, tag: str, split: str, result: dict[str, Any], rep: dict[str, np.ndarray],
                  preds: Any) -> list[Path]:
     """Write the JSON, CSVs, the confusion plot and the error gallery; return the paths."""
-    from vitcli.viz.plots import confusion_path, plot_confusion
-    from vitcli.core.io import write_json
-
     names = preds.class_names
-    eval_dir = run_dir / runs.EVAL
     title = f"{run_dir.parent.name}/{run_dir.name}: {tag} (top-1 {result['top1']:.2f}%)"
-    out = [eval_dir / f"{tag}_per_class.csv", eval_dir / f"{tag}_confusion.csv"]
+    out = [runs.eval_path(run_dir, f"{tag}_per_class.csv"), runs.eval_path(run_dir, f"{tag}_confusion.csv")]
     write_per_class(out[0], rep, names)
     write_confusion_csv(out[1], rep["confusion"], names)
     out.append(plot_confusion(confusion_path(run_dir, tag), rep["confusion"], names, title))
     out.append(write_error_gallery(run_dir, tag, split, preds, rep["confusion"], f"most confident mistakes · {title}"))
-    write_json(eval_dir / f"{tag}.json", result)
-    return [eval_dir / f"{tag}.json", *out]
+    write_json(runs.eval_path(run_dir, f"{tag}.json"), result)
+    return [runs.eval_path(run_dir, f"{tag}.json"), *out]
 
 
 def log_to_wandb(run_dir: Path, metrics: dict[str, Any], images: list[Path]) -> None:
     """Mirror an evaluation / explanation to W&B (job_type=eval) when the run was trained with logger=wandb."""
-    from vitcli.core import runs
-    from vitcli.engine.tracking import WandbSink
-
     WandbSink.log_eval(Path(run_dir), runs.load_run_config(Path(run_dir)), metrics, images)
+
+
+def evaluate_and_report(run: str | Path, split: str = "val", checkpoint: str = "best", device: str = "auto",
+                        batch_size: int | None = None, tta: str = "none", crop_fraction: float = 0.875,
+                        precision: Any = None, worst: int = 10, save: bool = True) -> dict[str, Any]:
+    """`vitcli eval`: score a run on a split, print the summary line and the worst classes, and
+    (save=True) write the JSON, CSVs and plots into the run. Returns the result dict."""
+
+
+    result, preds = run_split(run, split=split, checkpoint=checkpoint, device=device, batch_size=batch_size,
+                              tta=tta, crop_fraction=crop_fraction, precision=precision)
+    if preds.labels is None:
+        raise UserError(f"split {split} of {run} has no labels, so it cannot be scored; "
+                        f"use `vitcli predict run={run} split={split}` for its predictions")
+    rep = class_report(preds.logits, preds.labels, preds.num_classes)
+    acc = rep["accuracy"]
+    result["mean_class_accuracy"] = float(np.nanmean(acc))
+    result["per_class_accuracy"] = {n: (None if np.isnan(a) else float(a)) for n, a in zip(preds.class_names, acc)}
+    add_classification_report(result, rep, preds.logits, preds.labels, preds.class_names)
+    log.info(
+        f"{result['run']} [{checkpoint}, {split}{'' if tta == 'none' else ', tta ' + str(tta)}]  "
+        f"top1 {result['top1']:.2f}  top5 {result['top5']:.2f}  loss {result['loss']:.4f}  "
+        f"mean class acc {result['mean_class_accuracy']:.2f}  balanced acc {result['balanced_accuracy']:.2f}  "
+        f"macro F1 {result['macro_f1']:.3f}  ({result['samples']} samples)"
+    )
+    tag = eval_tag(split, checkpoint, tta)
+    Console(width=120).print(worst_table(rep, preds.class_names, worst, f"worst classes ({tag})"))
+    if save:
+        run_dir = Path(run)
+        written = save_outputs(run_dir, tag, result["split"], result, rep, preds)
+        log.info("wrote " + ", ".join(str(p.relative_to(run_dir)) for p in written) + f" in {run_dir}")
+        log_to_wandb(run_dir, {"tag": tag, **result}, [p for p in written if p.suffix == ".png"])
+    return result

@@ -1,7 +1,7 @@
 """`vitcli explain`'s library: maps of where a trained run's model looks, as one grid PNG.
 
 Each sample gets two panels: the image (as the model receives it, un-normalized) captioned
-with its true label and the top-3 predictions, and the map overlaid (vitcli/attention_maps.py).
+with its true label and the top-3 predictions, and the map overlaid (vitcli/tasks/saliency.py).
 Split samples are chosen with a seed and mix mistakes (red) with correct predictions (green).
 """
 
@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vitcli.core import runs
-from vitcli.core.runtime import Runtime
 from vitcli.core.errors import UserError
+from vitcli.core.runtime import Runtime
+from vitcli.data import create_data
+from vitcli.data.files import find_image_files
+from vitcli.data.transforms import create_file_transform
+from vitcli.engine.evaluate import evaluate
+from vitcli.models.run_model import load_run_model
+from vitcli.tasks.eval_report import log_to_wandb
+from vitcli.tasks.saliency import explain_maps, resolve_method
+from vitcli.tasks.samples import gather_inputs, load_images, pick_samples
+from vitcli.viz.gallery import denormalize, draw_grid
 
 log = logging.getLogger("vitcli")
 
@@ -35,10 +45,6 @@ def caption(names: list[str], probs: np.ndarray, label: int, true_name: str | No
 
 def split_inputs(cfg: Any, model, runtime: Runtime, split: str, n: int, seed: int):
     """(inputs, labels, sample ids) of `n` samples of a split chosen with `seed`, mistakes first."""
-    from vitcli.data import create_data
-    from vitcli.engine.evaluate import evaluate
-    from vitcli.viz.gallery import gather_inputs, pick_samples
-
     data = create_data(cfg, device=str(runtime.device), train=False)
     loader = data.loader(split)
     out = evaluate(model, loader, runtime, keep_logits=True)
@@ -50,10 +56,6 @@ def split_inputs(cfg: Any, model, runtime: Runtime, split: str, n: int, seed: in
 
 def file_inputs(cfg: Any, pattern: str, n: int):
     """(inputs, labels=-1, file names) of the first `n` image files matching `pattern`."""
-    from vitcli.data.transforms import create_file_transform
-    from vitcli.data.files import find_image_files
-    from vitcli.viz.gallery import load_images
-
     files = find_image_files(pattern)
     if len(files) > n:
         log.info(f"images={pattern}: {len(files)} files, explaining the first n={n}")
@@ -64,9 +66,7 @@ def file_inputs(cfg: Any, pattern: str, n: int):
 
 def compute(model, x, method: str, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
     """(softmax probabilities (B, C) at the run's precision, maps (B, H, W)); Grad-CAM explains the top-1 class."""
-    import torch
 
-    from vitcli.tasks.saliency import explain_maps
 
     probs, maps = [], []
     for chunk in x.split(CHUNK):
@@ -81,10 +81,6 @@ def compute(model, x, method: str, runtime: Runtime) -> tuple[np.ndarray, np.nda
 def explain_run(run: str | Path, split: str = "val", n: int = 16, method: str = "auto", images: str | None = None,
                 checkpoint: str = "best", device: str = "auto", seed: int = 0, precision: Any = None) -> Path:
     """Write <run>/plots/explain_<split>_<method>.png (split 'images' for images=PATH); return its path."""
-    from vitcli.tasks.saliency import resolve_method
-    from vitcli.models.run_model import load_run_model
-    from vitcli.viz.gallery import denormalize, draw_grid
-
     if n <= 0:
         raise UserError(f"n={n}: explain at least one image (e.g. n=16)")
     cfg, model, state, runtime = load_run_model(Path(run), checkpoint, device, precision)
@@ -109,7 +105,6 @@ def explain_run(run: str | Path, split: str = "val", n: int = 16, method: str = 
     out = draw_grid(explain_path(run_dir, split, method), denormalize(x, cfg.data.mean, cfg.data.std),
                     captions, title, overlays=maps, colors=colors)
     log.info(f"wrote {out} ({len(x)} images, method={method})")
-    from vitcli.tasks.eval_report import log_to_wandb
 
     log_to_wandb(run_dir, {}, [out])
     return out

@@ -15,12 +15,20 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import timm
+import torch
+from omegaconf import OmegaConf
+from timm.models import save_for_hf
+
 from vitcli.core import runs
 from vitcli.core.errors import UserError
+from vitcli.data import create_data
+from vitcli.models.factory import timm_kwargs
+from vitcli.models.run_model import load_run_model
 
 log = logging.getLogger("vitcli")
 
-FORMATS = ("timm", "onnx")
 ONNX_CHECK_IMAGES = 32
 ONNX_ATOL = 1e-4
 REBUILD_ATOL = 1e-5
@@ -35,10 +43,6 @@ def default_out(run_dir: Path, checkpoint: str, fmt: str) -> Path:
 def export_run(run: str | Path, checkpoint: str = "best", fmt: str = "timm", out: str | None = None,
                device: str = "cpu") -> Path:
     """Export a run's checkpoint; returns the folder (timm) or file (onnx) written."""
-    from vitcli.models.run_model import load_run_model
-
-    if fmt not in FORMATS:
-        raise UserError(f"format={fmt} is not one of {', '.join(FORMATS)} (vitcli export run=DIR format=timm)")
     if fmt == "onnx":
         require_onnx()
     cfg, model, state, runtime = load_run_model(Path(run), checkpoint, device)
@@ -63,7 +67,6 @@ def class_names(cfg: Any, state: dict[str, Any]) -> list[str]:
     names = state.get("class_names")
     if names:
         return [str(n) for n in names]
-    from vitcli.data import create_data  # older checkpoints: ask the data
 
     return [str(n) for n in create_data(cfg, train=False).class_names]
 
@@ -79,9 +82,7 @@ def data_config(cfg: Any) -> dict[str, Any]:
 
 def model_args(cfg: Any, num_classes: int) -> dict[str, Any]:
     """The constructor arguments vitcli gave timm (drop rates are training-only)."""
-    from omegaconf import OmegaConf
 
-    from vitcli.models.factory import timm_kwargs
 
     args = timm_kwargs(cfg.model, num_classes)
     args = {k: v for k, v in args.items() if k not in _DROP_ARGS}
@@ -90,8 +91,6 @@ def model_args(cfg: Any, num_classes: int) -> dict[str, Any]:
 
 def export_timm(model, cfg: Any, names: list[str], out: Path) -> None:
     """save_for_hf into `out`, then prove that plain timm rebuilds the same function."""
-    from timm.models import save_for_hf
-
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     extra = dict(label_names=names, pretrained_cfg=dict(tag="vitcli"), vitcli=dict(model=cfg.model.name, timm_name=cfg.model.timm_name,
@@ -112,9 +111,6 @@ def export_timm(model, cfg: Any, names: list[str], out: Path) -> None:
 
 def rebuild_problem(model, out: Path, size: int) -> str | None:
     """None when `timm.create_model("local-dir:out", pretrained=True)` computes what `model` does."""
-    import timm
-    import torch
-
     timm_log = logging.getLogger("timm")
     level = timm_log.level
     timm_log.setLevel(logging.WARNING)  # timm logs every checkpoint it loads
@@ -135,9 +131,7 @@ def rebuild_problem(model, out: Path, size: int) -> str | None:
 
 def validation_images(cfg: Any, n: int = ONNX_CHECK_IMAGES):
     """The first n images of the run's validation split, through its eval transform."""
-    import torch
 
-    from vitcli.data import create_data
 
     batches, seen = [], 0
     for x, _ in create_data(cfg, device="cpu", train=False).loader("val"):
@@ -150,8 +144,6 @@ def validation_images(cfg: Any, n: int = ONNX_CHECK_IMAGES):
 
 def export_onnx(model, cfg: Any, out: Path, device: Any = "cpu") -> None:
     """torch.onnx.export with a dynamic batch axis, then the onnxruntime parity check."""
-    import torch
-
     model = model.cpu().float().eval()
     images = validation_images(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,9 +167,7 @@ def export_onnx(model, cfg: Any, out: Path, device: Any = "cpu") -> None:
 
 def onnx_parity_problem(model, path: Path, images) -> str | None:
     """None when onnxruntime gives torch's top-1 on every image and logits within ONNX_ATOL."""
-    import numpy as np
     import onnxruntime as ort
-    import torch
 
     with torch.no_grad():
         want = model(images).numpy()

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from vitcli.core import runs
+from vitcli.engine.inference import run_split
+from vitcli.tasks import submission as sub
 
 
 def predict_split(run: str | Path, split: str | None = None, checkpoint: str = "best", device: str = "auto",
@@ -18,8 +20,6 @@ def predict_split(run: str | Path, split: str | None = None, checkpoint: str = "
         split: null: test when the run's data has one, else val.
         precision: null: the precision the run trained with.
     """
-    from vitcli.tasks import submission as sub
-    from vitcli.engine.inference import run_split
 
     result, preds = run_split(run, split, checkpoint, device, batch_size, tta, crop_fraction, precision)
     split = result["split"]

@@ -15,9 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from rich.table import Table
+
 from vitcli.core import runs
 from vitcli.core.errors import UserError
 from vitcli.core.io import write_csv
+from vitcli.data.files import DECODE_ERRORS, find_image_files, load_rgb
+from vitcli.data.transforms import create_file_transform
+from vitcli.models.run_model import load_run_model
 
 log = logging.getLogger("vitcli")
 
@@ -42,8 +48,6 @@ def output_name(pattern: str) -> str:
 
 def decode(paths: list[Path], transform) -> tuple[list[Path], list[Any], list[tuple[str, str]]]:
     """(decoded paths, their tensors, (path, error) of the files that failed)."""
-    from vitcli.data.files import DECODE_ERRORS, load_rgb
-
     ok, tensors, failed = [], [], []
     for p in paths:
         try:
@@ -57,11 +61,7 @@ def decode(paths: list[Path], transform) -> tuple[list[Path], list[Any], list[tu
 def predict_images(run: str | Path, images: str, topk: int = 5, checkpoint: str = "best", device: str = "auto",
                    batch_size: int | None = None, name: str | None = None) -> ImagePredictions:
     """Predict every image under `images` with a run's model; write predictions/<name>.csv."""
-    import torch
 
-    from vitcli.data.files import find_image_files
-    from vitcli.data.transforms import create_file_transform
-    from vitcli.models.run_model import load_run_model
 
     if topk < 1:
         raise UserError(f"topk={topk} must be at least 1")
@@ -97,8 +97,6 @@ def predict_images(run: str | Path, images: str, topk: int = 5, checkpoint: str 
 
 def preview_table(result: ImagePredictions, rows: int = 10, shown: int = 3):
     """A rich table of the first rows: file, then the best `shown` classes with probabilities."""
-    from rich.table import Table
-
     table = Table(title=f"{result.csv_path.name}: {len(result.paths)} images (first {min(rows, len(result.paths))})")
     table.add_column("image")
     for r in range(1, min(shown, len(result.names[0])) + 1):

@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vitcli.core import runs
 from vitcli.core.errors import UserError
+from vitcli.data import create_data
+from vitcli.data.mixing import create_mixup, mix_batch
+from vitcli.data.normalization import resolve_normalization
+from vitcli.viz.gallery import denormalize, draw_grid
 
 log = logging.getLogger("vitcli")
 
@@ -30,11 +35,7 @@ def label_caption(target: np.ndarray, names: list[str], parts: int = 2) -> str:
 
 def training_batch(cfg: Any, n: int):
     """(x normalized (n, 3, H, W), targets (n,) or (n, C), class names) of the first training batch."""
-    import torch
 
-    from vitcli.data import create_data
-    from vitcli.data.mixing import create_mixup, mix_batch
-    from vitcli.data.normalization import resolve_normalization
 
     if n <= 0:
         raise UserError(f"n={n}: preview at least one image (e.g. n=32)")
@@ -56,8 +57,6 @@ def training_batch(cfg: Any, n: int):
 
 def write_preview(cfg: Any, run_dir: Path, n: int = 32) -> Path:
     """Draw the batch into <run_dir>/plots/preview.png; return its path."""
-    from vitcli.viz.gallery import denormalize, draw_grid
-
     x, y, names = training_batch(cfg, n)
     captions = [label_caption(t, names) for t in y.cpu().numpy()]
     aug = cfg.augmentation

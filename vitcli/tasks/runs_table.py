@@ -10,6 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
 from vitcli.core import runs
 from vitcli.core.errors import UserError
 
@@ -18,7 +23,6 @@ ASCENDING = ("val_loss",)  # smaller is better; other numbers sort largest first
 
 
 def _from_config(run_dir: Path) -> dict[str, Any]:
-    import yaml
 
     try:
         cfg = yaml.safe_load((run_dir / runs.CONFIG).read_text()) or {}
@@ -73,9 +77,6 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
     table = Table(title=title)
     for col in ("run", "experiment", "model", "data", "epochs", "top-1", "top-5", "wall", "status", "updated", "curves"):

@@ -20,24 +20,21 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from timm.utils import AttentionExtract
 
 from vitcli.core.errors import UserError
 
-METHODS = ("auto", "rollout", "attention", "gradcam")
 ATTENTION_METHODS = ("rollout", "attention")
 
 
 def is_attention_model(model) -> bool:
     """True for models whose global self-attention over patch tokens rollout can read."""
-    from timm.models.vision_transformer import VisionTransformer
-
     return isinstance(model, VisionTransformer)
 
 
 def resolve_method(model, method: str, model_name: str = "this model") -> str:
     """auto -> rollout for the ViT family, gradcam otherwise; an impossible pair is a UserError."""
-    if method not in METHODS:
-        raise UserError(f"method={method} is not one of {', '.join(METHODS)}")
     if method == "auto":
         return "rollout" if is_attention_model(model) else "gradcam"
     if method in ATTENTION_METHODS and not is_attention_model(model):
@@ -62,8 +59,6 @@ def fused_attention_off(model) -> Iterator[None]:
 @torch.no_grad()
 def attention_probs(model, x: torch.Tensor) -> list[torch.Tensor]:
     """Per block, the attention probabilities (B, heads, N, N), first block first."""
-    from timm.utils import AttentionExtract
-
     with fused_attention_off(model):
         # the Dropout after the softmax sees the probabilities (identity in eval mode)
         extract = AttentionExtract(model, names=["*attn.attn_drop"], method="hook")

@@ -18,6 +18,7 @@ import numpy as np
 
 from vitcli.core import runs
 from vitcli.core.errors import UserError
+from vitcli.core.io import atomic_write
 
 log = logging.getLogger("vitcli")
 
@@ -39,8 +40,6 @@ def top5_labels(logits: np.ndarray) -> np.ndarray:
 
 def write_top5(path: str | Path, ids: Sequence[str], logits: np.ndarray) -> Path:
     """Development-kit file: lines sorted by file name (id), 5 labels each, LF endings."""
-    from vitcli.core.io import atomic_write
-
     if len(ids) != len(logits):
         raise UserError(f"{len(ids)} ids but {len(logits)} rows of logits")
     if len(set(ids)) != len(ids):
@@ -64,8 +63,6 @@ def kaggle_ids(ids: Sequence[str]) -> list[str] | None:
 
 def write_kaggle(path: str | Path, ids: Sequence[str], logits: np.ndarray) -> Path:
     """Course Kaggle CSV: `Id,Category` then `00000001,<top-1 label>` rows, sorted by id."""
-    from vitcli.core.io import atomic_write
-
     short = kaggle_ids(ids)
     if short is None:
         raise UserError("the Kaggle CSV needs ids whose file names are distinct 8-digit numbers (val/ or test/ images)")
@@ -90,8 +87,6 @@ def write_submissions(out_dir: str | Path, split: str, ids: Sequence[str], logit
 
 def should_write(mode: str, data_name: str | None, ids: Sequence[str]) -> bool:
     """submission=auto writes for MiniPlaces data (by name or by id shape); always / never force it."""
-    if mode not in ("auto", "always", "never"):
-        raise UserError(f"submission={mode} is not one of auto, always, never")
     if mode == "auto":
         return data_name == "miniplaces" or looks_like_miniplaces(ids)
     return mode == "always"

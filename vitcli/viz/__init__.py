@@ -3,3 +3,7 @@ written atomically as PNGs (matplotlib, Agg backend).
 
 May import: vitcli.core, vitcli.data, vitcli.models.
 """
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display, no GUI backend (set before any pyplot import below)

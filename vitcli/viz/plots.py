@@ -3,19 +3,24 @@ the confusion matrix and the error gallery of `vitcli eval`."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.ticker import MaxNLocator
+from omegaconf import OmegaConf
 
 from vitcli.core import runs
 from vitcli.core.io import read_jsonl
+from vitcli.core.predictions import softmax
+from vitcli.viz.gallery import save_figure
 
 
 def _run_title(run_dir: Path) -> str:
     """'<experiment>/<run dir name>' (config.yaml's name), never an absolute path."""
     try:
-        from omegaconf import OmegaConf
-
         name = OmegaConf.load(run_dir / runs.CONFIG).get("name")
     except Exception:  # no or unreadable config: the parent folder is the experiment
         name = None
@@ -50,13 +55,8 @@ def plot_curves(run_dir: Path, steps_per_epoch: float | None = None) -> Path | N
         return None
     steps_per_epoch = steps_per_epoch or _steps_per_epoch(run_dir)
     steps = [r for r in records if r.get("kind") == "step" and r.get("lr") is not None] if steps_per_epoch else []
-    import matplotlib
 
-    matplotlib.use("Agg")  # files only: no display, no GUI backend
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    from vitcli.viz.gallery import save_figure
 
     x = [r["epoch"] for r in epochs]
 
@@ -96,8 +96,6 @@ def plot_curves(run_dir: Path, steps_per_epoch: float | None = None) -> Path | N
 
 def try_plot_curves(run_dir: Path) -> None:
     """plot_curves for the train loop: a plot is never worth failing a run."""
-    import logging
-
     try:
         plot_curves(run_dir)
     except Exception as err:
@@ -115,13 +113,8 @@ def errors_path(run_dir: Path, tag: str) -> Path:
 def plot_confusion(path: Path, cm: np.ndarray, names: list[str], title: str) -> Path:
     """Confusion matrix of counts on a log colour scale (one error stands out from the white
     zeros); the counts are written in the cells up to 20 classes, class names up to 40."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
 
-    from vitcli.viz.gallery import save_figure
 
     n = len(names)
     side = min(4 + (0.45 if n <= 20 else 0.18) * n, 24)
@@ -145,8 +138,7 @@ def plot_confusion(path: Path, cm: np.ndarray, names: list[str], title: str) -> 
 
 def confident_mistakes(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Indices of up to `k` wrong predictions, most confident (highest softmax top-1) first."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    probs = softmax(logits)
     pred = probs.argmax(axis=1)
     wrong = np.flatnonzero((labels >= 0) & (pred != labels))
     return wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:k]
@@ -163,12 +155,7 @@ def confused_pairs(cm: np.ndarray, k: int) -> list[tuple[int, int, int]]:
 def plot_errors(path: Path, images: np.ndarray, captions: list[str], pairs: list[tuple[str, int]],
                 title: str, cols: int = 8) -> Path:
     """Gallery of mistakes (images captioned true / predicted) above a bar chart of the most confused pairs."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vitcli.viz.gallery import save_figure
 
     n = len(images)
     cols = max(1, min(cols, n))

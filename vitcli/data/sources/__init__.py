@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-
-from vitcli.data.module import DataModule, check_num_classes
 from vitcli.core.errors import UserError
+from vitcli.data.arrays import stratified_split, subset
+from vitcli.data.loaders import array_loader, file_loader
+from vitcli.data.module import DataModule, check_num_classes
+from vitcli.data.pack import load_packed
+from vitcli.data.sources.imagefolder import load_imagefolder, load_imagenet
+from vitcli.data.sources.miniplaces import load_miniplaces
 
 FILE_SOURCES = ("miniplaces", "imagefolder", "imagenet")
 
@@ -20,10 +24,7 @@ FILE_SOURCES = ("miniplaces", "imagefolder", "imagenet")
 def load_file_source(data_cfg: Any):
     """(splits keyed train/val[/test], class display names) from the files on disk."""
     if data_cfg.name == "miniplaces":
-        from vitcli.data.sources.miniplaces import load_miniplaces
-
         return load_miniplaces(data_cfg)
-    from vitcli.data.sources.imagefolder import load_imagefolder, load_imagenet
 
     return load_imagenet(data_cfg) if data_cfg.name == "imagenet" else load_imagefolder(data_cfg)
 
@@ -32,7 +33,6 @@ def carve_minival(splits: dict, fraction: float, seed: int) -> dict:
     """Move a stratified `fraction` of train into a `minival` split (ids keep their train/ prefix)."""
     if not fraction:
         return splits
-    from vitcli.data.arrays import stratified_split, subset
 
     if not 0.0 < fraction < 1.0:
         raise UserError(f"data.minival_fraction={fraction} must be between 0 and 1 (0 turns it off)")
@@ -46,12 +46,8 @@ def carve_minival(splits: dict, fraction: float, seed: int) -> dict:
 
 def create_file_data(cfg: Any, device: str, train: bool) -> DataModule:
     """A file dataset's DataModule: decoded per sample (data.format=files) or from a pack (packed)."""
-    from vitcli.data.loaders import array_loader, file_loader
-
     data_cfg = cfg.data
     if data_cfg.format == "packed":
-        from vitcli.data.pack import load_packed
-
         splits, names, manifest = load_packed(data_cfg)
         skipped = {f"skipped_files_{k}": v.get("skipped", 0) for k, v in manifest["splits"].items()}
         info: dict[str, Any] = {"data_format": "packed", "packed_size": manifest["size"], **skipped,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.datasets import load_digits
 
 from vitcli.data.arrays import ArraySplit
 
 
 def load_digits_split() -> tuple[ArraySplit, list[str]]:
     """All 1,797 digits as 8x8 RGB uint8 images (0..16 grey levels scaled to 0..255)."""
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (N, 8, 8)
     images = np.repeat(gray[..., None], 3, axis=-1)

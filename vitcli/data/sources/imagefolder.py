@@ -11,9 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vitcli.data.files import IMG_EXTENSIONS, FileSplit
-from vitcli.data.sources.miniplaces import check_no_empty_class, enumerate_unlabeled, list_lines
 from vitcli.core.errors import UserError
+from vitcli.data.files import IMG_EXTENSIONS, FileSplit
+from vitcli.data.sources.miniplaces import (
+    check_no_empty_class,
+    enumerate_unlabeled,
+    list_lines,
+)
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vitcli.data.files import IMG_EXTENSIONS, FileSplit
 from vitcli.core.errors import UserError
+from vitcli.data.files import IMG_EXTENSIONS, FileSplit
 
 LAYOUT = "images/{train,val,test}/ with categories.txt, train.txt, val.txt in the root or under data/"
 
