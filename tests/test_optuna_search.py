@@ -143,3 +143,42 @@ def test_two_joblib_workers_share_one_study(search, tmp_path):
     # both jobs ran in joblib's worker processes and reported every epoch through the storage
     assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)
     assert all(json.loads((sweep_dir / str(n) / "summary.json").read_text())["status"] == "completed" for n in (0, 1))
+
+
+def test_study_plots_go_to_wandb_in_the_sweeps_group(tmp_path, monkeypatch, compose):
+    import sys
+    import types
+
+    from vitcli.engine.study import log_to_wandb
+
+    logged: dict = {}
+
+    class FakeRun:
+        summary: dict = {}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def log(self, data):
+            logged.update(data)
+
+    def init(**kwargs):
+        logged["init"] = kwargs
+        return FakeRun()
+
+    fake = types.SimpleNamespace(init=init, Image=lambda path: ("image", path), Settings=lambda **kw: kw)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    study = optuna.create_study(study_name="s", direction="maximize")
+    study.enqueue_trial({"x": 1.0})
+    study.optimize(lambda t: t.suggest_float("x", 0, 2), n_trials=2)
+    sweep_dir = tmp_path / "2026-12-01_12-00-00"
+    images = [tmp_path / "optimization_history.png", tmp_path / "slice.png"]
+    log_to_wandb(compose("train", overrides=["logger=csv"]), sweep_dir, study, images)
+    assert not logged  # logger=csv: nothing goes to W&B
+    log_to_wandb(compose("train", overrides=["logger=wandb"]), sweep_dir, study, images)
+    assert logged["init"]["group"] == "default/2026-12-01_12-00-00" and logged["init"]["job_type"] == "sweep"
+    assert logged["study/optimization_history"] == ("image", str(images[0])) and "study/slice" in logged
+    assert FakeRun.summary["best_trial"] in (0, 1) and "best/x" in FakeRun.summary
