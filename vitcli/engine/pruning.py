@@ -1,10 +1,10 @@
-"""Optuna pruning for sweep jobs: each epoch, report the run's selection metric to the job's
-optuna trial and stop at the epoch boundary when the study's pruner says so.
+"""The optuna trial a sweep job runs, for pruning (the stopper itself: engine/stopping.py).
 
 The trial is reached through the study's storage (hydra_plugins/vitcli_optuna_sweeper/trial.py),
 so this works wherever the job runs: in the sweeper's process, a joblib worker or a SLURM
-job. A pruned run keeps its checkpoints and curves and ends with status `pruned`; the trial
-is marked PRUNED with its last reported value, as optuna's integration callbacks do.
+job. Each epoch the run reports its selection metric to the trial; when the study's pruner
+says so, the trial is marked PRUNED (with its last reported value, as optuna's integration
+callbacks do) and the run ends at that epoch boundary with status `pruned`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 from typing import Any, Iterator
 
 from vitcli.core.errors import UserError
-from vitcli.engine.stopping import StopDecision
 
 log = logging.getLogger("vitcli")
 
@@ -29,25 +28,9 @@ def selection_value(record: dict[str, Any]) -> float:
     return max(float(record["val_top1"]), float(record.get("ema_top1", float("-inf"))))
 
 
-class TrialPruner:
-    """An epoch stopper (engine/stopping.py) that reports to an optuna trial and obeys its pruner."""
-
-    def __init__(self, trial: Any) -> None:
-        self.trial = trial
-
-    def after_epoch(self, epoch: int, record: dict[str, Any]) -> StopDecision | None:
-        value = selection_value(record)
-        self.trial.report(value, epoch)
-        if not self.trial.should_prune():
-            return None
-        self.trial.prune()
-        pruner = type(self.trial.study.pruner).__name__
-        return StopDecision("pruned", "optuna", f"trial {self.trial.number}: {METRIC} {value:.2f} at epoch {epoch} "
-                                                f"is not promising ({pruner})")
-
-
-def trial_pruner() -> TrialPruner | None:
-    """The job's pruner when it runs a trial of vitcli's optuna sweeper, else None."""
+def open_trial() -> Any | None:
+    """The job's optuna trial (a SweepTrial: report, should_prune, prune) when it runs a trial
+    of vitcli's optuna sweeper, else None."""
     try:
         from hydra_plugins.vitcli_optuna_sweeper.trial import current_link
     except ImportError:  # the sweeper's package is not importable: no sweep of ours
@@ -65,7 +48,7 @@ def trial_pruner() -> TrialPruner | None:
     if trial.directions != [DIRECTION]:
         raise UserError(f"study '{link.study_name}' is {'/'.join(trial.directions)}, but `vitcli train` returns "
                         f"one value to maximize (best {METRIC}): use hydra.sweeper.direction={DIRECTION}")
-    return TrialPruner(trial)
+    return trial
 
 
 @contextlib.contextmanager

@@ -96,3 +96,17 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     if not console.is_terminal:
         console = Console(width=200)  # a pipe or CI log: no reason to wrap at 80
     console.print(table)
+
+
+def report_study(root: Path) -> None:
+    """Pointed at an optuna sweep dir: the study's one-line summary, and its plots redrawn in
+    <sweep dir>/plots/ (they show every trial, those other workers added included)."""
+    from vitcli.engine.study import describe, draw, sweep_study
+
+    study = sweep_study(root)
+    if study is None:
+        return
+    print(describe(study))
+    paths = draw(study, root)
+    if paths:
+        print(f"study plots: {', '.join(p.name for p in paths)} in {root / 'plots'}")
