@@ -182,3 +182,33 @@ def test_study_plots_go_to_wandb_in_the_sweeps_group(tmp_path, monkeypatch, comp
     assert logged["init"]["group"] == "default/2026-12-01_12-00-00" and logged["init"]["job_type"] == "sweep"
     assert logged["study/optimization_history"] == ("image", str(images[0])) and "study/slice" in logged
     assert FakeRun.summary["best_trial"] in (0, 1) and "best/x" in FakeRun.summary
+
+
+def test_trial_pruner_reaches_its_trial_from_the_environment(tmp_path, monkeypatch, compose):
+    """A child process (a torchrun rank of a trainer.devices=N trial) has no Hydra sweep config:
+    it finds its trial through the VITCLI_OPTUNA_TRIAL the job put in the environment."""
+    from hydra_plugins.vitcli_optuna_sweeper.trial import TrialLink
+    from vitcli.engine.stopping import TrialPruner, create_stoppers
+
+    journal = str(tmp_path / "study.log")
+    study = optuna.create_study(study_name="env", storage=open_storage(journal), direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    for value in (90.0, 95.0):  # two finished trials set the median at step 1
+        trial = study.ask()
+        trial.report(value, 1)
+        study.tell(trial, value)
+    numbers = [study.ask().number for _ in range(2)]
+    pruner = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1}
+    cfg = compose("train")
+    assert create_stoppers(cfg) == []  # outside a sweep: no pruner
+    for number, value, pruned in ((numbers[0], 99.0, False), (numbers[1], 10.0, True)):
+        monkeypatch.setenv(*TrialLink("env", journal, number, pruner).env().popitem())
+        [stopper] = create_stoppers(cfg)
+        assert isinstance(stopper, TrialPruner)
+        decision = stopper.after_epoch(1, {"val_top1": value - 5, "ema_top1": value})  # EMA is the better one
+        assert (decision is not None) == pruned
+        if pruned:
+            assert decision.status == "pruned" and decision.by == "optuna" and "10.00" in decision.reason
+    trials = optuna.load_study(study_name="env", storage=open_storage(journal)).trials
+    assert [t.state.name for t in trials[2:]] == ["RUNNING", "PRUNED"]
+    assert trials[2].intermediate_values == {1: 99.0} and trials[3].value == 10.0
