@@ -17,6 +17,7 @@ from rich.table import Table
 
 from vitcli.core import runs
 from vitcli.core.errors import UserError
+from vitcli.engine.study import describe, draw, sweep_study
 
 NUMERIC = ("val_top1", "val_top5", "val_loss", "wall_time_s", "epochs", "updated")
 ASCENDING = ("val_loss",)  # smaller is better; other numbers sort largest first
@@ -101,8 +102,6 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
 def report_study(root: Path) -> None:
     """Pointed at an optuna sweep dir: the study's one-line summary, and its plots redrawn in
     <sweep dir>/plots/ (they show every trial, those other workers added included)."""
-    from vitcli.engine.study import describe, draw, sweep_study
-
     study = sweep_study(root)
     if study is None:
         return
