@@ -1,4 +1,4 @@
-"""Hydra multirun: sweep_summary.csv, failed jobs recorded, optuna study continued, launchers."""
+"""Hydra multirun: sweep_summary.csv, failed jobs recorded, launchers (optuna: test_optuna_search.py)."""
 
 from __future__ import annotations
 
@@ -99,36 +99,3 @@ def test_launcher_configs_compose(compose, launcher, target):
     if launcher == "slurm":  # vitcli's preset: one GPU per job, logs beside the sweep
         assert cfg.hydra.launcher.gpus_per_node == 1
         assert cfg.hydra.launcher.submitit_folder.endswith(".submitit/%j")
-
-
-def test_optuna_config_composes(compose):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    cfg = compose("train", return_hydra_config=True, overrides=["hparams_search=optuna"])
-    assert cfg.hydra.sweeper.direction == "maximize"
-    assert cfg.hydra.sweeper.storage.startswith("sqlite:///")
-    assert "optimizer.lr" in cfg.hydra.sweeper.params
-
-
-@pytest.mark.slow
-def test_optuna_study_continues_on_rerun(cli, tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    optuna = pytest.importorskip("optuna")
-    db = tmp_path / "studies" / "optuna.db"  # its folder does not exist yet: the callback makes it
-    common = ["hparams_search=optuna", f"hydra.sweeper.storage=sqlite:///{db}",
-              "hydra.sweeper.study_name=tiny"]
-    cli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 's1'}", cwd=tmp_path)
-    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials) == 3
-    cli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 's2'}", cwd=tmp_path)
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
-    assert len(study.trials) == 5
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
-    assert 0 <= study.best_value <= 100
-    assert len(read_csv(tmp_path / "s2" / "sweep_summary.csv")) == 2
-    # a trial that fails (here at set-up: a bad optimizer name) is a FAIL trial, not a crash
-    proc = cli("train", "-m", *FAST, *common, "hydra.sweeper.n_trials=1", "optimizer.name=nope",
-                  f"hydra.sweep.dir={tmp_path / 's3'}", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "1 of 1 jobs failed" in proc.stderr  # every trial failed: non-zero
-    states = [t.state.name for t in optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials]
-    assert states == ["COMPLETE"] * 5 + ["FAIL"]
-    assert read_csv(tmp_path / "s3" / "sweep_summary.csv")[0]["status"] == "failed"
-

@@ -20,7 +20,7 @@ from vitcli.core.errors import UserError, report_user_errors
 @report_user_errors
 def list_runs(cfg: DictConfig) -> list[dict[str, Any]]:
     from vitcli.core.runs import find_run_dirs
-    from vitcli.tasks.runs_table import matches, print_table, run_row, sort_rows
+    from vitcli.tasks.runs_table import matches, print_table, report_study, run_row, sort_rows
 
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
@@ -36,6 +36,7 @@ def list_runs(cfg: DictConfig) -> list[dict[str, Any]]:
     rows = sort_rows(rows, cfg.sort)
     shown = rows[: cfg.limit] if cfg.limit > 0 else rows
     print_table(shown, f"{len(shown)} of {total} runs under {root}, sorted by {cfg.sort}")
+    report_study(root)  # an optuna sweep dir: its study and plots
     return shown
 
 

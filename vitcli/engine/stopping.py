@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from vitcli.engine.pruning import METRIC, open_trial, selection_value
+
 
 @dataclass
 class StopDecision:
@@ -41,5 +43,25 @@ class EpochStopper(Protocol):
 
 
 def create_stoppers(cfg: Any) -> list[EpochStopper]:
-    """The stoppers a run's config asks for (none by default)."""
-    return []
+    """The stoppers a run's config asks for (none by default), plus a TrialPruner when the run
+    is a trial of vitcli's optuna sweeper (engine/pruning.py)."""
+    trial = open_trial()
+    return [TrialPruner(trial)] if trial is not None else []
+
+
+class TrialPruner:
+    """Reports the selection metric to an optuna trial every epoch; stops the run when the
+    study's pruner prunes the trial (which is then PRUNED in the study)."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def after_epoch(self, epoch: int, record: dict[str, Any]) -> StopDecision | None:
+        value = selection_value(record)
+        self.trial.report(value, epoch)
+        if not self.trial.should_prune():
+            return None
+        self.trial.prune()
+        pruner = type(self.trial.study.pruner).__name__
+        return StopDecision("pruned", "optuna", f"trial {self.trial.number}: {METRIC} {value:.2f} after epoch "
+                                                f"{epoch} is not promising ({pruner})")

@@ -3,7 +3,9 @@ callback writes sweep_summary.csv plus a ranked table when the sweep ends.
 
 Registered in conf/train.yaml under hydra.callbacks; it reads only the job directories
 (.hydra/overrides.yaml and summary.json), so it works with any launcher (basic, joblib,
-submitit) and any sweeper (basic grid, optuna).
+submitit) and any sweeper (basic grid, optuna). Pruned trials are listed as `pruned`, with
+the epochs they trained, and are not failures. For vitcli's optuna sweeper it also checks
+the study's direction up front and sends the study plots to W&B (engine/study.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from vitcli.core import runs
 from vitcli.core.errors import full_errors
 from vitcli.core.io import write_json
 from vitcli.engine.interrupts import TrainingInterrupted
+from vitcli.engine.pruning import trial_env
+from vitcli.engine.study import check_direction, describe, log_to_wandb, sweep_study
 
 log = logging.getLogger("vitcli")
 
@@ -42,16 +46,16 @@ def in_multirun() -> bool:
 
 def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
     """Run one sweep job; on failure record it (summary.json + log) and return None, which
-    the basic sweeper ignores and optuna records as a FAIL trial, so the sweep goes on.
-    (Hydra would re-raise the job's exception and end the whole multirun; a NaN return
-    makes optuna 2.10's sweeper crash on a second `study.tell`.)"""
+    the basic sweeper ignores and optuna records as a FAIL trial, so the sweep goes on
+    (Hydra would re-raise the job's exception and end the whole multirun)."""
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
 
     try:
         spread_over_gpus(cfg, int(hc.job.num), str(hc.launcher.get("_target_", "")))
-        return fit(cfg)
+        with trial_env():  # an optuna trial's link reaches the job's torchrun ranks too
+            return fit(cfg)
     except TrainingInterrupted as err:  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
         print(f"vitcli: {err}; sweep job {run_dir} saved its checkpoints/last.pt", file=sys.stderr)
         sys.exit(err.exit_code)
@@ -149,16 +153,16 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 def print_table(rows: list[dict[str, Any]], keys: list[str], title: str) -> None:
 
     table = Table(title=title)
-    columns = ["job", *keys, "status", *METRICS, "best_epoch", "wall_time_s", "error"]
+    columns = ["job", *keys, "status", *METRICS, "best_epoch", "epochs", "wall_time_s", "error"]
+    numeric = (*METRICS, "best_epoch", "epochs", "wall_time_s", "job")
     for col in columns:
-        table.add_column(col, justify="right" if col in (*METRICS, "best_epoch", "wall_time_s", "job") else "left",
-                         overflow="fold")
+        table.add_column(col, justify="right" if col in numeric else "left", overflow="fold")
     for r in rows:
         cells = []
         for col in columns:
             v = r.get(col)
             cells.append("" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v))
-        style = "red" if r["status"] != "completed" else None
+        style = {"completed": None, "pruned": "yellow"}.get(r["status"], "red")
         table.add_row(*cells, style=style)
     console = Console()
     if not console.is_terminal:
@@ -173,11 +177,7 @@ class SweepSummary(Callback):
         self.mode = mode
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        # sqlite cannot create the folder of its database file (optuna storage under runs/)
-
-        storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
-        if isinstance(storage, str) and storage.startswith("sqlite:///"):
-            Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        check_direction(config)  # an optuna study must maximize what the train task returns
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
 
@@ -189,21 +189,26 @@ class SweepSummary(Callback):
             rows, keys = collect(sweep_dir, swept=[str(k) for k in params])
             rows = rank(rows, self.metric, self.mode)
             write_csv(rows, sweep_dir / SUMMARY_CSV)
-            failed = sum(r["status"] != "completed" for r in rows)
-            title = (f"sweep {sweep_dir}: {len(rows)} jobs, {failed} of {len(rows)} jobs failed; "
-                     f"sorted by {self.metric} ({self.mode})")
+            failed = sum(r["status"] not in ("completed", "pruned") for r in rows)
+            pruned = sum(r["status"] == "pruned" for r in rows)
+            title = (f"sweep {sweep_dir}: {len(rows)} jobs, {failed} of {len(rows)} jobs failed"
+                     f"{f', {pruned} pruned' if pruned else ''}; sorted by {self.metric} ({self.mode})")
             print_table(rows, keys, title)
             log.info(f"sweep summary: {sweep_dir / SUMMARY_CSV}")
+            study = sweep_study(sweep_dir)
+            if study is not None:
+                log.info(describe(study))
+                log_to_wandb(config, sweep_dir, study, sorted((sweep_dir / "plots").glob("*.png")))
         except Exception as err:  # a summary must never turn a finished sweep into a failure
             log.warning(f"could not write {SUMMARY_CSV}: {type(err).__name__}: {err}")
             return
-        report_outcome(failed, len(rows), sweep_dir)
+        report_outcome(failed, len(rows), sweep_dir, pruned)
 
 
-def report_outcome(failed: int, total: int, sweep_dir: Path) -> None:
+def report_outcome(failed: int, total: int, sweep_dir: Path, pruned: int = 0) -> None:
     """The sweep's last line; a sweep in which every job failed exits non-zero."""
     if not failed:
-        log.info(f"all {total} jobs completed")
+        log.info(f"{total} jobs: {total - pruned} completed, {pruned} pruned" if pruned else f"all {total} jobs completed")
         return
     line = f"{failed} of {total} jobs failed (see {sweep_dir / SUMMARY_CSV})"
     if failed < total:

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from vitcli.core import runs
 from vitcli.core.errors import UserError
+from vitcli.engine.study import describe, draw, sweep_study
 
 NUMERIC = ("val_top1", "val_top5", "val_loss", "wall_time_s", "epochs", "updated")
 ASCENDING = ("val_loss",)  # smaller is better; other numbers sort largest first
@@ -96,3 +97,15 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     if not console.is_terminal:
         console = Console(width=200)  # a pipe or CI log: no reason to wrap at 80
     console.print(table)
+
+
+def report_study(root: Path) -> None:
+    """Pointed at an optuna sweep dir: the study's one-line summary, and its plots redrawn in
+    <sweep dir>/plots/ (they show every trial, those other workers added included)."""
+    study = sweep_study(root)
+    if study is None:
+        return
+    print(describe(study))
+    paths = draw(study, root)
+    if paths:
+        print(f"study plots: {', '.join(p.name for p in paths)} in {root / 'plots'}")
