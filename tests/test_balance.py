@@ -23,7 +23,7 @@ def skewed_loader(balance: bool, seed: int = 3) -> ArrayLoader:
 
 def epoch_samples(loader: ArrayLoader, epoch: int, start_step: int = 0) -> list[int]:
     loader.set_epoch(epoch, start_step)
-    return [int(v) for x, _ in loader for v in x[:, 0, 0, 0].round().long()]
+    return [int(v) for x, _ in loader for v in (x[:, 0, 0, 0] * 255).round().long()]
 
 
 def test_balanced_order_draws_classes_evenly_and_covers_rare_samples():

@@ -12,7 +12,7 @@ when an entry is added to it, removed or renamed, so re-stating those folders (a
 1,000 for ImageNet) tells whether the cache still holds: a second run does not rescan.
 Folders modified during the last seconds before a scan are not trusted (git's "racy"
 rule: a file added within the same timestamp tick would go unseen), and such an index
-is not cached.
+is not cached. Under DDP only rank 0 reads the tree; the others receive its index (rank0_only).
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 INDEX_VERSION = 1
+T = TypeVar("T")
 RACY_NS = 2_000_000_000  # folders touched this close to the scan are not cached (timestamp granularity)
 
 
@@ -213,3 +214,19 @@ def index_folders(root: Path, split: str, folders: Sequence[str], extensions: Se
     if path is None:
         return index, "scan"
     return index, "scan" if save_index(path, index, started) else "scan (not cached)"
+
+
+def rank0_only(build: Callable[[], T]) -> T:
+    """`build()` on DDP rank 0 only, its result broadcast to the other ranks (alone: just build()).
+
+    The other ranks do not touch the filesystem, so a million-file tree is read once per job,
+    whether or not the cache dir is shared between nodes."""
+    from vitcli.core import dist
+
+    if dist.world_size() == 1 or not dist.initialized():
+        return build()
+    import torch.distributed as torch_dist
+
+    box = [build() if dist.rank() == 0 else None]
+    torch_dist.broadcast_object_list(box, src=0)  # our own processes' numpy arrays, not user data
+    return box[0]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import json
+from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -22,6 +24,7 @@ import numpy as np
 from vitcli.core.errors import UserError
 from vitcli.data.arrays import EpochBatching, epoch_seed
 from vitcli.data.files import BadFiles, collate_skipping, resolve_num_workers
+from vitcli.data.module import DataModule, eval_batch_size, train_drop_last
 
 
 class StreamSplit:
@@ -31,13 +34,10 @@ class StreamSplit:
         self.urls, self.total = urls, total
         self.image_keys, self.label_key, self.labelled = image_keys, label_key, labelled
 
+    labels = None  # not known before the stream is read
+
     def __len__(self) -> int:
         return self.total
-
-    @property
-    def labels(self) -> np.ndarray:
-        raise UserError("data.streaming=true reads no labels up front: data.class_balance and "
-                        "data.minival_fraction need the indexed reader (data.streaming=false)")
 
 
 def decode_sample(sample: dict, split: StreamSplit, transform: Callable) -> tuple:
@@ -101,8 +101,7 @@ class StreamLoader(EpochBatching):
                             handler=wds.reraise_exception)
         if self.shuffle:  # training: repeat, so every rank yields len(self) batches whatever its shards hold
             ds = ds.repeat().shuffle(self.shuffle_buffer, seed=seed)
-        transform, split = self.transform, self.split
-        return ds.map(lambda s: decode_sample(s, split, transform))
+        return ds.map(partial(decode_sample, split=self.split, transform=self.transform))
 
     def __iter__(self) -> Iterator[Any]:
         import torch
@@ -129,3 +128,60 @@ class StreamLoader(EpochBatching):
                 self.bad.warn_new()
 
         yield from device_batches(host(), self.device)
+
+
+def split_total(desc: Any, split: str, image_keys: tuple[str, ...], label_key: str) -> int:
+    """Samples in a streamed split: the descriptor's counts, else read from local shards' headers."""
+    from vitcli.data.sources.shard_index import is_local, local_path, shard_samples
+
+    if all(c is not None for c in desc.counts):
+        return int(sum(desc.counts))
+    if all(is_local(u) for u in desc.urls):
+        return sum(len(shard_samples(local_path(u), image_keys, label_key, False)[0]) for u in desc.urls)
+    raise UserError(f"data.streaming=true needs the sample count of data.{split}: give a wids .json "
+                    "(shardlist with nsamples) instead of a pattern of remote shards")
+
+
+def create_stream_data(cfg: Any, device: str, train: bool) -> DataModule:
+    """data=wds with data.streaming=true: one StreamLoader per split (see the module doc)."""
+    from vitcli.data.sources.shard_index import IMAGE_KEYS, LABEL_KEY, is_local, local_path, resolve_split
+    from vitcli.data.sources.wds import SPLITS, read_class_names, require, split_spec
+    from vitcli.data.transforms import create_file_transform
+
+    require("webdataset", "wds")
+    d = cfg.data
+    for setting, off in (("class_balance", str(d.class_balance) == "none"), ("minival_fraction", not d.minival_fraction)):
+        if not off:
+            raise UserError(f"data.{setting} needs every label up front; use it with data.streaming=false")
+    image_keys = tuple(k.strip().lower() for k in (d.image_key or ";".join(IMAGE_KEYS)).split(";") if k.strip())
+    label_key = d.label_key or LABEL_KEY
+    splits = {}
+    for split in SPLITS:
+        spec = split_spec(d, split)
+        if spec is None:
+            if split != "test":
+                raise UserError(f"data=wds needs data.{split}= (shard pattern, list or wids .json)")
+            continue
+        desc = resolve_split(spec, d.root, split)
+        splits[split] = StreamSplit(desc.urls, split_total(desc, split, image_keys, label_key), image_keys,
+                                    label_key, split != "test")
+    first = splits["train"].urls[0]
+    beside = Path(local_path(first)).parent / "classes.txt" if is_local(first) else None
+    if d.classes or (beside and beside.is_file()):
+        names = read_class_names(d.classes or str(beside))
+    elif d.num_classes:
+        names = [str(i) for i in range(d.num_classes)]
+    else:
+        raise UserError("data.streaming=true cannot count the classes before reading: set data.classes=FILE "
+                        "or data.num_classes=N")
+    info: dict[str, Any] = {"data_format": "stream", "skipped_files": 0}
+    loaders = {}
+    for name, split in splits.items():
+        is_train = name == "train"
+        bs = d.batch_size if is_train else eval_batch_size(d)
+        loaders[name] = StreamLoader(split, create_file_transform(cfg.augmentation, d, train=is_train and train), bs,
+                                     BadFiles(name, len(split), info, d.max_bad_fraction), shuffle=is_train,
+                                     drop_last=is_train and train_drop_last(len(split), bs), num_workers=d.num_workers,
+                                     seed=cfg.trainer.seed, device=device, shuffle_buffer=d.shuffle_buffer)
+        info[f"{name}_samples"] = len(split)
+    return DataModule("wds", len(names), names, loaders, info)
