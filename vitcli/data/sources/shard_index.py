@@ -1,6 +1,7 @@
 """Which WebDataset shards make a split, and the index that makes them randomly accessible.
 
-A split is given as a brace pattern (`train-{000000..000127}.tar`), a `::`-separated or
+A split is given as a brace pattern (`train-{000000..000127}.tar`; quoted for Hydra), a local glob
+(`train-*.tar`), a `::`-separated or
 YAML list of patterns, or a wids descriptor (`train.json`: `{"wids_version": 1,
 "shardlist": [{"url": ..., "nsamples": ...}]}`, the format `wids.ShardListDataset` reads
 and `vitcli prepare format=wds` writes). Local paths are relative to `data.root`;
@@ -16,6 +17,7 @@ keyed by each shard's size and mtime, so a second run does not read the shards a
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -50,9 +52,14 @@ def expand_spec(spec: Any, root: str | None) -> list[str]:
     urls: list[str] = []
     for pattern in patterns:
         for url in expand_urls(pattern):
-            if is_local(url) and not os.path.isabs(os.path.expanduser(local_path(url))) and root:
-                url = os.path.join(os.path.expanduser(root), local_path(url))
-            urls.append(os.path.expanduser(url) if is_local(url) else url)
+            if not is_local(url):
+                urls.append(url)
+                continue
+            path = os.path.expanduser(local_path(url))
+            if not os.path.isabs(path) and root:
+                path = os.path.join(os.path.expanduser(root), path)
+            # a local glob (train-*.tar) needs no quoting for Hydra, unlike a brace pattern
+            urls += sorted(glob.glob(path)) or [path] if any(c in path for c in "*?[") else [path]
     return urls
 
 
