@@ -101,6 +101,8 @@ def open_source(data_cfg: Any):
     name = str(name)
     path = Path(name).expanduser()
     kwargs = remote_code_kwargs(bool(data_cfg.trust_remote_code))
+    # datasets' own arrow cache: under data.cache_dir when set, else datasets' default (~/.cache/huggingface)
+    kwargs["cache_dir"] = str(Path(data_cfg.cache_dir).expanduser() / "hf") if data_cfg.cache_dir else None
     try:
         if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
             return datasets.load_from_disk(str(path))
@@ -109,13 +111,17 @@ def open_source(data_cfg: Any):
             files = sorted(str(p) for p in path.parent.glob(path.name)) if any(c in name for c in "*?[") else [str(path)]
             if not files or not all(os.path.isfile(f) for f in files):
                 raise UserError(f"data.dataset={name} matches no file")
-            return datasets.load_dataset(DATA_FILE_TYPES[suffix], data_files={"train": files},
-                                         cache_dir=data_cfg.cache_dir, **kwargs)
+            return datasets.load_dataset(DATA_FILE_TYPES[suffix], data_files={"train": files}, **kwargs)
         if path.exists() or name.startswith((".", "/", "~")):
             if not path.exists():
                 raise UserError(f"data.dataset={name} does not exist")
-            return datasets.load_dataset(str(path), cache_dir=data_cfg.cache_dir, **kwargs)
-        return datasets.load_dataset(name, cache_dir=data_cfg.cache_dir, **kwargs)
+            return datasets.load_dataset(str(path), **kwargs)
+        return datasets.load_dataset(name, **kwargs)
+    except RuntimeError as err:  # datasets >= 4 refuses a folder or hub repo with a loading script
+        if "script" not in str(err):
+            raise
+        raise UserError(f"data.dataset={name}: {str(err).splitlines()[0]}; vitcli runs no loading script: use the "
+                        "dataset's parquet/arrow files (or datasets<4 with data.trust_remote_code=true)") from None
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"data.dataset={name} could not be loaded: {first}") from None
