@@ -77,3 +77,41 @@ def write_hf(root: Path, images, labels, names, splits, val_name: str = "validat
         parts[val_name if split == "val" else split] = datasets.Dataset.from_dict(rows, features=features)
     datasets.DatasetDict(parts).save_to_disk(str(root))
     return root
+
+
+def bad_data(root: Path) -> dict[str, Path]:
+    """Broken shards and datasets for the bad-input table (3 digits per class, 16 px)."""
+    import datasets
+
+    images, labels, names = digits_images(16, per_class=3)
+    splits = split_indices(labels, val_every=3)
+    out = {"wds": write_shards(root / "wds", images, labels, names, splits, per_shard=100)}
+    out["wds_cut"] = write_shards(root / "wds_cut", images, labels, names, splits)
+    shard = out["wds_cut"] / "train-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:5000 + 100])  # cut short: the shard's last member is truncated
+    out["wds_trunc"] = write_shards(root / "wds_trunc", images, labels, names, splits)
+    shard = out["wds_trunc"] / "train-000000.tar"
+    data = shard.read_bytes()
+    start = data.find(b"\x89PNG")  # the first image member: its pixels zeroed, the tar framing kept
+    shard.write_bytes(data[:start + 40] + b"\0" * 60 + data[start + 100:])
+    out["wds_nolabel"] = root / "wds_nolabel"
+    import webdataset as wds
+
+    out["wds_nolabel"].mkdir()
+    for split, idx in splits.items():
+        with wds.TarWriter(str(out["wds_nolabel"] / f"{split}-000000.tar")) as sink:
+            for i in idx:
+                sink.write({"__key__": f"{split}/{i:05d}", "png": png_bytes(images[i]), "txt": b"no label here"})
+    out["wds_empty"] = root / "empty-000000.tar"
+    with wds.TarWriter(str(out["wds_empty"])):
+        pass
+    out["classes3"] = root / "classes3.txt"
+    out["classes3"].write_text("zero\none\ntwo\n")
+    out["wids_pipe"] = root / "evil.json"
+    out["wids_pipe"].write_text('{"wids_version": 1, "shardlist": [{"url": "pipe:echo pwned", "nsamples": 1}]}')
+    out["hf"] = write_hf(root / "hf", images, labels, names, splits)
+    saved = datasets.load_from_disk(str(out["hf"]))  # parquet files, the validation one empty
+    saved["train"].to_parquet(str(root / "hf_empty" / "train-00000-of-00001.parquet"))
+    saved["validation"].select([]).to_parquet(str(root / "hf_empty" / "validation-00000-of-00001.parquet"))
+    out["hf_empty"] = root / "hf_empty"
+    return out

@@ -89,7 +89,7 @@ class DataConfig:
     class_balance: ClassBalance = ClassBalance.none  # weighted_loss (inverse frequency) | sampler (classes drawn evenly)
     cache_dir: Optional[str] = None  # folder and shard indexes (null: $VITCLI_CACHE, else ~/.cache/vitcli)
     # wds: shard patterns ('train-{000000..000127}.tar', a list, or a wids .json), relative to root;
-    # null: <root>/<split>.json as `vitcli prepare format=wds` writes it
+    # null: <root>/<split>.json as `vitcli prepare format=wds` writes it, else <root>/<split>-*.tar
     train: Any = None
     val: Any = None
     test: Any = None

@@ -99,6 +99,8 @@ def open_source(data_cfg: Any):
     if not name:
         raise UserError("data=hf needs data.dataset= (a save_to_disk folder, parquet/arrow files, or a hub id)")
     name = str(name)
+    datasets.disable_progress_bars()  # its bars would bury vitcli's one-line messages
+    datasets.logging.set_verbosity_error()
     path = Path(name).expanduser()
     kwargs = remote_code_kwargs(bool(data_cfg.trust_remote_code))
     # datasets' own arrow cache: under data.cache_dir when set, else datasets' default (~/.cache/huggingface)
@@ -122,6 +124,8 @@ def open_source(data_cfg: Any):
             raise
         raise UserError(f"data.dataset={name}: {str(err).splitlines()[0]}; vitcli runs no loading script: use the "
                         "dataset's parquet/arrow files (or datasets<4 with data.trust_remote_code=true)") from None
+    except IndexError:  # datasets' load_from_disk of a split saved with no rows
+        raise UserError(f"data.dataset={name} could not be loaded: a split holds no rows (an empty split)") from None
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"data.dataset={name} could not be loaded: {first}") from None

@@ -153,6 +153,11 @@ def shard_samples(path: str, image_keys: Sequence[str], label_key: str, labelled
         raise UserError(f"shard {path} is not a readable tar file (truncated or corrupt: "
                         f"{type(err).__name__}); re-download or rewrite it") from None
     try:
+        mm = tar.mmapped_file
+        # a complete tar ends with zero blocks (end-of-archive); a cut one ends inside a member or header
+        if len(mm) % 512 or mm[-512:] != bytes(512) or any(o + 512 + n > len(mm) for _, o, n in tar.by_index[-1:]):
+            raise UserError(f"shard {path} is truncated ({len(mm)} bytes, no end-of-archive block after its last "
+                            "member); re-download or rewrite it")
         names = list(tar.names())
         json_field = label_key[5:] if label_key.startswith("json.") else None
         want = "json" if json_field else label_key

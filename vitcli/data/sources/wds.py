@@ -181,12 +181,16 @@ def read_class_names(path: str) -> list[str]:
 
 
 def split_spec(data_cfg: Any, split: str) -> Any:
-    """data.<split>, else what `vitcli prepare format=wds` writes under data.root: <split>.json."""
+    """data.<split>, else under data.root: <split>.json (what `vitcli prepare format=wds` writes),
+    else the shards <split>-*.tar."""
     spec = getattr(data_cfg, split, None)
     if spec:
         return spec
-    if data_cfg.root and (Path(data_cfg.root).expanduser() / f"{split}.json").is_file():
+    root = Path(data_cfg.root).expanduser() if data_cfg.root else None
+    if root and (root / f"{split}.json").is_file():
         return f"{split}.json"
+    if root and any(root.glob(f"{split}-*.tar")):
+        return f"{split}-*.tar"
     return None
 
 
@@ -210,7 +214,7 @@ def load_wds(data_cfg: Any) -> tuple[dict[str, ShardSplit], list[str]]:
         if spec is None:
             if split != "test":
                 raise UserError(f"data=wds needs data.{split}= (shard pattern such as '{split}-{{000000..000009}}.tar', "
-                                f"a list, or a wids .json); none given and no {split}.json under data.root")
+                                f"a list, or a wids .json); none given, and no {split}.json or {split}-*.tar under data.root")
             continue
         desc = resolve_split(spec, data_cfg.root, split)
         index = build_index(desc, image_keys, label_key, split != "test", lambda u: fetch(u, cache), cache)
