@@ -94,3 +94,39 @@ def test_folders_touched_just_before_the_scan_are_not_cached(tmp_path):
     assert origin == "scan (not cached)"
     assert not index_path(cache, root, "train", ["a"], EXTS).exists()
     assert load_cached(index_path(cache, root, "train", ["a"], EXTS)) is None
+
+
+def _rank_main(rank: int, world: int, root: str, port: int, out: str) -> None:
+    """One DDP rank (gloo): index the tree through rank0_only; record who scanned and what it got."""
+    import json
+
+    import torch.distributed as torch_dist
+
+    from vitcli.data.sources import folder_index as FI
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch_dist.init_process_group("gloo", rank=rank, world_size=world)
+    scanned = []
+    real = FI.scan_class_folders
+    FI.scan_class_folders = lambda *a: scanned.append(rank) or real(*a)
+    index = FI.rank0_only(lambda: FI.index_folders(Path(root), "train", ["a", "b"], EXTS, None)[0])
+    Path(out, f"{rank}.json").write_text(json.dumps({"scanned": scanned, "paths": list(index.rel_paths)}))
+    torch_dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes that each import torch: about 20 s idle, far more on a busy box
+def test_under_ddp_only_rank0_reads_the_tree(tmp_path):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    root = make_tree(tmp_path / "data", {"a": 3, "b": 2})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_main, args=(2, str(root), port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["scanned"] == [0] and ranks[1]["scanned"] == []
+    assert ranks[0]["paths"] == ranks[1]["paths"] and len(ranks[1]["paths"]) == 6
