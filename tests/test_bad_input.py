@@ -9,7 +9,8 @@ To add a case, append (id, [command, *args], expected substring) to CASES. Place
 args are filled from the `files` fixture: {tiny} a finished tiny run, {tmp} an empty folder,
 {vit} a ViT state dict, {junk} / {empty} / {pickle} unusable weight files, {bad_run} a run
 whose checkpoint is corrupt, {evil_run} a run whose checkpoint holds a pickled object,
-{ckptless_run} a run with no checkpoint.
+{ckptless_run} a run with no checkpoint; broken shards and hf datasets from data_builders.bad_data
+({wds}, {wds_cut}, {wds_trunc}, {wds_nolabel}, {wds_empty}, {classes3}, {wids_pipe}, {hf}, {hf_empty}).
 Hydra's own compose errors (unknown option / key, wrong type) keep their few-line message;
 they must not offer internal `*_schema` entries as options.
 """
@@ -21,6 +22,8 @@ import shutil
 import sys
 
 import pytest
+
+from data_builders import bad_data
 
 # "{TINY}" stands for the tiny run's overrides (the tiny_overrides fixture), "{TINY_DATA}" for those
 # without the model ones. Failures at start-up:
@@ -102,6 +105,29 @@ CASES: list[tuple[str, list[str], str]] = [
     ("prepare-unknown-data", ["prepare", "data=nope"], "data/nope"),
     ("prepare-no-root", ["prepare", "data=imagefolder"], "data.root"),
     ("prepare-missing-root", ["prepare", "data=imagefolder", "data.root={tmp}/nope"], "data.root"),
+    # ---- data=wds / data=hf (files from data_builders.bad_data) ----
+    ("wds-missing-shard", [*T, "data=wds", "data.root={wds}", "data.train=train-000009.tar", "data.cache_dir={tmp}"],
+     "train-000009.tar (data.train) does not exist"),
+    ("wds-truncated-tar", [*T, "data=wds", "data.root={wds_cut}", "data.cache_dir={tmp}"],
+     "train-000000.tar is truncated"),
+    ("wds-corrupt-member", [*T, "data=wds", "data.root={wds_trunc}", "data.max_bad_fraction=0",
+                            "data.num_workers=0", "data.cache_dir={tmp}"], "could not be decoded (more than 0%), e.g. train/"),
+    ("wds-no-label-key", [*T, "data=wds", "data.root={wds_nolabel}", "data.cache_dir={tmp}"],
+     "has no 'cls' member"),
+    ("wds-label-out-of-range", [*T, "data=wds", "data.root={wds}", "data.classes={classes3}", "data.cache_dir={tmp}"],
+     "outside 0..2"),
+    ("wds-empty-split", [*T, "data=wds", "data.root={wds}", "data.val={wds_empty}", "data.cache_dir={tmp}"],
+     "hold no sample"),
+    ("wds-pipe-in-index", [*T, "data=wds", "data.root={wds}", "data.train={wids_pipe}", "data.cache_dir={tmp}"],
+     "never from a file inside a dataset"),
+    ("hf-unknown-column", [*T, "data=hf", "data.dataset={hf}", "data.image_key=photo"],
+     "data.image_key=photo is not a column"),
+    ("hf-empty-split", [*T, "data=hf", "data.dataset={hf_empty}", "data.cache_dir={tmp}"],
+     '"validation" corresponds to no data'),
+    ("hf-missing-dataset", [*T, "data=hf", "data.dataset={tmp}/nope"], "does not exist"),
+    ("hf-remote-code", [*T, "data=hf", "data.dataset={hf}", "data.trust_remote_code=true"],
+     "data.trust_remote_code=true"),
+    ("prepare-wds-no-out", ["prepare", "format=wds", "data=digits"], "needs out=DIR"),
 ]
 
 
@@ -131,7 +157,7 @@ def files(compose, tmp_path_factory, tiny_run):
             (run / "checkpoints" / "best.pt").write_bytes(payload)
         runs[name] = run
     return {"tiny": tiny_run, "vit": root / "vit.safetensors", "junk": root / "junk.safetensors",
-            "empty": root / "empty.pth", "pickle": root / "pickle.pth", **runs}
+            "empty": root / "empty.pth", "pickle": root / "pickle.pth", **runs, **bad_data(root / "data")}
 
 
 # one case per command through a real process: exit status and stderr as a shell sees them

@@ -47,6 +47,8 @@ Precision = Choice("Precision", [("fp32", "32"), ("bf16", "bf16"), ("fp16", "fp1
 Progress = _choice("Progress", ["auto", "bar", "plain", "none"])
 Head = _choice("Head", ["linear", "mlp"])
 DataFormat = _choice("DataFormat", ["files", "packed"])
+ClassBalance = _choice("ClassBalance", ["none", "weighted_loss", "sampler"])
+PrepareFormat = _choice("PrepareFormat", ["packed", "wds"])
 LrBaseScale = _choice("LrBaseScale", ["linear", "sqrt"])
 # timm create_scheduler_v2's names (tests/test_config.py checks timm accepts each)
 Scheduler = _choice("Scheduler", ["cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt",

@@ -35,6 +35,7 @@ PLOTS = "plots"
 HYDRA = ".hydra"
 WANDB = "wandb"  # W&B's own files and run_id (logger=wandb)
 CURVES = f"{PLOTS}/curves.png"
+CLASS_COUNTS = "class_counts.csv"  # train samples per class (index, name, count), written at the start
 # folders inside a run that never hold another run (the run browser does not descend into them)
 RUN_SUBDIRS = {HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, WANDB, ".submitit", "__pycache__"}
 

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from vitcli.core.choices import (
+    ClassBalance,
     DataFormat,
     Difficulty,
     DistillName,
@@ -26,6 +27,7 @@ from vitcli.core.choices import (
     LrBaseScale,
     MixupMode,
     Precision,
+    PrepareFormat,
     Progress,
     RunCheckpoint,
     Scheduler,
@@ -60,7 +62,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = MISSING  # digits | synthetic | imagefolder | miniplaces | imagenet
+    name: str = MISSING  # digits | synthetic | imagefolder | miniplaces | imagenet | wds | hf
     root: Optional[str] = None
     format: DataFormat = DataFormat.files
     img_size: int = 32
@@ -84,6 +86,20 @@ class DataConfig:
     minival_fraction: float = 0.0  # carve this stratified share of train into a 'minival' split (0: off)
     packed_dir: Optional[str] = None  # data.format=packed / vitcli prepare (default: <root>/packed)
     max_bad_fraction: float = 0.01  # unreadable files are skipped; more than this share of a split aborts
+    class_balance: ClassBalance = ClassBalance.none  # weighted_loss (inverse frequency) | sampler (classes drawn evenly)
+    cache_dir: Optional[str] = None  # folder and shard indexes (null: $VITCLI_CACHE, else ~/.cache/vitcli)
+    # wds: shard patterns ('train-{000000..000127}.tar', a list, or a wids .json), relative to root;
+    # null: <root>/<split>.json as `vitcli prepare format=wds` writes it, else <root>/<split>-*.tar
+    train: Any = None
+    val: Any = None
+    test: Any = None
+    streaming: bool = False  # wds: read shards as a stream (remote / too many to index; not bitwise-resumable)
+    shuffle_buffer: int = 2000  # wds streaming: samples in the shuffle buffer
+    dataset: Optional[str] = None  # hf: a save_to_disk folder, parquet/arrow file(s) or a hub id
+    trust_remote_code: bool = False  # hf: let a dataset's loading script run (never by default)
+    image_key: Optional[str] = None  # wds: image member(s), 'jpg;png' (null: jpg/jpeg/png/webp); hf: image column
+    label_key: Optional[str] = None  # wds: label member (null: cls; json.<field> reads a json member); hf: column
+    classes: Optional[str] = None  # wds / hf: file with one class name per line (label order)
 
 
 @dataclass
@@ -231,10 +247,13 @@ class PackOptions:
     splits: Optional[List[str]] = None  # which splits (null: all: train, val, test)
     workers: int = 2  # decoding processes
     overwrite: bool = False  # repack every split, even finished ones
+    shard_size: int = 1000  # format=wds: samples per shard
 
 
 @dataclass
 class PrepareConfig:
+    format: PrepareFormat = PrepareFormat.packed  # packed (uint8 arrays) | wds (WebDataset shards + wids index)
+    out: Optional[str] = None  # where to write (default: data.packed_dir or <root>/packed; format=wds needs it)
     data: DataConfig = field(default_factory=DataConfig)
     prepare: PackOptions = field(default_factory=PackOptions)
 

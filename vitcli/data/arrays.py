@@ -56,9 +56,23 @@ class EpochBatching:
 
     rank, world, pad = 0, 1, True  # DDP shard (see shard())
     epoch = start_step = 0
+    balance_labels: np.ndarray | None = None  # data.class_balance=sampler (see balance())
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
+
+    def balance(self, labels: np.ndarray) -> None:
+        """Draw classes evenly each epoch (data/balance.py) instead of a plain permutation."""
+        self.balance_labels = np.asarray(labels)
+
+    def epoch_order(self) -> np.ndarray:
+        """This epoch's shuffled order of the whole split, seeded by (seed, epoch) only."""
+        rng = np.random.default_rng(epoch_seed(self.seed, self.epoch))
+        if self.balance_labels is not None:
+            from vitcli.data.balance import balanced_order
+
+            return balanced_order(self.balance_labels, rng)
+        return rng.permutation(len(self.split))
 
     def shard(self, rank: int, world: int, pad: bool = True) -> None:
         """DistributedSampler semantics: disjoint shards of the same seeded epoch order."""
@@ -109,8 +123,7 @@ class ArrayLoader(EpochBatching):
         n = len(self.split)
         if not self.shuffle:
             return shard_order(np.arange(n), self.rank, self.world, self.pad)
-        order = np.random.default_rng(epoch_seed(self.seed, self.epoch)).permutation(n)
-        return shard_order(order, self.rank, self.world, self.pad)
+        return shard_order(self.epoch_order(), self.rank, self.world, self.pad)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order()

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,15 +32,27 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError)  # PIL's UnidentifiedImageErr
 
 @dataclass
 class FileSplit:
-    paths: list[str]  # absolute paths
+    """Image files of a split. paths / ids are lists, or StringColumns (folder_index.py: one byte
+    buffer for a million paths) that share one buffer. Other sources (wds shards, hf datasets)
+    offer the same fields, subset() and open(transform)."""
+
+    paths: Sequence[str]  # absolute paths
     labels: np.ndarray  # (N,) int64, -1 when unknown
-    ids: list[str]  # split-prefixed relative paths, e.g. val/00000001.jpg
+    ids: Sequence[str]  # split-prefixed relative paths, e.g. val/00000001.jpg
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def subset(self, idx: np.ndarray) -> "FileSplit":
-        return FileSplit([self.paths[i] for i in idx], self.labels[idx], [self.ids[i] for i in idx])
+        return FileSplit(take(self.paths, idx), self.labels[idx], take(self.ids, idx))
+
+    def open(self, transform: Callable) -> "ImageFileDataset":
+        """The dataset that decodes sample i (what FileLoader's DataLoader reads)."""
+        return ImageFileDataset(self, transform)
+
+
+def take(column: Sequence[str], idx: np.ndarray) -> Sequence[str]:
+    return column.take(idx) if hasattr(column, "take") else [column[i] for i in idx]
 
 
 def load_rgb(path: str):
@@ -100,18 +112,23 @@ class ImageFileDataset:
 
     With a seed, the transform draws its randomness (torch, `random`, numpy) from that
     seed alone, so a sample's augmentation does not depend on which worker decodes it,
-    how many workers there are, or where the epoch was resumed."""
+    how many workers there are, or where the epoch was resumed. Subclasses for other
+    storage (shards, hf datasets) override `read`."""
 
-    def __init__(self, split: FileSplit, transform: Callable):
+    def __init__(self, split: Any, transform: Callable):
         self.split, self.transform = split, transform
 
     def __len__(self) -> int:
         return len(self.split)
 
+    def read(self, i: int):
+        """Sample i as an RGB PIL image; raises one of DECODE_ERRORS when it cannot be decoded."""
+        return load_rgb(self.split.paths[i])
+
     def __getitem__(self, item):
         i, seed = item if isinstance(item, tuple) else (item, None)
         try:
-            img = load_rgb(self.split.paths[i])
+            img = self.read(i)
         except DECODE_ERRORS as err:
             return None, int(self.split.labels[i]), i, f"{type(err).__name__}: {err}"[:120]
         if seed is None:
@@ -177,7 +194,7 @@ class FileLoader(EpochBatching):
                  shuffle: bool = False, drop_last: bool = False, num_workers: Any = 0, seed: int = 0,
                  device: str = "cpu"):
 
-        self.dataset = ImageFileDataset(split, transform)
+        self.dataset = split.open(transform)
         self.split = split
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.num_workers, self.seed, self.bad = resolve_num_workers(num_workers), seed, bad
@@ -191,8 +208,7 @@ class FileLoader(EpochBatching):
     def batches(self) -> list[list[int]]:
 
         n = len(self.split)
-        rng = np.random.default_rng(epoch_seed(self.seed, self.epoch))
-        order = shard_order(rng.permutation(n) if self.shuffle else np.arange(n), self.rank, self.world, self.pad)
+        order = shard_order(self.epoch_order() if self.shuffle else np.arange(n), self.rank, self.world, self.pad)
         # sorted within a batch, as ArrayLoader does, so both paths yield the same batches
         return [np.sort(order[s * self.batch_size:(s + 1) * self.batch_size]).tolist()
                 for s in range(self.start_step, len(self))]

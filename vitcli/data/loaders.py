@@ -18,10 +18,18 @@ def array_loader(cfg: Any, split_name: str, split: Any, device: str, train: bool
     d = cfg.data
     common = dict(img_size=d.img_size, mean=d.mean, std=d.std, device=device)
     if split_name == "train":
-        return ArrayLoader(split, d.batch_size, shuffle=True, drop_last=train_drop_last(len(split), d.batch_size),
-                           seed=cfg.trainer.seed, augment=create_batch_augment(cfg.augmentation) if train else None,
-                           **common)
+        loader = ArrayLoader(split, d.batch_size, shuffle=True, drop_last=train_drop_last(len(split), d.batch_size),
+                             seed=cfg.trainer.seed, augment=create_batch_augment(cfg.augmentation) if train else None,
+                             **common)
+        return balanced(loader, d, train)
     return ArrayLoader(split, eval_batch_size(d), **common)
+
+
+def balanced(loader: Any, data_cfg: Any, train: bool) -> Any:
+    """The train loader, drawing classes evenly when data.class_balance=sampler."""
+    if train and str(data_cfg.class_balance) == "sampler":
+        loader.balance(loader.split.labels)
+    return loader
 
 
 def file_loader(cfg: Any, split_name: str, split: Any, device: str, train: bool, info: dict):
@@ -31,5 +39,7 @@ def file_loader(cfg: Any, split_name: str, split: Any, device: str, train: bool,
     transform = create_file_transform(cfg.augmentation, d, train=is_train and train)
     bad = BadFiles(split_name, len(split), info, d.max_bad_fraction)
     bs = d.batch_size if is_train else eval_batch_size(d)
-    return FileLoader(split, transform, bs, bad, shuffle=is_train, drop_last=is_train and train_drop_last(len(split), bs),
-                      num_workers=d.num_workers, seed=cfg.trainer.seed, device=device)
+    loader = FileLoader(split, transform, bs, bad, shuffle=is_train,
+                        drop_last=is_train and train_drop_last(len(split), bs), num_workers=d.num_workers,
+                        seed=cfg.trainer.seed, device=device)
+    return balanced(loader, d, train) if is_train else loader

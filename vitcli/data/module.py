@@ -17,6 +17,7 @@ class DataModule:
     class_names: list[str]
     loaders: dict[str, Any] = field(default_factory=dict)  # split -> loader
     info: dict[str, Any] = field(default_factory=dict)  # counts, skipped files, ...
+    class_counts: Any = None  # (num_classes,) int64 train samples per class (None: a stream)
 
     def ids(self, split: str) -> list[str]:
         """Sample ids of a split in the order its (unshuffled) loader yields them."""

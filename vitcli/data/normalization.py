@@ -28,6 +28,8 @@ DATASET_DEFAULTS: dict[str, tuple[Sequence[float], Sequence[float]]] = {
     "imagefolder": (IMAGENET_MEAN, IMAGENET_STD),
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
     "miniplaces": (IMAGENET_MEAN, IMAGENET_STD),
+    "wds": (IMAGENET_MEAN, IMAGENET_STD),
+    "hf": (IMAGENET_MEAN, IMAGENET_STD),
 }
 FALLBACK = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 DEFAULT_INTERPOLATION = "bicubic"

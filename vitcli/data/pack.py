@@ -96,16 +96,35 @@ def decode(job: tuple[str, int]) -> tuple[np.ndarray | None, tuple[int, int] | N
     return np.asarray(fit(img, size), dtype=np.uint8), img.size, None
 
 
-def native_size(split: FileSplit) -> int:
-    for path in split.paths[:50]:
+_READER = None  # the decoding dataset of a non-file split, per pool worker (see read_job)
+
+
+def open_reader(split: Any) -> None:
+    global _READER
+    _READER = split.open(None)
+
+
+def read_job(job: tuple[int, int]) -> tuple[np.ndarray | None, tuple[int, int] | None, str | None]:
+    """(row, size) of a shard / hf split -> as decode(); the reader is opened once per worker."""
+    i, size = job
+    try:
+        img = _READER.read(i)
+    except DECODE_ERRORS as err:
+        return None, None, f"{type(err).__name__}: {err}"[:120]
+    return np.asarray(fit(img, size), dtype=np.uint8), img.size, None
+
+
+def native_size(split: Any) -> int:
+    reader = split.open(None)
+    for i in range(min(50, len(split))):
         try:
-            return min(load_rgb(path).size)
+            return min(reader.read(i).size)
         except DECODE_ERRORS:
             continue
-    raise UserError(f"none of the first 50 files of {split.ids[0].split('/')[0]} can be decoded")
+    raise UserError(f"none of the first 50 images of {split.ids[0].split('/')[0]} can be decoded")
 
 
-def pack_split(split: FileSplit, dest: Path, size: int, workers: int, max_bad: float) -> dict:
+def pack_split(split: Any, dest: Path, size: int, workers: int, max_bad: float) -> dict:
     """Decode every file of `split` into dest/ (via a temp folder renamed at the end)."""
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -113,12 +132,16 @@ def pack_split(split: FileSplit, dest: Path, size: int, workers: int, max_bad: f
     n, t0 = len(split), time.perf_counter()
     images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     keep, bad, sizes = [], [], Counter()
-    jobs = [(p, size) for p in split.paths]
+    files = isinstance(split, FileSplit)  # else shards / hf rows, read through the split's own dataset
+    jobs = [(p, size) for p in split.paths] if files else [(i, size) for i in range(n)]
+    work, init = (decode, None) if files else (read_job, (open_reader, (split,)))
     if workers > 1:
-        pool = mp.Pool(workers)
-        results = pool.imap(decode, jobs, chunksize=64)
+        pool = mp.Pool(workers, *(init or ()))
+        results = pool.imap(work, jobs, chunksize=64)
     else:
-        pool, results = None, map(decode, jobs)
+        if init:
+            init[0](*init[1])
+        pool, results = None, map(work, jobs)
     try:
         for i, (arr, src, err) in enumerate(results):
             if arr is None:

@@ -1,4 +1,5 @@
-"""`vitcli prepare`: pack the splits of a file dataset (data/pack.py writes and reads the format).
+"""`vitcli prepare`: pack the splits of a file dataset (data/pack.py writes and reads the format),
+or write any dataset as WebDataset shards (format=wds, data/shard_writer.py).
 
 Each split is written to a hidden temp folder and renamed when complete, then listed in the
 manifest: a killed prepare leaves nothing that looks finished, and a rerun skips finished splits.
@@ -7,6 +8,7 @@ manifest: a killed prepare leaves nothing that looks finished, and a rerun skips
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,8 @@ def prepare(data_cfg: Any, size: int | None, splits: list[str] | None, workers: 
                             "use another data.packed_dir or prepare.overwrite=true")
     else:
         manifest = None
-    manifest = {**header, "root": str(Path(data_cfg.root).expanduser().resolve()),
+    source = Path(data_cfg.root).expanduser().resolve() if data_cfg.root else data_cfg.dataset
+    manifest = {**header, "root": str(source),
                 "splits": dict(manifest["splits"]) if manifest else {}}
     for split in wanted:
         if split in manifest["splits"] and (out / split / "images.npy").is_file():
@@ -58,3 +61,41 @@ def prepare(data_cfg: Any, size: int | None, splits: list[str] | None, workers: 
         log.info(f"{split}: {manifest['splits'][split]['count']} images in {manifest['splits'][split]['seconds']} s")
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def source_splits(data_cfg: Any) -> tuple[dict, list[str]]:
+    """Any source's splits: digits / synthetic in memory, everything else from its files."""
+    from vitcli.data import ARRAY_SOURCES, load_array_source
+
+    if data_cfg.name in ARRAY_SOURCES:
+        return load_array_source(data_cfg)
+    return load_file_source(data_cfg)
+
+
+def prepare_shards(data_cfg: Any, out: Path, shard_size: int, splits: list[str] | None, overwrite: bool,
+                   show_progress: bool = True) -> dict:
+    """Write the requested splits (default: all) as shards + wids index + classes.txt under `out`."""
+    from vitcli.data.shard_writer import write_shards
+
+    sources, class_names = source_splits(data_cfg)
+    with progress_bars(show_progress) as progress:
+        return write_shards(sources, class_names, out, shard_size, data_cfg.max_bad_fraction, splits, overwrite,
+                            progress)
+
+
+@contextmanager
+def progress_bars(enabled: bool):
+    """A factory of per-split progress callbacks: a rich bar on a terminal, else nothing."""
+    import sys
+
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda name, total: (lambda n: None)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as bars:
+        def factory(name: str, total: int):
+            task = bars.add_task(f"writing {name}", total=total)
+            return lambda n: bars.advance(task, n)
+        yield factory

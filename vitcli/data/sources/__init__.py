@@ -18,13 +18,22 @@ from vitcli.data.pack import load_packed
 from vitcli.data.sources.imagefolder import load_imagefolder, load_imagenet
 from vitcli.data.sources.miniplaces import load_miniplaces
 
-FILE_SOURCES = ("miniplaces", "imagefolder", "imagenet")
+# decoded one sample at a time by FileLoader: image files, WebDataset shards, Hugging Face datasets
+FILE_SOURCES = ("miniplaces", "imagefolder", "imagenet", "wds", "hf")
 
 
 def load_file_source(data_cfg: Any):
     """(splits keyed train/val[/test], class display names) from the files on disk."""
     if data_cfg.name == "miniplaces":
         return load_miniplaces(data_cfg)
+    if data_cfg.name == "wds":  # wds / hf: imported here, as they need the optional `data` extra
+        from vitcli.data.sources.wds import load_wds
+
+        return load_wds(data_cfg)
+    if data_cfg.name == "hf":
+        from vitcli.data.sources.hf import load_hf
+
+        return load_hf(data_cfg)
 
     return load_imagenet(data_cfg) if data_cfg.name == "imagenet" else load_imagefolder(data_cfg)
 
@@ -52,10 +61,14 @@ def create_file_data(cfg: Any, device: str, train: bool) -> DataModule:
         skipped = {f"skipped_files_{k}": v.get("skipped", 0) for k, v in manifest["splits"].items()}
         info: dict[str, Any] = {"data_format": "packed", "packed_size": manifest["size"], **skipped,
                                 "skipped_files": sum(skipped.values())}
+    elif data_cfg.name == "wds" and data_cfg.streaming:
+        from vitcli.data.sources.wds_stream import create_stream_data
+
+        return create_stream_data(cfg, device, train)
     else:  # files (the schema's DataFormat allows nothing else)
         splits, names = load_file_source(data_cfg)
         info = {"data_format": "files", "skipped_files": 0}
-    check_num_classes(data_cfg, len(names), str(data_cfg.root))
+    check_num_classes(data_cfg, len(names), str(data_cfg.root or data_cfg.dataset or data_cfg.name))
     splits = carve_minival(splits, data_cfg.minival_fraction, data_cfg.split_seed)
     if data_cfg.format == "packed":
         loaders = {k: array_loader(cfg, k, split, device, train) for k, split in splits.items()}

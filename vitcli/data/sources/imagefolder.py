@@ -1,5 +1,6 @@
 """Class-per-folder datasets: any `imagefolder` and ImageNet-1k (`train/<wnid>/`, `val/<wnid>/`).
 
+Files are found by the folder index (folder_index.py: cached, compact, rank 0 only under DDP).
 Class index = sorted folder names of the train split (for ImageNet: sorted
 wnids, timm's order), or the order of `data.class_map` (one folder name per
 line, optionally followed by a display name).
@@ -7,21 +8,17 @@ line, optionally followed by a display name).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-
-import numpy as np
 
 from vitcli.core.errors import UserError
 from vitcli.data.files import IMG_EXTENSIONS, FileSplit
+from vitcli.data.sources.folder_index import cache_dir, index_folders, rank0_only
 from vitcli.data.sources.miniplaces import (
     check_no_empty_class,
     enumerate_unlabeled,
     list_lines,
 )
-
-
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
 
 
 def read_class_map(path: Path) -> tuple[list[str], list[str]]:
@@ -36,23 +33,22 @@ def read_class_map(path: Path) -> tuple[list[str], list[str]]:
     return folders, names
 
 
-def scan_split(root: Path, split: str, folders: list[str], where: str) -> FileSplit:
-    """Every image under root/<split>/<class>/, labelled by the class folder."""
+def scan_split(root: Path, split: str, folders: list[str], where: str, cache: Path | None) -> FileSplit:
+    """Every image under root/<split>/<class>/ (recursive), labelled by the class folder.
+
+    Read through the folder index (folder_index.py): bytes names, one buffer for all paths,
+    cached between runs, and read by DDP rank 0 only."""
     base = root / split
-    index = {f: i for i, f in enumerate(folders)}
-    extra = sorted(d.name for d in base.iterdir() if d.is_dir() and d.name not in index)
+    index = set(folders)
+    extra = sorted(d.name for d in os.scandir(base) if d.is_dir() and d.name not in index)
     if extra:
         raise UserError(f"{base / extra[0]} is not a class of {where} ({len(folders)} classes); "
                         "remove it or list it in data.class_map")
-    paths, labels, ids = [], [], []
-    for folder in folders:
-        for p in image_files(base / folder) if (base / folder).is_dir() else []:
-            paths.append(str(p))
-            labels.append(index[folder])
-            ids.append(p.relative_to(root).as_posix())
-    if not paths:
-        raise UserError(f"no images (.jpg/.jpeg/.png) under {base}/<class>/")
-    return FileSplit(paths, np.asarray(labels, dtype=np.int64), ids)
+    found = rank0_only(lambda: index_folders(root, split, folders, IMG_EXTENSIONS, cache)[0])
+    if not len(found.labels):
+        raise UserError(f"no images ({'/'.join(IMG_EXTENSIONS)}) under {base}/<class>/")
+    ids = found.rel_paths
+    return FileSplit(ids.with_prefix(f"{root}/"), found.labels, ids)
 
 
 def load_imagefolder(data_cfg, layout: str = "imagefolder") -> tuple[dict[str, FileSplit], list[str]]:
@@ -71,7 +67,8 @@ def load_imagefolder(data_cfg, layout: str = "imagefolder") -> tuple[dict[str, F
         if not folders:
             raise UserError(f"{root / data_cfg.train_split} has no class folders; data={layout} expects {expected}")
     where = f"data.class_map={data_cfg.class_map}" if data_cfg.class_map else str(root / data_cfg.train_split)
-    splits = {key: scan_split(root, split, folders, where)
+    cache = cache_dir(data_cfg.cache_dir)
+    splits = {key: scan_split(root, split, folders, where, cache)
               for key, split in (("train", data_cfg.train_split), ("val", data_cfg.val_split))}
     check_no_empty_class(splits["train"], names, str(root / data_cfg.train_split))
     if data_cfg.test_split and (root / data_cfg.test_split).is_dir():

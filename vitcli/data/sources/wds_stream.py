@@ -1,0 +1,187 @@
+"""`data=wds data.streaming=true`: shards read front to back as a stream (webdataset.WebDataset),
+for shards that cannot be indexed or copied locally (an object store, too many to index).
+
+What it gives up, against the indexed reader: the epoch order is a shuffled shard order plus a
+shuffle buffer (`data.shuffle_buffer` samples), not a permutation of all samples, and the
+augmentation of a sample depends on the worker that decodes it. A resumed run continues at
+the right step count with the right lr, but with a fresh stream for the rest of the epoch:
+it is NOT bitwise-resumable. Under DDP each rank reads every world-th shard (so give at least
+as many shards as ranks x workers) and the training stream repeats, so every rank runs the same
+number of steps. The epoch length comes from the sample counts of a wids descriptor
+(`data.train=train.json`), or from reading local shards' headers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from vitcli.core.errors import UserError
+from vitcli.data.arrays import EpochBatching, epoch_seed
+from vitcli.data.files import BadFiles, collate_skipping, resolve_num_workers
+from vitcli.data.module import DataModule, eval_batch_size, train_drop_last
+
+
+class StreamSplit:
+    """The shards of a streamed split: urls and the total sample count (no per-sample index)."""
+
+    def __init__(self, urls: list[str], total: int, image_keys: tuple[str, ...], label_key: str, labelled: bool):
+        self.urls, self.total = urls, total
+        self.image_keys, self.label_key, self.labelled = image_keys, label_key, labelled
+
+    labels = None  # not known before the stream is read
+
+    def __len__(self) -> int:
+        return self.total
+
+
+def decode_sample(sample: dict, split: StreamSplit, transform: Callable) -> tuple:
+    """A streamed sample -> (image tensor or None, label, key, error) as collate_skipping expects."""
+    from PIL import Image
+
+    key = sample.get("__key__", "?")
+    try:
+        data = next((sample[k] for k in split.image_keys if k in sample), None)
+        if data is None:
+            raise OSError(f"no image member ({'/'.join(split.image_keys)})")
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            img = img.convert("RGB")
+        label = stream_label(sample, split)
+    except (OSError, SyntaxError, ValueError) as err:
+        return None, -1, key, f"{type(err).__name__}: {err}"[:120]
+    return transform(img), label, key, None
+
+
+def stream_label(sample: dict, split: StreamSplit) -> int:
+    key = split.label_key
+    if key.startswith("json."):
+        value = json.loads(sample["json"])
+        for part in key[5:].split("."):
+            value = value[part]
+        return int(value)
+    if key not in sample:
+        if split.labelled:
+            raise UserError(f"sample '{sample.get('__key__')}' has no '{key}' member; set data.label_key=")
+        return -1
+    return int(bytes(sample[key]).decode().strip())
+
+
+class StreamLoader(EpochBatching):
+    """Batches (x on `device`, y) from a webdataset pipeline; len() from the sample counts."""
+
+    def __init__(self, split: StreamSplit, transform: Callable, batch_size: int, bad: BadFiles, shuffle: bool,
+                 drop_last: bool, num_workers: Any, seed: int, device: str, shuffle_buffer: int = 2000):
+        import torch
+
+        self.split, self.transform, self.batch_size, self.bad = split, transform, batch_size, bad
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.num_workers = resolve_num_workers(num_workers)
+        self.device, self.shuffle_buffer = torch.device(device), shuffle_buffer
+
+    @property
+    def ids(self) -> list[str]:
+        raise UserError("data.streaming=true has no sample ids up front; predict and eval reports need the "
+                        "indexed reader (data.streaming=false)")
+
+    def pipeline(self):
+        import webdataset as wds
+
+        urls = self.split.urls[self.rank::self.world] if self.world > 1 else list(self.split.urls)
+        if not urls:
+            raise UserError(f"rank {self.rank} has no shard: give at least {self.world} shards for {self.world} ranks")
+        seed = epoch_seed(self.seed, self.epoch, self.start_step, self.rank)
+        ds = wds.WebDataset(urls, shardshuffle=len(urls) if self.shuffle else False, seed=seed,
+                            nodesplitter=None, workersplitter=wds.split_by_worker, empty_check=False,
+                            handler=wds.reraise_exception)
+        if self.shuffle:  # training: repeat, so every rank yields len(self) batches whatever its shards hold
+            ds = ds.repeat().shuffle(self.shuffle_buffer, seed=seed)
+        return ds.map(partial(decode_sample, split=self.split, transform=self.transform))
+
+    def __iter__(self) -> Iterator[Any]:
+        import torch
+        from torch.utils.data import DataLoader
+
+        from vitcli.data.prefetch import device_batches
+
+        steps = len(self) - self.start_step
+        self.start_step = 0
+        loader = DataLoader(self.pipeline(), batch_size=self.batch_size, num_workers=self.num_workers,
+                            collate_fn=collate_skipping, pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
+
+        def host():
+            try:
+                for n, (x, y, bad) in enumerate(loader):
+                    for key, err in bad:
+                        self.bad.add(str(key), err)
+                    if x is not None:
+                        yield x, y
+                    if self.shuffle and n + 1 >= steps:  # training repeats; evaluation ends with its shards
+                        break
+            finally:
+                self.bad.warn_new()
+
+        yield from device_batches(host(), self.device)
+
+
+def split_total(desc: Any, split: str, image_keys: tuple[str, ...], label_key: str) -> int:
+    """Samples in a streamed split: the descriptor's counts, else read from local shards' headers."""
+    from vitcli.data.sources.shard_index import is_local, local_path, shard_samples
+
+    if all(c is not None for c in desc.counts):
+        return int(sum(desc.counts))
+    if all(is_local(u) for u in desc.urls):
+        return sum(len(shard_samples(local_path(u), image_keys, label_key, False)[0]) for u in desc.urls)
+    raise UserError(f"data.streaming=true needs the sample count of data.{split}: give a wids .json "
+                    "(shardlist with nsamples) instead of a pattern of remote shards")
+
+
+def create_stream_data(cfg: Any, device: str, train: bool) -> DataModule:
+    """data=wds with data.streaming=true: one StreamLoader per split (see the module doc)."""
+    from vitcli.data.sources.shard_index import IMAGE_KEYS, LABEL_KEY, is_local, local_path, resolve_split
+    from vitcli.data.sources.wds import SPLITS, read_class_names, require, split_spec
+    from vitcli.data.transforms import create_file_transform
+
+    require("webdataset", "wds")
+    d = cfg.data
+    for setting, off in (("class_balance", str(d.class_balance) == "none"), ("minival_fraction", not d.minival_fraction)):
+        if not off:
+            raise UserError(f"data.{setting} needs every label up front; use it with data.streaming=false")
+    image_keys = tuple(k.strip().lower() for k in (d.image_key or ";".join(IMAGE_KEYS)).split(";") if k.strip())
+    label_key = d.label_key or LABEL_KEY
+    splits = {}
+    for split in SPLITS:
+        spec = split_spec(d, split)
+        if spec is None:
+            if split != "test":
+                raise UserError(f"data=wds needs data.{split}= (shard pattern, list or wids .json)")
+            continue
+        desc = resolve_split(spec, d.root, split)
+        splits[split] = StreamSplit(desc.urls, split_total(desc, split, image_keys, label_key), image_keys,
+                                    label_key, split != "test")
+    first = splits["train"].urls[0]
+    beside = Path(local_path(first)).parent / "classes.txt" if is_local(first) else None
+    if d.classes or (beside and beside.is_file()):
+        names = read_class_names(d.classes or str(beside))
+    elif d.num_classes:
+        names = [str(i) for i in range(d.num_classes)]
+    else:
+        raise UserError("data.streaming=true cannot count the classes before reading: set data.classes=FILE "
+                        "or data.num_classes=N")
+    info: dict[str, Any] = {"data_format": "stream", "skipped_files": 0}
+    loaders = {}
+    for name, split in splits.items():
+        is_train = name == "train"
+        bs = d.batch_size if is_train else eval_batch_size(d)
+        loaders[name] = StreamLoader(split, create_file_transform(cfg.augmentation, d, train=is_train and train), bs,
+                                     BadFiles(name, len(split), info, d.max_bad_fraction), shuffle=is_train,
+                                     drop_last=is_train and train_drop_last(len(split), bs), num_workers=d.num_workers,
+                                     seed=cfg.trainer.seed, device=device, shuffle_buffer=d.shuffle_buffer)
+        info[f"{name}_samples"] = len(split)
+    return DataModule("wds", len(names), names, loaders, info)
