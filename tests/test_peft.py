@@ -109,7 +109,7 @@ def test_merged_export_reloads_in_plain_timm_with_the_runs_logits(lora_run, comp
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
         expected = lora_model(x).numpy()
-    out = export_run(compose("export", [f"run={run}", "device=cpu"]))
+    out = export_run(run, device="cpu")
     np.save(tmp_path / "x.npy", x.numpy())
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, "-c", PLAIN_TIMM, str(out), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
