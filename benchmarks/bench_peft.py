@@ -4,8 +4,9 @@ ViT-S/16 (timm vit_small_patch16_224, random init) at 224 px, batch 32, AdamW: t
 parameters, peak memory and the time of one training step (forward, backward, optimizer).
 Each mode runs in its own child process so that its peak memory is its own: on the CPU the
 peak RSS reached during the timed steps above the RSS after the model and optimizer were built
-(so peft's own imports do not count), on a GPU torch.cuda.max_memory_allocated; the table and
-the ratios print at the end.
+(so peft's own imports do not count), on a GPU torch.cuda.max_memory_allocated. Beside it, two
+exact figures: the activations autograd saves for backward in one forward pass, and the fp32
+gradients + AdamW moments of the trainable parameters. The table prints at the end.
 
     python benchmarks/bench_peft.py                     # CPU, 3 timed steps per mode
     python benchmarks/bench_peft.py --device cuda --steps 20
@@ -31,6 +32,22 @@ def _rss_mib(field: str) -> float:
     raise KeyError(field)
 
 
+def saved_for_backward_mib(model, x) -> float:
+    """MiB of the tensors autograd keeps for backward in one forward pass (activations, not weights)."""
+    import torch
+
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).float().sum()
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in saved.items() if ptr not in weights) / 2**20
+
+
 def child(mode: str, args: argparse.Namespace) -> dict:
     import timm
     import torch
@@ -52,6 +69,7 @@ def child(mode: str, args: argparse.Namespace) -> dict:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, args.classes, (args.batch,), device=device)
+    activations = saved_for_backward_mib(model, x)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base_mib = _rss_mib("VmRSS")
@@ -78,7 +96,9 @@ def child(mode: str, args: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mib("VmHWM") - base_mib)
     return {"mode": mode, "params": count(model), "trainable": trainable_params(model),
-            "peak_mib": peak, "step_s": sorted(times)[len(times) // 2]}
+            "peak_mib": peak, "activations_mib": activations,
+            "optimizer_mib": trainable_params(model) * 3 * 4 / 2**20,  # fp32 grads + AdamW's two moments
+            "step_s": sorted(times)[len(times) // 2]}
 
 
 def main() -> None:
@@ -105,13 +125,14 @@ def main() -> None:
         print(f"  {mode}: done", file=sys.stderr)
     memory = "peak GPU memory" if args.device.startswith("cuda") else "peak RSS growth in the steps"
     print(f"vit_small_patch16_224 {args.img_size}px batch {args.batch} on {args.device}, median of {args.steps} steps")
-    print(f"| mode | trainable params | of | {memory} (MiB) | step (s) | step vs full |")
-    print("|---|---|---|---|---|---|")
+    print(f"| mode | trainable params | of | saved activations (MiB) | grads + AdamW state (MiB) | {memory} (MiB) "
+          "| step (s) | step vs full |")
+    print("|---|---|---|---|---|---|---|---|")
     full = rows[0]
     for r in rows:
         name = {"full": "full fine-tuning", "lora": f"LoRA r={args.rank}", "frozen": "frozen backbone + head"}[r["mode"]]
         print(f"| {name} | {r['trainable']:,} ({100 * r['trainable'] / full['params']:.2f}%) | {r['params']:,} | "
-              f"{r['peak_mib']:,.0f} | {r['step_s']:.2f} | {r['step_s'] / full['step_s']:.2f}x |")
+              f"{r['activations_mib']:,.0f} | {r['optimizer_mib']:,.0f} | {r['peak_mib']:,.0f} | {r['step_s']:.2f} | {r['step_s'] / full['step_s']:.2f}x |")
 
 
 if __name__ == "__main__":
