@@ -34,8 +34,8 @@ def test_family_defaults_and_a_family_without_them(compose):
     assert names and all(".lora_" in n or ".modules_to_save." in n for n in names)
     assert any("attn.qkv.lora_A" in n for n in names) and not any("patch_embed" in n for n in names)
     assert trainable_params(vit) < count(vit) / 10
-    swin = _build(compose, "model=swin_t", "data.img_size=32", "model.kwargs.window_size=4",
-                  "model.kwargs.embed_dim=24", "model.kwargs.depths=[1,1]", "model.kwargs.num_heads=[1,2]", *LORA)
+    swin = _build(compose, "model=swin_t", "data.img_size=32", "+model.kwargs.window_size=4",
+                  "+model.kwargs.embed_dim=24", "+model.kwargs.depths=[1,1]", "+model.kwargs.num_heads=[1,2]", *LORA)
     assert any("attn.qkv.lora_A" in n and p.requires_grad for n, p in swin.named_parameters())
     mixer = _build(compose, "model=mixer_s", "data.img_size=32", "model.patch_size=8", *LORA)
     assert any("mlp_tokens.fc1.lora_A" in n for n, _ in mixer.named_parameters())
