@@ -71,6 +71,8 @@ def validate_trainer_cfg(tcfg: TrainerConfig) -> None:
         raise UserError(f"trainer.grad_accum={tcfg.grad_accum} must be at least 1")
     if tcfg.freeze_backbone_epochs < 0:
         raise UserError(f"trainer.freeze_backbone_epochs={tcfg.freeze_backbone_epochs} must be >= 0")
+    if tcfg.early_stop_patience < 0:
+        raise UserError(f"trainer.early_stop_patience={tcfg.early_stop_patience} must be >= 0 (0: off)")
     if tcfg.log_interval < 1:
         raise UserError(f"trainer.log_interval={tcfg.log_interval} must be at least 1")
 
@@ -89,7 +91,7 @@ def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
 def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[torch.nn.Module, Any, Any]:
     """(model on the device, EMA copy or None, what the step calls: DDP-wrapped and/or compiled)."""
     tcfg = cfg.trainer
-    model = create_model(cfg.model, num_classes, cfg.regularization).to(runtime.device)
+    model = create_model(cfg.model, num_classes, cfg.regularization, seed=tcfg.seed).to(runtime.device)
     if tcfg.grad_checkpointing:
         enable_grad_checkpointing(model, cfg.model.name)
     if tcfg.channels_last:

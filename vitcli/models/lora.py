@@ -143,17 +143,3 @@ def seeded_init(seed: int | None) -> Iterator[None]:
         torch.manual_seed(int(seed))
         yield
 
-
-def load_lora_run(cfg: Any, state: dict[str, Any], weights: dict[str, torch.Tensor], path: Any, merge: bool = True):
-    """A LoRA run's model: the base rebuilt from its config and seed, checked against the hash its
-    checkpoint recorded, the adapters and head loaded, and (merge) folded into a plain timm model."""
-    from vitcli.models.factory import create_model
-
-    model = create_model(cfg.model, int(state["num_classes"]), cfg.regularization, seed=int(cfg.trainer.seed))
-    expected = state.get("lora_base_hash")
-    if expected and base_hash(model) != expected:
-        raise UserError(f"{path}: the base weights rebuilt from the run's config.yaml (model.pretrained, model.weights, "
-                        "trainer.seed) differ from those its LoRA adapters were trained on; restore the original "
-                        "weights file or settings")
-    load_model_state(model, weights, str(path))
-    return merge_lora(model) if merge else model
