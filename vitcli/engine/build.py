@@ -77,6 +77,19 @@ def validate_trainer_cfg(tcfg: TrainerConfig) -> None:
         raise UserError(f"trainer.log_interval={tcfg.log_interval} must be at least 1")
 
 
+def validate_lora_cfg(cfg: TrainConfig) -> None:
+    """Settings that would silently do nothing on a LoRA run (peft decides what trains; its parameter
+    names carry peft's prefix, which timm's layer-decay grouping does not know)."""
+    if str(cfg.model.peft) != "lora":
+        return
+    if cfg.trainer.freeze_backbone_epochs:
+        raise UserError(f"trainer.freeze_backbone_epochs={cfg.trainer.freeze_backbone_epochs} does not apply with "
+                        "model.peft=lora (the backbone is frozen, only adapters and head train); set it to 0")
+    if cfg.optimizer.layer_decay is not None:
+        raise UserError(f"optimizer.layer_decay={cfg.optimizer.layer_decay} does not apply with model.peft=lora "
+                        "(the frozen blocks have no learning rate); set optimizer.layer_decay=null")
+
+
 def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
     """The run's data on the runtime's device; under DDP each rank keeps its shard of every split
     (train padded for equal step counts, evaluation splits not, so each sample counts once)."""
@@ -109,6 +122,7 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
     tcfg = cfg.trainer
     resolve_normalization(cfg)  # data.mean/std=auto -> the weights' own; recorded in config.yaml
     validate_trainer_cfg(tcfg)
+    validate_lora_cfg(cfg)
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     seed_everything(tcfg.seed)

@@ -152,7 +152,9 @@ def classifier_name(model) -> str:
 
 
 def head_parameter_names(model) -> set[str]:
-    """Names of the parameters that belong to the classifier(s)."""
+    """Names of the parameters that belong to the classifier(s) (with LoRA: peft's trained copy)."""
+    if hasattr(model, "peft_config"):
+        return {n for n, _ in model.named_parameters() if ".modules_to_save." in n}
     prefixes = tuple(f"{n}." for n in classifier_names(model))
     return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
 
