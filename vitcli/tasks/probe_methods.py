@@ -84,13 +84,25 @@ def linear_probe(train: np.ndarray, train_labels: np.ndarray, select: np.ndarray
     x_train, x_select = prep(train), prep(select)
     curve: dict[float, float] = {}
     best = None
-    for c in cs:
-        clf = LogisticRegression(C=c, max_iter=max_iter)
-        clf.fit(x_train, train_labels)
-        curve[c] = 100.0 * float((clf.predict(x_select) == select_labels).mean())
-        if best is None or curve[c] > curve[best[0]]:
-            best = (c, clf)
+    with _blas_threads(x_train):
+        for c in cs:
+            clf = LogisticRegression(C=c, max_iter=max_iter)
+            clf.fit(x_train, train_labels)
+            curve[c] = 100.0 * float((clf.predict(x_select) == select_labels).mean())
+            if best is None or curve[c] > curve[best[0]]:
+                best = (c, clf)
     return best[1], prep, curve
+
+
+def _blas_threads(x: np.ndarray):
+    """One BLAS thread for small problems: L-BFGS does hundreds of small matrix products, and
+    OpenBLAS threads spinning on a busy machine made them 40x slower (13.7 s vs 0.37 s on
+    1437 x 128 digits features, 2 shared cores); large feature sets keep every thread."""
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas") if x.size < 5_000_000 else nullcontext()
 
 
 def class_log_proba(clf, x: np.ndarray, num_classes: int) -> np.ndarray:
@@ -117,6 +129,11 @@ def fewshot_scores(train: np.ndarray, train_labels: np.ndarray, queries: list[np
     >>> s[0].argmax(1)
     array([0])
     """
+    with _blas_threads(train):
+        return _fewshot_scores(train, train_labels, queries, num_classes, l2_regs)
+
+
+def _fewshot_scores(train, train_labels, queries, num_classes, l2_regs):
     x, *qs = _standardize(train, *queries)
     x = np.pad(x, ((0, 0), (0, 1)), constant_values=_BIAS)
     qs = [np.pad(q, ((0, 0), (0, 1)), constant_values=_BIAS) for q in qs]
