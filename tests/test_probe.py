@@ -14,7 +14,7 @@ from vitcli.core.errors import UserError
 from vitcli.tasks import probe_methods as pm
 
 DIGITS = ["model=vit_pico", "model.patch_size=4", "data=digits", "data.img_size=16", "data.batch_size=64",
-          "augmentation=none", "trainer.epochs=4", "trainer.progress=none", "trainer.export_safetensors=false"]
+          "augmentation=none", "trainer.epochs=8", "trainer.progress=none", "trainer.export_safetensors=false"]
 
 
 def test_knn_votes_are_temperature_weighted_and_fewshot_recovers_clusters():
