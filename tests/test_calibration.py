@@ -39,10 +39,10 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model():
 
 
 def test_ece_matches_its_definition():
-    logits = np.log(np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]]))
-    labels = np.array([0, 1, 0, 0])
-    # two filled bins of equal weight: confidence 0.9 with accuracy 0.5, confidence 0.6 with accuracy 1.0
-    expected = 0.5 * abs(0.5 - 0.9) + 0.5 * abs(1.0 - 0.6)
+    logits = np.log(np.array([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1], [0.6, 0.4]]))
+    labels = np.array([0, 0, 1, 0])
+    # two filled bins weighted by their size: 3 samples at confidence 0.9 (accuracy 2/3), 1 at 0.6 (accuracy 1)
+    expected = 0.75 * abs(2 / 3 - 0.9) + 0.25 * abs(1.0 - 0.6)
     assert expected_calibration_error(logits, labels) == pytest.approx(expected)
 
 
