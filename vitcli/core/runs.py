@@ -32,12 +32,14 @@ SUBMISSION = "submission"
 EVAL = "eval"
 EXPORT = "export"  # vitcli export: <checkpoint>_timm/ and <checkpoint>.onnx
 PLOTS = "plots"
+PROBE = "probe"  # vitcli probe: features/<key>/<split>.npz, <method>.json, <method>/predictions/
+CALIBRATION = "calibration.json"  # eval.calibrate=temperature: the fitted temperature
 HYDRA = ".hydra"
 WANDB = "wandb"  # W&B's own files and run_id (logger=wandb)
 CURVES = f"{PLOTS}/curves.png"
 CLASS_COUNTS = "class_counts.csv"  # train samples per class (index, name, count), written at the start
 # folders inside a run that never hold another run (the run browser does not descend into them)
-RUN_SUBDIRS = {HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, WANDB, ".submitit", "__pycache__"}
+RUN_SUBDIRS = {PROBE, HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, WANDB, ".submitit", "__pycache__"}
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -69,6 +71,24 @@ def plot_path(run_dir: str | Path, name: str) -> Path:
 
 def predictions_path(run_dir: str | Path, split: str) -> Path:
     return Path(run_dir) / PREDICTIONS / f"{split}.npz"
+
+
+def probe_result_path(run_dir: str | Path, method: str) -> Path:
+    return Path(run_dir) / PROBE / f"{method}.json"
+
+
+def probe_predictions_path(run_dir: str | Path, method: str, split: str) -> Path:
+    """A probe's predictions, in a folder `vitcli ensemble runs=[...]` takes as a member."""
+    return Path(run_dir) / PROBE / method / PREDICTIONS / f"{split}.npz"
+
+
+def read_temperature(run_dir: str | Path, checkpoint: str = "best") -> float | None:
+    """The temperature `vitcli eval eval.calibrate=temperature` stored for this checkpoint, else None."""
+    path = Path(run_dir) / CALIBRATION
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    return float(record["temperature"]) if record.get("checkpoint") == str(checkpoint) else None
 
 
 def eval_path(run_dir: str | Path, name: str) -> Path:

@@ -17,6 +17,7 @@ from omegaconf import MISSING, OmegaConf
 
 from vitcli.core.choices import (
     ClassBalance,
+    Checkpoint,
     DataFormat,
     Difficulty,
     DistillName,
@@ -26,8 +27,10 @@ from vitcli.core.choices import (
     LoggerName,
     LrBaseScale,
     MixupMode,
+    PeftMethod,
     Precision,
     PrepareFormat,
+    ProbeMethod,
     Progress,
     RunCheckpoint,
     Scheduler,
@@ -40,8 +43,19 @@ from vitcli.core.task_schemas import (
     ExportConfig,
     ModelsConfig,
     PredictConfig,
+    ProbeOptions,
     RunsConfig,
 )
+
+
+@dataclass
+class LoraOptions:
+    """model.peft=lora: peft's LoraConfig (r, lora_alpha, lora_dropout, target_modules)."""
+
+    r: int = 8  # rank of the adapters
+    alpha: float = 16.0  # scaling: the update is (alpha / r) * B @ A
+    dropout: float = 0.0  # dropout on the adapters' input
+    targets: Optional[List[str]] = None  # module-name endings to adapt (null: the family's, models/families.py)
 
 
 @dataclass
@@ -58,6 +72,8 @@ class ModelConfig:
     head: Head = Head.linear
     head_hidden_dim: Optional[int] = None  # mlp head width (default: the feature width)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm constructor kwargs
+    peft: PeftMethod = PeftMethod.none  # lora: train low-rank adapters and the classifier only (vitcli[peft])
+    lora: LoraOptions = field(default_factory=LoraOptions)
 
 
 @dataclass
@@ -189,6 +205,7 @@ class TrainerConfig:
     devices: int = 1  # >1: that many DDP processes on this node via torchrun; data.batch_size is per device
     sync_batchnorm: bool = False  # DDP on GPUs: BatchNorm statistics over all ranks (CNNs)
     grad_checkpointing: bool = False  # timm set_grad_checkpointing(): recompute activations in backward (less memory)
+    early_stop_patience: int = 0  # stop after N epochs without a better selection top-1 (0: off)
 
 
 @dataclass
@@ -242,6 +259,17 @@ class PreviewConfig(TrainConfig):
 
 
 @dataclass
+class ProbeConfig(TrainConfig):
+    """`vitcli probe`: a run (run=DIR) or the composed model preset, scored by frozen-feature probes."""
+
+    run: Optional[str] = None  # a training run directory (null: probe the model preset as composed)
+    method: ProbeMethod = ProbeMethod.knn
+    checkpoint: Checkpoint = Checkpoint.best  # run=: which weights
+    precision: Optional[Precision] = None  # null: the run's (or trainer.precision)
+    probe: ProbeOptions = field(default_factory=ProbeOptions)
+
+
+@dataclass
 class PackOptions:
     size: Optional[int] = None  # side of the packed images (null: the native size, 128 for MiniPlaces)
     splits: Optional[List[str]] = None  # which splits (null: all: train, val, test)
@@ -273,6 +301,7 @@ def register_configs() -> None:
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="explain_schema", node=ExplainConfig)
     cs.store(name="preview_schema", node=PreviewConfig)
+    cs.store(name="probe_schema", node=ProbeConfig)
     cs.store(name="ensemble_schema", node=EnsembleConfig)
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="models_schema", node=ModelsConfig)

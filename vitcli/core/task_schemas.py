@@ -9,6 +9,8 @@ from typing import Any, List, Optional
 from omegaconf import MISSING
 
 from vitcli.core.choices import (
+    Calibrate,
+    ProbeLayers,
     Checkpoint,
     EnsembleMethod,
     ExplainMethod,
@@ -24,6 +26,19 @@ from vitcli.core.choices import (
 class EvalOptions:
     tta: Tta = Tta.none  # test-time augmentation (averages probabilities over views)
     crop_fraction: float = 0.875  # multicrop: crop side as a fraction of the image side
+    calibrate: Calibrate = Calibrate.none  # temperature: fit T on calibrate_split, store it (calibration.json)
+    calibrate_split: str = "val"  # the labelled split the temperature is fitted on
+
+
+@dataclass
+class ProbeOptions:
+    layers: ProbeLayers = ProbeLayers.pooled  # pooled: pre-logits | tokens: class/avg tokens of the last `blocks`
+    blocks: int = 1  # layers=tokens: how many of the last blocks (stages) are concatenated (DINOv2: 4)
+    k: List[int] = field(default_factory=lambda: [10, 20])  # knn: neighbours (the best on val gives the predictions)
+    knn_temperature: float = 0.07  # knn: votes weigh exp(cosine / T) (DINO's)
+    linear_cs: List[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])  # linear: C grid
+    shots: List[int] = field(default_factory=lambda: [1, 5, 10, 25])  # fewshot: samples per class
+    seeds: int = 5  # fewshot: draws per n (mean and spread)
 
 
 @dataclass

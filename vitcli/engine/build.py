@@ -71,8 +71,23 @@ def validate_trainer_cfg(tcfg: TrainerConfig) -> None:
         raise UserError(f"trainer.grad_accum={tcfg.grad_accum} must be at least 1")
     if tcfg.freeze_backbone_epochs < 0:
         raise UserError(f"trainer.freeze_backbone_epochs={tcfg.freeze_backbone_epochs} must be >= 0")
+    if tcfg.early_stop_patience < 0:
+        raise UserError(f"trainer.early_stop_patience={tcfg.early_stop_patience} must be >= 0 (0: off)")
     if tcfg.log_interval < 1:
         raise UserError(f"trainer.log_interval={tcfg.log_interval} must be at least 1")
+
+
+def validate_lora_cfg(cfg: TrainConfig) -> None:
+    """Settings that would silently do nothing on a LoRA run (peft decides what trains; its parameter
+    names carry peft's prefix, which timm's layer-decay grouping does not know)."""
+    if str(cfg.model.peft) != "lora":
+        return
+    if cfg.trainer.freeze_backbone_epochs:
+        raise UserError(f"trainer.freeze_backbone_epochs={cfg.trainer.freeze_backbone_epochs} does not apply with "
+                        "model.peft=lora (the backbone is frozen, only adapters and head train); set it to 0")
+    if cfg.optimizer.layer_decay is not None:
+        raise UserError(f"optimizer.layer_decay={cfg.optimizer.layer_decay} does not apply with model.peft=lora "
+                        "(the frozen blocks have no learning rate); set optimizer.layer_decay=null")
 
 
 def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
@@ -89,7 +104,7 @@ def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
 def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[torch.nn.Module, Any, Any]:
     """(model on the device, EMA copy or None, what the step calls: DDP-wrapped and/or compiled)."""
     tcfg = cfg.trainer
-    model = create_model(cfg.model, num_classes, cfg.regularization).to(runtime.device)
+    model = create_model(cfg.model, num_classes, cfg.regularization, seed=tcfg.seed).to(runtime.device)
     if tcfg.grad_checkpointing:
         enable_grad_checkpointing(model, cfg.model.name)
     if tcfg.channels_last:
@@ -107,6 +122,7 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
     tcfg = cfg.trainer
     resolve_normalization(cfg)  # data.mean/std=auto -> the weights' own; recorded in config.yaml
     validate_trainer_cfg(tcfg)
+    validate_lora_cfg(cfg)
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     seed_everything(tcfg.seed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vitcli.core import runs
+
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,9 @@ def run_split(run: str | Path, split: str | None = "val", checkpoint: str = "bes
     source = {"run": str(Path(run).resolve()), "checkpoint": str(checkpoint), "tta": str(tta), "split": split,
               "epoch": int(state["epoch"]), "model": cfg.model.name, "data": cfg.data.name,
               "precision": runtime.precision}
+    temperature = runs.read_temperature(run, str(checkpoint))
+    if temperature is not None:  # eval.calibrate=temperature: softmax(logits / T) is calibrated
+        source["temperature"] = temperature
     preds = Predictions(logits=metrics.pop("logits").numpy(), ids=ids, class_names=class_names,
                         labels=metrics.pop("labels").numpy(), source=source)
     metrics.pop("counts")  # exact totals, for DDP reduction only

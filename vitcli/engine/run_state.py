@@ -20,6 +20,7 @@ from vitcli.core.io import read_jsonl, write_json
 from vitcli.core.rng import rng_state, set_rng_state
 from vitcli.core.runtime import Runtime
 from vitcli.engine.loss_window import LossWindow
+from vitcli.models.lora import base_hash, is_lora, load_model_state, merge_lora, model_state_dict, trainable_params
 from vitcli.viz.plots import try_plot_curves
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class RunState:
         self.train_images, self.train_seconds = 0, 0.0
         self.wall_start = time.time()
         self.summary_fields: dict[str, Any] = {}  # extra summary.json entries (e.g. why the run stopped)
+        self.trainable_params = trainable_params(parts.model)
+        self.lora_base_hash = base_hash(parts.model) if is_lora(parts.model) else None
 
     # ---- checkpoints ------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -66,14 +69,16 @@ class RunState:
         p = self.parts
         loss_sum, seen = self.window.totals
         state = {
-            "model": p.model.state_dict(), "optimizer": p.optimizer.state_dict(),
+            "model": model_state_dict(p.model), "optimizer": p.optimizer.state_dict(),
             "epoch_loss_sum": loss_sum, "epoch_seen": seen,
             **{key: getattr(self, key) for key in COUNTERS},
             "best": dict(self.best), "config": self.config_yaml, "class_names": list(p.data.class_names),
             "num_classes": p.data.num_classes, "rng": rng_state(), "train_seconds": self.train_seconds,
         }
         if p.ema is not None:
-            state["model_ema"] = p.ema.module.state_dict()
+            state["model_ema"] = model_state_dict(p.ema.module)
+        if is_lora(p.model):  # the frozen base is rebuilt from the config on load and must hash the same
+            state["lora_base_hash"] = self.lora_base_hash
         if p.scaler is not None:
             state["scaler"] = p.scaler.state_dict()
         wandb = getattr(self.metrics, "wandb", None)
@@ -85,10 +90,10 @@ class RunState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         p = self.parts
-        p.model.load_state_dict(state["model"])
+        load_model_state(p.model, state["model"], "checkpoints/last.pt")
         p.optimizer.load_state_dict(state["optimizer"])
         if p.ema is not None and "model_ema" in state:
-            p.ema.module.load_state_dict(state["model_ema"])
+            load_model_state(p.ema.module, state["model_ema"], "checkpoints/last.pt")
         if p.scaler is not None and "scaler" in state:
             p.scaler.load_state_dict(state["scaler"])
         for key in COUNTERS:
@@ -138,7 +143,7 @@ class RunState:
         return {
             "status": status, "error": error, "experiment": cfg.name, "model": cfg.model.name,
             "timm_name": cfg.model.timm_name, "data": cfg.data.name, "num_classes": p.data.num_classes,
-            "num_params": p.num_params, "device": str(self.runtime.device), "precision": self.runtime.precision,
+            "num_params": p.num_params, "trainable_params": self.trainable_params, "device": str(self.runtime.device), "precision": self.runtime.precision,
             "lr": p.lr, "epochs": cfg.trainer.epochs, "epochs_completed": self.epoch,
             "selection_split": p.select_split, "global_step": self.global_step,
             "best": self.best, "final": self.history[-1] if self.history else {},
@@ -170,7 +175,11 @@ class RunState:
             return
         data = self.parts.data
         best = load_checkpoint(runs.checkpoint_path(self.run_dir, "best"))
-        save_safetensors(best["model"], self.run_dir / runs.MODEL_WEIGHTS,
+        weights = best["model"]
+        if is_lora(self.parts.model):  # a plain timm state dict: the adapters merged into the base
+            load_model_state(self.parts.model, weights, "checkpoints/best.pt")
+            weights = {k: v.cpu() for k, v in merge_lora(self.parts.model).state_dict().items()}
+        save_safetensors(weights, self.run_dir / runs.MODEL_WEIGHTS,
                          {"timm_name": self.cfg.model.timm_name, "num_classes": str(data.num_classes),
                           "class_names": json.dumps(list(data.class_names)),
                           "source": str(self.best.get("source")), "epoch": str(self.best.get("epoch"))})

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from vitcli.core.errors import UserError
 from vitcli.engine.pruning import METRIC, open_trial, selection_value
 
 
@@ -42,11 +43,49 @@ class EpochStopper(Protocol):
         """`epoch`: epochs completed (1-based); `record`: that epoch's metrics.jsonl record."""
 
 
+@dataclass
+class EarlyStopping:
+    """trainer.early_stop_patience=N: end the run after N epochs whose selection top-1 (the better of
+    the raw and EMA weights, as best.pt is chosen) is not above the best so far."""
+
+    patience: int
+    best: float | None = None
+    best_epoch: int = 0
+
+    @staticmethod
+    def score(record: dict[str, Any]) -> float:
+        return max(float(record["val_top1"]), float(record.get("ema_top1", float("-inf"))))
+
+    def resume(self, history: list[dict[str, Any]]) -> None:
+        """Replay the epochs a resumed run already has, so patience counts as if it had never stopped."""
+        for record in history:
+            self.after_epoch(int(record["epoch"]), record)
+
+    def after_epoch(self, epoch: int, record: dict[str, Any]) -> StopDecision | None:
+        score = self.score(record)
+        if self.best is None or score > self.best:
+            self.best, self.best_epoch = score, epoch
+            return None
+        if epoch - self.best_epoch < self.patience:
+            return None
+        return StopDecision("completed", "early_stop", f"val top-1 has not improved on {self.best:.2f} (epoch "
+                            f"{self.best_epoch}) for {epoch - self.best_epoch} epochs (trainer.early_stop_patience="
+                            f"{self.patience})")
+
+
 def create_stoppers(cfg: Any) -> list[EpochStopper]:
-    """The stoppers a run's config asks for (none by default), plus a TrialPruner when the run
-    is a trial of vitcli's optuna sweeper (engine/pruning.py)."""
+    """The stoppers a run's config asks for: early stopping (trainer.early_stop_patience) and, when
+    the run is a trial of vitcli's optuna sweeper, a TrialPruner (engine/pruning.py)."""
+    stoppers: list[EpochStopper] = []
+    patience = int(cfg.trainer.get("early_stop_patience", 0) or 0)
+    if patience < 0:
+        raise UserError(f"trainer.early_stop_patience={patience} must be >= 0 (0: off)")
+    if patience:
+        stoppers.append(EarlyStopping(patience))
     trial = open_trial()
-    return [TrialPruner(trial)] if trial is not None else []
+    if trial is not None:
+        stoppers.append(TrialPruner(trial))
+    return stoppers
 
 
 class TrialPruner:

@@ -202,7 +202,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / runs.CONFIG).write_text(state.config_yaml)
             write_class_counts(self.run_dir, self.parts.data)
-        state.maybe_resume()
+        if state.maybe_resume():
+            for stopper in self.stoppers:  # stoppers that count epochs replay the ones already run
+                getattr(stopper, "resume", lambda history: None)(state.history)
         epochs = self.cfg.trainer.epochs
         data = self.parts.data
         log.info(

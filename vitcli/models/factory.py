@@ -58,8 +58,24 @@ def timm_kwargs(model_cfg: ModelConfig, num_classes: int, reg_cfg: Regularizatio
     return kwargs
 
 
-def create_model(model_cfg: ModelConfig, num_classes: int, reg_cfg: RegularizationConfig | None = None):
-    """Build the preset's timm model with `num_classes` outputs."""
+def create_model(model_cfg: ModelConfig, num_classes: int, reg_cfg: RegularizationConfig | None = None,
+                 seed: int | None = None):
+    """Build the preset's timm model with `num_classes` outputs.
+
+    With model.peft=lora the model comes wrapped by peft (models/lora.py) and is built from `seed`
+    (the run's trainer.seed), so that its frozen base can be rebuilt exactly from the config.
+    """
+    if str(getattr(model_cfg, "peft", "none")) == "lora":
+        from vitcli.models.lora import apply_lora
+        from vitcli.core.rng import seeded
+
+        with seeded(0 if seed is None else int(seed)):
+            model = _create_timm(model_cfg, num_classes, reg_cfg)
+            return apply_lora(model, model_cfg.lora, model_cfg.name, classifier_names(model))
+    return _create_timm(model_cfg, num_classes, reg_cfg)
+
+
+def _create_timm(model_cfg: ModelConfig, num_classes: int, reg_cfg: RegularizationConfig | None = None):
     name = model_cfg.timm_name
     arch = name.split(".")[0]
     if not timm.is_model(arch):
@@ -136,7 +152,9 @@ def classifier_name(model) -> str:
 
 
 def head_parameter_names(model) -> set[str]:
-    """Names of the parameters that belong to the classifier(s)."""
+    """Names of the parameters that belong to the classifier(s) (with LoRA: peft's trained copy)."""
+    if hasattr(model, "peft_config"):
+        return {n for n, _ in model.named_parameters() if ".modules_to_save." in n}
     prefixes = tuple(f"{n}." for n in classifier_names(model))
     return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
 
@@ -145,6 +163,8 @@ def set_backbone_trainable(model, trainable: bool) -> None:
     """Freeze or unfreeze everything but the classifier. Frozen parameters get no
     gradient, so the optimizer skips them (no update, no weight decay) and its
     state for them starts fresh when they unfreeze."""
+    if hasattr(model, "peft_config"):  # LoRA: peft decides what trains (adapters and the classifier)
+        return
     head = head_parameter_names(model)
     for name, param in model.named_parameters():
         if name not in head:

@@ -30,7 +30,7 @@ def _load_state(run_dir: Path, checkpoint: str) -> tuple[Path, dict[str, Any], d
 
 
 def load_run_model(run_dir: Path, checkpoint: str = "best", device: str = "auto", precision: Any = None,
-                   runtime: Runtime | None = None) -> tuple[Any, Any, dict[str, Any], Runtime]:
+                   runtime: Runtime | None = None, merge: bool = True) -> tuple[Any, Any, dict[str, Any], Runtime]:
     """A trained run's model, ready for inference.
 
     Args:
@@ -39,6 +39,7 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device: str = "auto"
         device: where to run it (auto: a GPU when one is visible).
         precision: null: the precision the run trained with (so eval equals its summary); 32 | bf16 | fp16.
         runtime: an existing runtime to share (a distillation teacher runs on its student's).
+        merge: LoRA runs: merge the adapters into the base weights (a plain timm model; false keeps peft's model).
     Returns:
         (the run's config, the model in eval mode on the runtime's device, the checkpoint dict, the runtime).
     """
@@ -47,6 +48,9 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device: str = "auto"
     path, state, weights = _load_state(run_dir, str(checkpoint))
     if runtime is None:
         runtime = Runtime.create(device, cfg.trainer.precision if precision is None else precision)
+    if str(cfg.model.get("peft", "none")) == "lora":
+        model = _load_lora(cfg, state, weights, path, merge)
+        return cfg, model.to(runtime.device).eval(), state, runtime
     cfg.model.weights = None  # the checkpoint supplies every weight
     cfg.model.pretrained = False
     model = create_model(cfg.model, int(state["num_classes"]), cfg.regularization)
@@ -55,3 +59,18 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device: str = "auto"
     except RuntimeError as err:
         raise UserError(f"{path} does not fit the model in {run_dir}/config.yaml ({str(err).splitlines()[0]})") from err
     return cfg, model.to(runtime.device).eval(), state, runtime
+
+
+def _load_lora(cfg: Any, state: dict[str, Any], weights: dict[str, Any], path: Path, merge: bool):
+    """A LoRA run's model: the base rebuilt from its config and seed, checked against the hash its
+    checkpoint recorded, the adapters and head loaded, and (merge) folded into a plain timm model."""
+    from vitcli.models.lora import base_hash, load_model_state, merge_lora
+
+    model = create_model(cfg.model, int(state["num_classes"]), cfg.regularization, seed=int(cfg.trainer.seed))
+    expected = state.get("lora_base_hash")
+    if expected and base_hash(model) != expected:
+        raise UserError(f"{path}: the base weights rebuilt from the run's config.yaml (model.pretrained, model.weights, "
+                        "trainer.seed) differ from those its LoRA adapters were trained on; restore the original "
+                        "weights file or settings")
+    load_model_state(model, weights, str(path))
+    return merge_lora(model) if merge else model

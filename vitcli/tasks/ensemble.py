@@ -53,6 +53,8 @@ def resolve_runs(spec: Any) -> list[Path]:
         if not matches:
             raise UserError(f"runs: the pattern {entry} matches nothing")
         found = [run for m in matches if Path(m).is_dir() for run in _runs_under(Path(m).expanduser())]
+        if not found and not glob.has_magic(entry) and (Path(entry) / runs.PREDICTIONS).is_dir():
+            found = [Path(entry)]  # predictions only, e.g. a probe: RUN/probe/linear
         if len(matches) == 1 and not Path(matches[0]).is_dir():
             raise UserError(f"runs: {entry} is not a directory (pass run dirs, a glob or a multirun dir)")
         if not found:  # a glob may match other things too; it only has to match some runs
@@ -67,7 +69,7 @@ def member_predictions(run: Path, split: str, cfg: DictConfig):
     """The run's predictions/<split>.npz, predicted now when missing and predict_missing=true."""
     if runs.predictions_path(run, split).is_file():
         return load_predictions(runs.predictions_path(run, split))
-    if not cfg.predict_missing:
+    if not cfg.predict_missing or not (run / runs.CONFIG).is_file():
         raise UserError(f"{run} has no predictions/{split}.npz; run `vitcli predict run={run} split={split}` "
                         "first (or set predict_missing=true)")
     log.info(f"predicting {run} on split {split} (no predictions/{split}.npz yet)")
@@ -98,14 +100,25 @@ def default_split(first: Path) -> str:
     """test when the first member has test predictions or its data has a test split, else val."""
     if runs.predictions_path(first, "test").is_file():
         return "test"
+    if not (first / runs.CONFIG).is_file():  # a predictions-only member (a probe)
+        return "val"
     data = create_data(runs.load_run_config(runs.require_run_dir(first)), device="cpu", train=False)
     return "test" if "test" in data.loaders else "val"
 
 
-def member_weights(cfg: DictConfig, wstack: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+def member_temperatures(members: list[Path], given: Any, checkpoint: str = "best") -> list[float] | None:
+    """temperatures=[...] as given, else each member's stored temperature (eval.calibrate=temperature; 1 for
+    members without one), or None when no member has one."""
+    if given is not None:
+        return [float(t) for t in given]
+    stored = [runs.read_temperature(m, checkpoint) for m in members]
+    return None if all(t is None for t in stored) else [1.0 if t is None else t for t in stored]
+
+
+def member_weights(cfg: DictConfig, wstack: np.ndarray, labels: np.ndarray,
+                   temps: list[float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Weights per member, and what chose them (for the report)."""
     m = len(wstack)
-    temps = list(cfg.temperatures) if cfg.temperatures is not None else None
     if cfg.weights is not None:
         return np.asarray(cfg.weights, dtype=np.float64), {"weights_by": "given"}
     if cfg.method == "weighted_vote":
@@ -173,8 +186,8 @@ def run_ensemble_job(cfg: DictConfig) -> dict[str, Any]:
     wlabels = wpreds[0].labels
     if wlabels is None:
         raise UserError(f"weights_from={cfg.weights_from} has no labels in {members[0]}; use a labelled split (val, minival)")
-    weights, how = member_weights(cfg, wstack, wlabels)
-    temps = list(cfg.temperatures) if cfg.temperatures is not None else None
+    temps = member_temperatures(members, cfg.temperatures, str(cfg.checkpoint))
+    weights, how = member_weights(cfg, wstack, wlabels, temps)
     logits = combine(cfg.method, tstack, weights, temps)
     tlabels = tpreds[0].labels
     rows = [{cfg.weights_from: scores(w.logits, wlabels), split: scores(t.logits, tlabels)}
@@ -182,6 +195,7 @@ def run_ensemble_job(cfg: DictConfig) -> dict[str, Any]:
     ens = {cfg.weights_from: scores(combine(cfg.method, wstack, weights, temps), wlabels),
            split: scores(logits, tlabels)}
     source = {"ensemble": cfg.method, "members": names, "weights": (weights / weights.sum()).tolist(),
+              "temperatures": temps,
               "split": split, "weights_from": cfg.weights_from}
     preds = Predictions(logits, tpreds[0].ids, tpreds[0].class_names, tlabels, source)
     record = {**source, **how, "members_scores": dict(zip(names, rows)), "ensemble_scores": ens,

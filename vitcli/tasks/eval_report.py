@@ -26,6 +26,7 @@ from vitcli.data import create_data
 from vitcli.engine.evaluate import class_report
 from vitcli.engine.inference import run_split
 from vitcli.engine.tracking import WandbSink
+from vitcli.tasks.calibration_run import add_calibration
 from vitcli.tasks.samples import gather_inputs
 from vitcli.viz.gallery import denormalize
 from vitcli.viz.plots import (
@@ -140,7 +141,8 @@ def log_to_wandb(run_dir: Path, metrics: dict[str, Any], images: list[Path]) -> 
 
 def evaluate_and_report(run: str | Path, split: str = "val", checkpoint: str = "best", device: str = "auto",
                         batch_size: int | None = None, tta: str = "none", crop_fraction: float = 0.875,
-                        precision: Any = None, worst: int = 10, save: bool = True) -> dict[str, Any]:
+                        precision: Any = None, worst: int = 10, save: bool = True, calibrate: str = "none",
+                        calibrate_split: str = "val") -> dict[str, Any]:
     """`vitcli eval`: score a run on a split, print the summary line and the worst classes, and
     (save=True) write the JSON, CSVs and plots into the run. Returns the result dict."""
 
@@ -162,10 +164,12 @@ def evaluate_and_report(run: str | Path, split: str = "val", checkpoint: str = "
         f"macro F1 {result['macro_f1']:.3f}  ({result['samples']} samples)"
     )
     tag = eval_tag(split, checkpoint, tta)
+    reliability = add_calibration(result, preds, run, str(checkpoint), tag, str(calibrate), calibrate_split, save,
+                                  device=device, batch_size=batch_size, precision=precision)
     Console(width=120).print(worst_table(rep, preds.class_names, worst, f"worst classes ({tag})"))
     if save:
         run_dir = Path(run)
-        written = save_outputs(run_dir, tag, result["split"], result, rep, preds)
+        written = save_outputs(run_dir, tag, result["split"], result, rep, preds) + reliability
         log.info("wrote " + ", ".join(str(p.relative_to(run_dir)) for p in written) + f" in {run_dir}")
         log_to_wandb(run_dir, {"tag": tag, **result}, [p for p in written if p.suffix == ".png"])
     return result

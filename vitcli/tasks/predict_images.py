@@ -69,6 +69,7 @@ def predict_images(run: str | Path, images: str, topk: int = 5, checkpoint: str 
     cfg, model, state, runtime = load_run_model(Path(run), checkpoint, device)  # at the run's precision
     class_names = [str(n) for n in (state.get("class_names") or range(int(state["num_classes"])))]
     k = min(topk, len(class_names))
+    temperature = runs.read_temperature(run, str(checkpoint)) or 1.0  # eval.calibrate=temperature
     transform = create_file_transform(cfg.augmentation, cfg.data, train=False)
     step = int(batch_size or cfg.data.eval_batch_size or 2 * cfg.data.batch_size)
     result = ImagePredictions([], [], [])
@@ -79,7 +80,7 @@ def predict_images(run: str | Path, images: str, topk: int = 5, checkpoint: str 
             continue
         with torch.no_grad(), runtime.autocast():
             logits = model(torch.stack(tensors).to(runtime.device))
-        probs, idx = logits.float().softmax(dim=-1).topk(k, dim=-1)
+        probs, idx = (logits.float() / temperature).softmax(dim=-1).topk(k, dim=-1)
         result.paths += [str(p) for p in ok]
         result.names += [[class_names[i] for i in row] for row in idx.tolist()]
         result.probs += probs.tolist()

@@ -1,0 +1,34 @@
+"""trainer.early_stop_patience=N ends a run after N epochs without a better selection metric."""
+
+from __future__ import annotations
+
+import pytest
+
+from vitcli.engine.stopping import EarlyStopping
+
+
+def test_early_stopping_counts_epochs_without_improvement():
+    stopper = EarlyStopping(patience=2)
+    tops = [50.0, 60.0, 60.0, 55.0, 70.0, 69.0, 70.0]
+    decisions = [stopper.after_epoch(e, {"val_top1": t}) for e, t in enumerate(tops, start=1)]
+    assert [d is not None for d in decisions] == [False, False, False, True, False, False, True]
+    assert decisions[3].status == "completed" and "epoch 2" in decisions[3].reason
+
+
+def test_a_run_that_stops_improving_stops_early(make_trainer, tmp_path, read_summary):
+    # lr 1e-12: the weights barely move, so epoch 1 stays the best and patience 2 ends the run after epoch 3
+    make_trainer(tmp_path / "run", "trainer.epochs=8", "trainer.early_stop_patience=2", "scheduler=constant",
+                 "optimizer.lr=1e-12", "scheduler.warmup_epochs=0").fit()
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 3
+    assert summary["stopped"]["by"] == "early_stop" and summary["stopped"]["epoch"] == 3
+    assert summary["best"]["epoch"] == 1
+
+
+def test_patience_must_be_positive(compose):
+    from vitcli.engine.stopping import create_stoppers
+    from vitcli.core.errors import UserError
+
+    assert create_stoppers(compose("train", [])) == []
+    with pytest.raises(UserError, match="trainer.early_stop_patience=-1"):
+        create_stoppers(compose("train", ["trainer.early_stop_patience=-1"]))
