@@ -23,7 +23,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    import vitcli.core.schema  # noqa: F401
+    import vitcli.core.config_store  # noqa: F401
 
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
         return hydra_compose(config_name="train", overrides=overrides)

@@ -91,7 +91,7 @@ def make_images(root: Path, count: int, size: int, classes: int = 10) -> None:
 def compose_cfg(row: Row, setup: Setup, root: Path, data_format: str):
     from hydra import compose, initialize_config_module
 
-    import vitcli.core.schema  # noqa: F401
+    import vitcli.core.config_store  # noqa: F401
 
     overrides = [f"model={row.preset}", "data=imagefolder", f"data.root={root}", f"data.format={data_format}",
                  f"data.img_size={setup.img_size}", f"data.batch_size={row.batch}", "data.num_workers=auto",
@@ -183,7 +183,7 @@ def vitcli_run(row: Row, setup: Setup, root: Path, data_format: str, run_dir: Pa
 def pack(root: Path, size: int) -> None:
     from hydra import compose, initialize_config_module
 
-    import vitcli.core.schema  # noqa: F401
+    import vitcli.core.config_store  # noqa: F401
     from vitcli.data.prepare import prepare
 
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):

@@ -22,7 +22,7 @@ import torch
 def build_trainer(args, run_dir):
     from hydra import compose, initialize_config_module
 
-    import vitcli.core.schema  # noqa: F401
+    import vitcli.core.config_store  # noqa: F401
     from vitcli.engine.trainer import Trainer
 
     overrides = [f"model={args.model}", "data=synthetic", f"data.num_samples={args.samples}",

@@ -58,7 +58,7 @@ def _compose(config_name: str = "train", overrides: list[str] | None = None, ret
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    import vitcli.core.schema  # noqa: F401  (registers the schemas)
+    import vitcli.core.config_store  # noqa: F401  (registers the schemas)
 
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [], return_hydra_config=return_hydra_config)

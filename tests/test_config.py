@@ -102,7 +102,7 @@ def test_every_scheduler_name_is_one_timm_builds(compose):
 
 
 def test_each_default_has_one_home():
-    """Defaults live in the schema (vitcli/config.py); a group option file holds only what makes
+    """Defaults live in the schema (vitcli/core/schema.py); a group option file holds only what makes
     it differ, so no option repeats a schema default and the trainer's default option is empty."""
     from importlib import resources
 

@@ -24,7 +24,12 @@ from hydra.core.override_parser.types import (
     Transformer,
 )
 from hydra.errors import HydraException
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from .errors import SweeperConfigError
 

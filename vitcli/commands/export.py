@@ -11,7 +11,7 @@ import logging
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import vitcli.core.schema  # noqa: F401  (registers the schemas)
+import vitcli.core.config_store  # noqa: F401  (registers the schemas)
 from vitcli.core.errors import UserError, report_user_errors
 
 log = logging.getLogger("vitcli")

@@ -13,14 +13,20 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-import vitcli.core.schema  # noqa: F401  (registers the schemas)
+import vitcli.core.config_store  # noqa: F401  (registers the schemas)
 from vitcli.core.errors import UserError, report_user_errors
 
 
 @report_user_errors
 def list_runs(cfg: DictConfig) -> list[dict[str, Any]]:
     from vitcli.core.runs import find_run_dirs
-    from vitcli.tasks.runs_table import matches, print_table, report_study, run_row, sort_rows
+    from vitcli.tasks.runs_table import (
+        matches,
+        print_table,
+        report_study,
+        run_row,
+        sort_rows,
+    )
 
     root = Path(cfg.root).expanduser()
     if not root.is_dir():

@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import vitcli.core.schema  # noqa: F401  (registers the schemas)
+import vitcli.core.config_store  # noqa: F401  (registers the schemas)
 from vitcli.core.errors import report_user_errors
 
 

@@ -1,4 +1,5 @@
-"""Structured config schemas, registered in Hydra's ConfigStore.
+"""Structured config schemas of the config groups and of `vitcli train` (registered in Hydra's
+ConfigStore by core/config_store.py; the other commands' schemas are in core/task_schemas.py).
 
 Every primary config (conf/train.yaml, conf/eval.yaml, ...) lists its schema
 first in its defaults, so a misspelt key, a wrongly typed value or a choice
@@ -12,12 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from vitcli.core.choices import (
     ClassBalance,
-    Checkpoint,
     DataFormat,
     Difficulty,
     DistillName,
@@ -29,22 +28,10 @@ from vitcli.core.choices import (
     MixupMode,
     PeftMethod,
     Precision,
-    PrepareFormat,
-    ProbeMethod,
     Progress,
     RunCheckpoint,
     Scheduler,
     WandbMode,
-)
-from vitcli.core.task_schemas import (
-    EnsembleConfig,
-    EvalConfig,
-    ExplainConfig,
-    ExportConfig,
-    ModelsConfig,
-    PredictConfig,
-    ProbeOptions,
-    RunsConfig,
 )
 
 
@@ -249,66 +236,3 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-
-
-@dataclass
-@dataclass
-class PreviewConfig(TrainConfig):
-    """`vitcli preview`: the train config (same groups and overrides) plus the batch size shown."""
-    n: int = 32  # images in the preview batch (even when MixUp/CutMix is on)
-
-
-@dataclass
-class ProbeConfig(TrainConfig):
-    """`vitcli probe`: a run (run=DIR) or the composed model preset, scored by frozen-feature probes."""
-
-    run: Optional[str] = None  # a training run directory (null: probe the model preset as composed)
-    method: ProbeMethod = ProbeMethod.knn
-    checkpoint: Checkpoint = Checkpoint.best  # run=: which weights
-    precision: Optional[Precision] = None  # null: the run's (or trainer.precision)
-    probe: ProbeOptions = field(default_factory=ProbeOptions)
-
-
-@dataclass
-class PackOptions:
-    size: Optional[int] = None  # side of the packed images (null: the native size, 128 for MiniPlaces)
-    splits: Optional[List[str]] = None  # which splits (null: all: train, val, test)
-    workers: int = 2  # decoding processes
-    overwrite: bool = False  # repack every split, even finished ones
-    shard_size: int = 1000  # format=wds: samples per shard
-
-
-@dataclass
-class PrepareConfig:
-    format: PrepareFormat = PrepareFormat.packed  # packed (uint8 arrays) | wds (WebDataset shards + wids index)
-    out: Optional[str] = None  # where to write (default: data.packed_dir or <root>/packed; format=wds needs it)
-    data: DataConfig = field(default_factory=DataConfig)
-    prepare: PackOptions = field(default_factory=PackOptions)
-
-
-def _or_default(value: Any, default: Any) -> Any:
-    return default if value in (None, "", "None", "null") else value
-
-
-def register_configs() -> None:
-
-
-    if not OmegaConf.has_resolver("or_default"):  # hydra.run.dir: the resumed run, else a new stamp
-        OmegaConf.register_new_resolver("or_default", _or_default)
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="eval_schema", node=EvalConfig)
-    cs.store(name="predict_schema", node=PredictConfig)
-    cs.store(name="explain_schema", node=ExplainConfig)
-    cs.store(name="preview_schema", node=PreviewConfig)
-    cs.store(name="probe_schema", node=ProbeConfig)
-    cs.store(name="ensemble_schema", node=EnsembleConfig)
-    cs.store(name="export_schema", node=ExportConfig)
-    cs.store(name="models_schema", node=ModelsConfig)
-    cs.store(name="runs_schema", node=RunsConfig)
-    cs.store(name="prepare_schema", node=PrepareConfig)
-    # Group options are typed through train_schema's fields (model: ModelConfig, ...); storing
-    # per-group schemas as well would list them as choices ("model_schema") in Hydra's errors.
-
-
-register_configs()

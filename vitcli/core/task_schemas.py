@@ -1,5 +1,6 @@
-"""Schemas of the primary configs of the commands that read trained runs (eval, predict, explain, export, ensemble)
-and browse presets or runs (models, runs); registered in the ConfigStore by vitcli/core/schema.py."""
+"""Schemas of the primary configs of every command but `vitcli train` (core/schema.py): those that read
+trained runs (eval, predict, explain, export, ensemble, probe), take the train config (preview, probe),
+pack data (prepare) or browse presets and runs (models, runs). Registered by core/config_store.py."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ from omegaconf import MISSING
 
 from vitcli.core.choices import (
     Calibrate,
-    ProbeLayers,
     Checkpoint,
     EnsembleMethod,
     ExplainMethod,
     ExportFormat,
     GreedyMetric,
     Precision,
+    PrepareFormat,
+    ProbeLayers,
+    ProbeMethod,
     Submission,
     Tta,
 )
+from vitcli.core.schema import DataConfig, TrainConfig
 
 
 @dataclass
@@ -123,3 +127,37 @@ class RunsConfig:
     sort: str = "val_top1"  # any column; a leading - reverses the order
     filter: Optional[str] = None  # glob (or substring) over run path, experiment, model, data, status
     limit: int = 0  # show at most this many rows (0: all)
+
+
+@dataclass
+class PreviewConfig(TrainConfig):
+    """`vitcli preview`: the train config (same groups and overrides) plus the batch size shown."""
+    n: int = 32  # images in the preview batch (even when MixUp/CutMix is on)
+
+
+@dataclass
+class ProbeConfig(TrainConfig):
+    """`vitcli probe`: a run (run=DIR) or the composed model preset, scored by frozen-feature probes."""
+
+    run: Optional[str] = None  # a training run directory (null: probe the model preset as composed)
+    method: ProbeMethod = ProbeMethod.knn
+    checkpoint: Checkpoint = Checkpoint.best  # run=: which weights
+    precision: Optional[Precision] = None  # null: the run's (or trainer.precision)
+    probe: ProbeOptions = field(default_factory=ProbeOptions)
+
+
+@dataclass
+class PackOptions:
+    size: Optional[int] = None  # side of the packed images (null: the native size, 128 for MiniPlaces)
+    splits: Optional[List[str]] = None  # which splits (null: all: train, val, test)
+    workers: int = 2  # decoding processes
+    overwrite: bool = False  # repack every split, even finished ones
+    shard_size: int = 1000  # format=wds: samples per shard
+
+
+@dataclass
+class PrepareConfig:
+    format: PrepareFormat = PrepareFormat.packed  # packed (uint8 arrays) | wds (WebDataset shards + wids index)
+    out: Optional[str] = None  # where to write (default: data.packed_dir or <root>/packed; format=wds needs it)
+    data: DataConfig = field(default_factory=DataConfig)
+    prepare: PackOptions = field(default_factory=PackOptions)

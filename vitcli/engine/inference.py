@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from vitcli.core import runs
-
 from pathlib import Path
 from typing import Any
 
+from vitcli.core import runs
 from vitcli.core.errors import UserError
 from vitcli.core.predictions import Predictions
 from vitcli.data import create_data

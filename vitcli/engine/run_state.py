@@ -20,7 +20,14 @@ from vitcli.core.io import read_jsonl, write_json
 from vitcli.core.rng import rng_state, set_rng_state
 from vitcli.core.runtime import Runtime
 from vitcli.engine.loss_window import LossWindow
-from vitcli.models.lora import base_hash, is_lora, load_model_state, merge_lora, model_state_dict, trainable_params
+from vitcli.models.lora import (
+    base_hash,
+    is_lora,
+    load_model_state,
+    merge_lora,
+    model_state_dict,
+    trainable_params,
+)
 from vitcli.viz.plots import try_plot_curves
 
 if TYPE_CHECKING:

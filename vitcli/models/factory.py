@@ -66,8 +66,8 @@ def create_model(model_cfg: ModelConfig, num_classes: int, reg_cfg: Regularizati
     (the run's trainer.seed), so that its frozen base can be rebuilt exactly from the config.
     """
     if str(getattr(model_cfg, "peft", "none")) == "lora":
-        from vitcli.models.lora import apply_lora
         from vitcli.core.rng import seeded
+        from vitcli.models.lora import apply_lora
 
         with seeded(0 if seed is None else int(seed)):
             model = _create_timm(model_cfg, num_classes, reg_cfg)

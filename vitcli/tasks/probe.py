@@ -21,7 +21,13 @@ from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
 from vitcli.core.predictions import Predictions, topk_accuracy
 from vitcli.tasks import probe_methods as pm
-from vitcli.tasks.probe_features import FeatureSet, cache_key, cached_features, feature_fn, weights_hash
+from vitcli.tasks.probe_features import (
+    FeatureSet,
+    cache_key,
+    cached_features,
+    feature_fn,
+    weights_hash,
+)
 
 log = logging.getLogger("vitcli")
 

@@ -94,8 +94,9 @@ def cache_key(weights: str, layers: str, blocks: int, img_size: int) -> str:
 
 
 def save_features(path: Path, fs: FeatureSet) -> None:
-    from vitcli.core.io import atomic_write
     import io
+
+    from vitcli.core.io import atomic_write
 
     buf = io.BytesIO()
     np.savez(buf, features=fs.features, labels=fs.labels, ids=np.asarray(fs.ids, dtype=str))

@@ -29,8 +29,15 @@ import numpy as np
 from vitcli.core.errors import UserError
 from vitcli.data.files import ImageFileDataset
 from vitcli.data.sources.folder_index import StringColumn, cache_dir
-from vitcli.data.sources.shard_index import (IMAGE_KEYS, LABEL_KEY, ShardIndex, build_index, is_local,
-                                             local_path, resolve_split)
+from vitcli.data.sources.shard_index import (
+    IMAGE_KEYS,
+    LABEL_KEY,
+    ShardIndex,
+    build_index,
+    is_local,
+    local_path,
+    resolve_split,
+)
 
 EXTRA_HINT = "pip install 'vitcli[data]'"
 SPLITS = ("train", "val", "test")

@@ -19,8 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
-
 from vitcli.core.errors import UserError
 from vitcli.data.arrays import EpochBatching, epoch_seed
 from vitcli.data.files import BadFiles, collate_skipping, resolve_num_workers
@@ -144,7 +142,13 @@ def split_total(desc: Any, split: str, image_keys: tuple[str, ...], label_key: s
 
 def create_stream_data(cfg: Any, device: str, train: bool) -> DataModule:
     """data=wds with data.streaming=true: one StreamLoader per split (see the module doc)."""
-    from vitcli.data.sources.shard_index import IMAGE_KEYS, LABEL_KEY, is_local, local_path, resolve_split
+    from vitcli.data.sources.shard_index import (
+        IMAGE_KEYS,
+        LABEL_KEY,
+        is_local,
+        local_path,
+        resolve_split,
+    )
     from vitcli.data.sources.wds import SPLITS, read_class_names, require, split_spec
     from vitcli.data.transforms import create_file_transform
 
