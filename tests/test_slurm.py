@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from vitcli.engine import slurm
+from vitcli.engine import requeue, slurm
 
 
 def _srun_env(procid: int, nodes: int = 2, per_node: int = 2, job: str = "4242") -> dict[str, str]:
@@ -89,12 +89,107 @@ def _job(**fields) -> dict[str, str]:
 def test_stop_plan_follows_the_jobs_state(signum, fields, env_restarts, status, here, requeues):
     env = {"SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": str(env_restarts)}
     asked = []
-    plan = slurm.plan_stop(signum, env, show=lambda job: asked.append(job) or fields)
+    plan = requeue.plan_stop(signum, env, show=lambda job: asked.append(job) or fields)
     assert (plan.status, plan.requeue_here, plan.requeues) == (status, here, requeues)
     assert asked in ([], ["77"])
 
 
 def test_stop_outside_slurm_is_an_interrupt():
-    plan = slurm.plan_stop(signal.SIGTERM, {}, show=lambda job: pytest.fail("no scontrol outside SLURM"))
+    plan = requeue.plan_stop(signal.SIGTERM, {}, show=lambda job: pytest.fail("no scontrol outside SLURM"))
     assert plan.status == "interrupted" and not plan.requeue_here
     assert slurm.summary_fields(env={}) == {}
+
+
+def _vote_in_threads(flag_at: dict[int, tuple[int, int]], steps: int = 8, settle_at_end: bool = False):
+    """Two gloo ranks in two threads of this process; rank r's own flag rises at step flag_at[r][0]
+    with signal flag_at[r][1]. Returns {rank: (step it stopped at, agreed signal)}."""
+    import datetime
+    import threading
+
+    import torch.distributed as torch_dist
+
+    from vitcli.engine.interrupts import StopVote
+
+    store, out = torch_dist.HashStore(), {}
+
+    def rank(r: int) -> None:
+        group = torch_dist.ProcessGroupGloo(torch_dist.PrefixStore("vote", store), r, 2, datetime.timedelta(seconds=20))
+        step = [0]
+        at, sig = flag_at.get(r, (10**9, 0))
+        vote = StopVote(group, local=lambda: sig if step[0] >= at else None)
+        for step[0] in range(steps):
+            if vote.poll():
+                out[r] = (step[0], vote.signum)
+                return
+        out[r] = ("end", vote.settle() if settle_at_end else None)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a rank hangs in the vote"
+    return out
+
+
+def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step():
+    # rank 1 alone is signalled at its step 3: both ranks stop at step 4, for USR2
+    assert _vote_in_threads({1: (3, signal.SIGUSR2)}) == {0: (4, signal.SIGUSR2), 1: (4, signal.SIGUSR2)}
+    # different signals at different steps: the first step anyone asked, one agreed signal
+    out = _vote_in_threads({0: (5, signal.SIGTERM), 1: (2, signal.SIGUSR2)})
+    assert out[0] == out[1] and out[0][0] == 3
+    # nobody signalled: nobody stops; a flag raised in the last step is agreed at the epoch end
+    assert _vote_in_threads({}) == {0: ("end", None), 1: ("end", None)}
+    assert _vote_in_threads({0: (7, signal.SIGINT)}, settle_at_end=True) == \
+        {0: ("end", signal.SIGINT), 1: ("end", signal.SIGINT)}
+
+
+def test_the_vote_of_one_process_is_its_own_flag():
+    from vitcli.engine.interrupts import StopVote
+
+    flag = [None]
+    vote = StopVote(local=lambda: flag[0])
+    assert vote.poll() is None and vote.settle() is None
+    flag[0] = signal.SIGTERM
+    assert vote.poll() == signal.SIGTERM
+    flag[0] = None
+    assert vote.poll() == signal.SIGTERM  # a stop, once agreed, stays
+
+
+def _summary(status: str, **extra) -> dict:
+    return {"status": status, "experiment": "exp", "model": "vit_t", "data": "digits", "epochs": 5,
+            "epochs_completed": 2, "best": {"epoch": 2, "val_top1": 50.0}, "wall_time_s": 3.0, **extra}
+
+
+def test_runs_table_shows_the_slurm_job_its_state_and_requeues(fake_run, tmp_path, capsys, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from vitcli.commands.runs import list_runs
+    from vitcli.core.task_schemas import RunsConfig
+
+    asked = []
+    monkeypatch.setattr(slurm, "queue_states", lambda jobs: asked.append(jobs) or {"4242": "PENDING"})
+    logs = ["/shared/slurm-4242.out"]
+    fake_run(tmp_path / "a", summary=_summary("requeued", slurm={"job_id": "4242", "requeues": 2, "logs": logs}))
+    fake_run(tmp_path / "b", summary=_summary("completed", slurm={"job_id": "17", "requeues": 0, "logs": logs}))
+    fake_run(tmp_path / "c", summary=_summary("completed"))
+    rows = list_runs(OmegaConf.merge(OmegaConf.structured(RunsConfig), {"root": str(tmp_path), "sort": "run"}))
+    out = capsys.readouterr().out
+    assert "job 4242 PENDING, requeued 2x" in out and "job 17" in out
+    assert asked == [["4242"]]  # only runs that may still be in the queue are asked about
+    assert [r["slurm"] and r["slurm"]["job_id"] for r in rows] == ["4242", "17", None]
+    fake_run(tmp_path / "d", summary=_summary("completed"))
+    list_runs(OmegaConf.merge(OmegaConf.structured(RunsConfig), {"root": str(tmp_path / "c")}))
+    assert "slurm" not in capsys.readouterr().out  # no column when no run came from SLURM
+
+
+def test_a_failed_sweep_job_names_its_slurm_logs(fake_run, tmp_path):
+    from vitcli.engine.sweep import collect
+
+    logs = ["/sweep/.submitit/12_0/12_0_0_log.out", "/sweep/.submitit/12_0/12_0_0_log.err"]
+    fake_run(tmp_path / "0", summary=_summary("failed", error="CUDA out of memory",
+                                                slurm={"job_id": "12_0", "requeues": 0, "logs": logs}))
+    fake_run(tmp_path / "1", summary=_summary("completed", slurm={"job_id": "12_1", "requeues": 1, "logs": logs}))
+    rows, _ = collect(tmp_path)
+    assert rows[0]["error"] == f"CUDA out of memory; logs: {' '.join(logs)}"
+    assert rows[1]["error"] == ""

@@ -9,7 +9,9 @@ group option files (conf/<group>/*.yaml) hold only what makes them differ.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -243,11 +245,26 @@ def _or_default(value: Any, default: Any) -> Any:
     return default if value in (None, "", "None", "null") else value
 
 
+def _run_stamp(pattern: str) -> str:
+    """A new run's directory name: the time, as Hydra's ${now:pattern}; inside a SLURM job
+    `slurm-<job id>` (`.<step>` after the first srun step), so a requeued job finds its run
+    again instead of starting a fresh timestamped one."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return datetime.now().strftime(pattern)
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    step = os.environ.get("SLURM_STEP_ID", "0")
+    return f"slurm-{job}" + (f".{step}" if step.isdigit() and step != "0" else "")
+
+
 def register_configs() -> None:
 
 
     if not OmegaConf.has_resolver("or_default"):  # hydra.run.dir: the resumed run, else a new stamp
         OmegaConf.register_new_resolver("or_default", _or_default)
+    if not OmegaConf.has_resolver("run_stamp"):
+        OmegaConf.register_new_resolver("run_stamp", _run_stamp, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)

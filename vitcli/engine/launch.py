@@ -28,6 +28,7 @@ from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
 from vitcli.core.runtime import resolve_device
 from vitcli.engine import comm
+from vitcli.engine.interrupts import TrainingInterrupted
 
 log = logging.getLogger("vitcli")
 
@@ -39,6 +40,20 @@ class RanksFailed(UserError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def check_devices(cfg: Any, slurm_task: Any) -> None:
+    """srun's tasks are the ranks already; trainer.devices=N would start N more per task."""
+    if slurm_task is not None and int(cfg.trainer.devices) > 1:
+        raise UserError(f"trainer.devices={cfg.trainer.devices} inside an srun step of {slurm_task.world_size} "
+                        "tasks: each SLURM task is already one rank; drop trainer.devices (ask SLURM for "
+                        "--ntasks-per-node instead)")
+
+
+def takes_run_lock() -> bool:
+    """The process that holds the run dir's lock: rank 0 of srun's tasks or of a direct torchrun,
+    or the `trainer.devices=N` parent (its ranks run under its lock)."""
+    return dist.rank() == 0 and not os.environ.get(RELAUNCHED)
 
 
 def needs_relaunch(cfg: Any) -> bool:
@@ -117,6 +132,8 @@ def record_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except TrainingInterrupted:
+            raise  # a stop, not a failure: rank 0 reports it
         except Exception as err:
             if dist.world_size() == 1:
                 raise

@@ -1,4 +1,4 @@
-"""SLURM: a job step's tasks as the ranks of one DDP run, and what a stopped run asks of SLURM.
+"""SLURM: a job step's tasks as the ranks of one DDP run, and what vitcli reads about its job.
 
 Ranks. `srun` starts one process per task and tells each who it is; `join_tasks_as_ranks()`
 turns that into torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
@@ -6,36 +6,19 @@ MASTER_ADDR, MASTER_PORT), the rules of submitit's TorchDistributedEnvironment a
 SLURMEnvironment, read per job step (SLURM_STEP_*) so a batch script with --ntasks=4 that runs
 `vitcli train` without srun stays one process instead of waiting for three ranks that never come.
 
-Stops. A signal stops training at a step boundary (engine/interrupts.py); `plan_stop` then asks
-`scontrol` what SLURM is doing with the job: requeueing it itself (preemption, `scontrol
-requeue`), ending it at its time limit or warning of that limit (then vitcli requeues it), or
-cancelling it. `requeue()` hands the job back: through submitit's checkpoint protocol when
-submitit started it (its max_num_timeout applies), else `scontrol requeue $SLURM_JOB_ID`.
-The requeued job runs the same command, finds checkpoints/last.pt in the same run dir and resumes.
+The job: its id, requeue count, log files (scontrol) and queue state (squeue), for
+summary.json and `vitcli runs`. What a stopped run asks of SLURM lives in engine/requeue.py.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import re
-import signal
 import subprocess
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping
-
-log = logging.getLogger("vitcli")
-
-WARNING_SIGNAL = signal.SIGUSR2  # sbatch --signal=USR2@<s>: submitit's default, and docs/slurm/train.sbatch's
-REQUEUED = "requeued"
-INTERRUPTED = "interrupted"
-
-
-class JobRequeued(SystemExit):
-    """This process ends because SLURM runs the job again (its last.pt is saved); never a failure."""
+from typing import Any, Mapping
 
 
 # ---- ranks ----------------------------------------------------------------------------------
@@ -179,96 +162,16 @@ def summary_fields(requeues: int | None = None, env: Mapping[str, str] = os.envi
                       "logs": log_files(env)}}
 
 
-# ---- stopping -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StopPlan:
-    """What happens to a stopped run.
-
-    Args:
-        status: summary.json's status: "requeued" (SLURM runs the job again) or "interrupted".
-        requeue_here: this process must requeue the job (time limit or its warning); otherwise
-            SLURM requeues it itself (preemption, `scontrol requeue`) or nobody does.
-        requeues: the job's requeue count once this stop is through.
-        why: one line for the log.
-    """
-
-    status: str
-    requeue_here: bool = False
-    requeues: int = 0
-    why: str = ""
-
-
-def plan_stop(signum: int, env: Mapping[str, str] = os.environ,
-              show: Callable[[str], dict[str, str]] = show_job) -> StopPlan:
-    """Decide from the job's state in SLURM whether a run stopped by `signum` is requeued.
-
-    >>> plan_stop(signal.SIGTERM, {}).status
-    'interrupted'
-    """
-    done = restarts(env)
-    job = env.get("SLURM_JOB_ID")
-    if not job or signum == signal.SIGINT:
-        return StopPlan(INTERRUPTED, requeues=done)
-    fields = show(job)
-    if not fields:
-        return StopPlan(INTERRUPTED, requeues=done, why=f"scontrol does not know job {job}")
-    if int(fields.get("Restarts") or 0) > done:
-        return StopPlan(REQUEUED, requeues=done + 1, why="SLURM requeued the job (preemption or scontrol requeue)")
-    if fields.get("BatchFlag") == "0":
-        return StopPlan(INTERRUPTED, requeues=done, why="not a batch job (SLURM requeues only sbatch jobs)")
-    if fields.get("Requeue") == "0":
-        return StopPlan(INTERRUPTED, requeues=done, why="the job was submitted with --no-requeue")
-    if fields.get("Reason") == "TimeLimit":
-        return StopPlan(REQUEUED, True, done + 1, "the job reached its time limit")
-    if fields.get("JobState") == "RUNNING" and signum in (signal.SIGTERM, WARNING_SIGNAL):
-        return StopPlan(REQUEUED, True, done + 1, f"{signal.Signals(signum).name} while the job runs "
-                                                  "(SLURM's time-limit warning or preemption)")
-    return StopPlan(INTERRUPTED, requeues=done, why=f"the job is {fields.get('JobState', 'ending').lower()}")
-
-
-def _submitit_handler() -> Callable[[int, Any], Any] | None:
-    """submitit's own handler of its preemption signal, in a job submitit started (else None)."""
-    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+def queue_states(job_ids: list[str]) -> dict[str, str] | None:
+    """{job id: state} from one squeue call (array tasks as <array>_<index>; jobs SLURM forgot are
+    absent); None when squeue did not answer."""
+    raw = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(raw)],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
         return None
-    handler = signal.getsignal(WARNING_SIGNAL)
-    return handler if callable(handler) and type(getattr(handler, "__self__", None)).__name__ == "SignalHandler" \
-        else None
-
-
-def requeue(plan: StopPlan, run_dir: Path) -> None:
-    """Hand a stopped job back to SLURM once rank 0 has written last.pt and summary.json; raises
-    JobRequeued (the process ends quietly) when the job runs again. Outside SLURM, a no-op."""
-    if plan.status != REQUEUED:
-        return
-    job = os.environ.get("SLURM_JOB_ID", "")
-    if plan.requeue_here:
-        handler = _submitit_handler()
-        if handler is not None:
-            # submitit's checkpoint protocol: launcher.checkpoint() -> the same job pickled again,
-            # `scontrol requeue`, sys.exit(-1); past max_num_timeout it raises UncompletedJobError
-            try:
-                handler(WARNING_SIGNAL, None)
-            except SystemExit:
-                pass
-            except Exception as err:
-                mark_not_requeued(run_dir, str(err))
-                raise
-        else:
-            out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            if out.returncode != 0:
-                message = f"scontrol requeue {job} failed: {(out.stderr or out.stdout).strip()}"
-                mark_not_requeued(run_dir, message)
-                raise RuntimeError(message)
-    log.info(f"SLURM job {job_id()} requeued ({plan.why}); it resumes {run_dir} from its last.pt")
-    raise JobRequeued(0)
-
-
-def mark_not_requeued(run_dir: Path, message: str) -> None:
-    """The run was marked requeued, but SLURM will not run it again: say so in summary.json."""
-    from vitcli.core import runs
-    from vitcli.core.io import write_json
-
-    summary = runs.read_summary(run_dir)
-    if summary:
-        write_json(Path(run_dir) / runs.SUMMARY, {**summary, "status": INTERRUPTED,
-                                                   "error": f"not requeued: {message.splitlines()[0]}"})
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return None
+    pairs = (line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)
+    return {job.strip(): state.strip() for job, state in pairs}

@@ -1,8 +1,9 @@
 """`hydra/launcher=slurm`: hydra-submitit-launcher's SLURM launcher with vitcli's rules for a
-shared cluster (conf/hydra/launcher/slurm.yaml selects it).
+shared cluster. conf/hydra/launcher/slurm.yaml selects the plugin class (Hydra takes launchers
+only from the hydra_plugins package: hydra_plugins/vitcli_launcher/); its work is done here.
 
-- The warning signal comes `signal_delay_s` before the time limit, but never more than half the
-  limit, so a short job still trains between its start and the warning.
+- The warning signal comes `signal_delay_s` before the time limit, but never more than a quarter
+  of the limit, so a short job still trains between its start-up and the warning.
 - The submitting side waits for each job until its result file exists or SLURM says the job is
   over (squeue), so a requeued job is waited for and a job that died outside Python (killed,
   cancelled, out of memory) is reported with its SLURM state and log files instead of being
@@ -17,17 +18,20 @@ Inside each job everything is submitit's: the pickled launcher runs the task, an
 from __future__ import annotations
 
 import logging
-import subprocess
+import shlex
+import signal
+import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
+from vitcli.engine import interrupts
+from vitcli.engine.slurm import queue_states
 from vitcli.engine.sweep import record_failure
 
 log = logging.getLogger("vitcli")
@@ -39,67 +43,67 @@ RESULT_GRACE_S = 30.0  # a result written just before the end may reach a networ
 
 
 def signal_delay(delay_s: int, timeout_min: int) -> int:
-    """Seconds between SLURM's warning signal and the time limit: as asked, at most half the limit.
+    """Seconds between SLURM's warning signal and the time limit: as asked, but at most a quarter
+    of the limit (at least 10 s), so a short job trains between its start-up and the warning.
+    SLURM may warn up to a minute early; a run the warning misses still stops and is requeued
+    at the limit's SIGTERM, within SLURM's KillWait.
 
-    >>> signal_delay(120, 240), signal_delay(120, 1)
-    (120, 30)
+    >>> signal_delay(120, 240), signal_delay(120, 4), signal_delay(120, 1)
+    (120, 60, 15)
     """
-    return int(min(delay_s, timeout_min * 60 // 2))
+    return int(min(delay_s, max(10, timeout_min * 60 // 4)))
 
 
-class SlurmLauncher(SubmititSlurmLauncher):
-    """submitit's SLURM launcher; waits on squeue and reports jobs that ended without a result."""
+def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """Submit one job per sweep point (a job array) as hydra-submitit-launcher does, then wait
+    for each on squeue and turn a job that left no result into a recorded failure."""
+    import submitit
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        asked = int(self.params.get("signal_delay_s", 120))
-        self.params["signal_delay_s"] = signal_delay(asked, int(self.params.get("timeout_min", 60)))
-        if self.params["signal_delay_s"] != asked:
-            log.info(f"hydra.launcher.signal_delay_s={asked} is over half of timeout_min="
-                     f"{self.params['timeout_min']}: SLURM warns {self.params['signal_delay_s']}s before the limit")
-
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import submitit
-
-        assert self.config is not None
-        params = dict(self.params)
-        executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
-                                         slurm_max_num_timeout=params.pop("max_num_timeout"))
-        common = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in common else f"slurm_{k}": v for k, v in params.items()})
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
-        numbered = list(enumerate(job_overrides, start=initial_job_idx))
-        for idx, overrides in numbered:
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        jobs = executor.map_array(self, *zip(*[(list(o), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
+    params = dict(launcher.params)
+    executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"),
+                                     slurm_python=f"{shlex.quote(sys.executable)} -u -m vitcli.engine.slurm_job")
+    common = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in common else f"slurm_{k}": v for k, v in params.items()})
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
+    numbered = list(enumerate(job_overrides, start=initial_job_idx))
+    for idx, overrides in numbered:
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+    jobs = executor.map_array(launcher, *zip(*[(list(o), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
                                                 Singleton.get_state()) for idx, o in numbered]))
-        states = wait_for_jobs(jobs)
-        return [self._job_return(job, states.get(job.job_id, ""), idx, list(o)) for job, (idx, o) in zip(jobs, numbered)]
+    states = wait_for_jobs(jobs)
+    return [job_return(launcher, job, states.get(job.job_id, ""), idx, list(o))
+            for job, (idx, o) in zip(jobs, numbered)]
 
-    def _job_return(self, job: Any, state: str, num: int, overrides: list[str]) -> JobReturn:
-        """The job's own result; for a job that left none, a failure recorded in its run dir."""
-        if job.paths.result_pickle.exists():  # rank 0's result (a DDP job's other ranks return the same)
-            try:
-                return job.task(0).result()
-            except Exception as err:  # the job raised outside the task (submitit's own errors)
-                message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        else:
-            message = f"SLURM job {job.job_id} ended {state or 'without a trace in squeue'} and left no result"
-        message += f"; logs: {job.paths.stdout} {job.paths.stderr}"
-        log.error(f"job #{num} failed: {message}")
-        self._record(num, overrides, message)
-        ret = JobReturn(overrides=overrides, task_name="train", status=JobStatus.COMPLETED)
-        ret.return_value = None  # what vitcli returns for a failed sweep job: the sweep goes on
-        return ret
 
-    def _record(self, num: int, overrides: list[str], message: str) -> None:
-        assert self.hydra_context is not None and self.config is not None
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        with open_dict(cfg.hydra.job):
-            cfg.hydra.job.num = num
-        record_failure(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), cfg, message)
+def job_return(launcher: Any, job: Any, state: str, num: int, overrides: list[str]) -> JobReturn:
+    """The job's own result (rank 0's); for a job that left none, a failure recorded in its run dir."""
+    if job.paths.result_pickle.exists():
+        try:
+            return job.task(0).result()
+        except Exception as err:  # the job raised outside the task (submitit's own errors)
+            message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    else:
+        message = f"SLURM job {job.job_id} ended {state or 'without a trace in squeue'} and left no result"
+    message += f"; logs: {job.paths.stdout} {job.paths.stderr}"
+    log.error(f"job #{num} failed: {message}")
+    cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+    with open_dict(cfg.hydra.job):
+        cfg.hydra.job.num = num
+    record_failure(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), cfg, message)
+    ret = JobReturn(overrides=overrides, task_name="train", status=JobStatus.COMPLETED)
+    ret.return_value = None  # what vitcli returns for a failed sweep job: the sweep goes on
+    return ret
+
+
+def run_task(call: Callable[..., JobReturn], *args: Any) -> JobReturn:
+    """In the job, around the sweep point's task: SLURM's warning signal only raises vitcli's stop
+    flag, which training acts on at its next step (submitit's own handler would requeue at once,
+    in the middle of start-up, with nothing saved, and the job's result would say it failed)."""
+    with interrupts.stop_requests((signal.SIGUSR2,)):
+        return call(*args)
 
 
 def wait_for_jobs(jobs: Sequence[Any], poll_s: float = 2.0) -> dict[str, str]:
@@ -126,18 +130,3 @@ def wait_for_jobs(jobs: Sequence[Any], poll_s: float = 2.0) -> dict[str, str]:
         if waiting:
             time.sleep(poll_s)
     return states
-
-
-def queue_states(job_ids: list[str]) -> dict[str, str] | None:
-    """{job id: state} from one squeue call (array tasks as <array>_<index>; jobs SLURM forgot are
-    absent); None when squeue did not answer."""
-    raw = sorted({j.split("_")[0] for j in job_ids})
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(raw)],
-                             capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        return None
-    pairs = (line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)
-    return {job.strip(): state.strip() for job, state in pairs}
