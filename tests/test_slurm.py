@@ -193,3 +193,72 @@ def test_a_failed_sweep_job_names_its_slurm_logs(fake_run, tmp_path):
     rows, _ = collect(tmp_path)
     assert rows[0]["error"] == f"CUDA out of memory; logs: {' '.join(logs)}"
     assert rows[1]["error"] == ""
+
+
+DDP_SIGNAL = ["trainer.devices=2", "trainer.device=cpu", "trainer.threads=1", "trainer.ckpt_interval_steps=1",
+              "regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=3"]
+
+
+def _rank_pid(parent: int, rank: str) -> int | None:
+    """The pid of DDP rank `rank` among the descendants of `parent` (torchrun's workers)."""
+    from pathlib import Path
+
+    todo, seen = [parent], set()
+    while todo:
+        pid = todo.pop()
+        seen.add(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            todo += [int(c) for c in task.read_text().split() if int(c) not in seen]
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and b"LOCAL_RANK=" + rank.encode() in env and pid != parent:
+            return pid
+    return None
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny_overrides, train_tiny,
+                                                                           read_summary, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    reference = tmp_path / "reference"
+    train_tiny(reference, *DDP_SIGNAL)
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "vitcli", "train", *tiny_overrides, *DDP_SIGNAL, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    last, sent = run_dir / "checkpoints" / "last.pt", None
+    while proc.poll() is None and sent is None:
+        try:
+            state = torch.load(last, weights_only=True)
+        except Exception:
+            state = {"epoch": 0}
+        if state["epoch"] >= 1 and state["batch_in_epoch"] > 0 and (pid := _rank_pid(proc.pid, "1")):
+            os.kill(pid, signal.SIGUSR2)  # rank 1 alone is signalled
+            sent = state["global_step"]
+        time.sleep(0.05)
+    _, stderr = proc.communicate(timeout=300)
+    assert sent is not None, "the run ended before rank 1 could be signalled"
+    assert proc.returncode == 128 + signal.SIGUSR2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]  # one line, from the parent
+    assert len(lines) == 1 and lines[0].startswith("vitcli: interrupted by SIGUSR2 at step "), stderr
+    assert lines[0].endswith(f"resume with: vitcli train resume={run_dir}")
+    summary = read_summary(run_dir)
+    saved = torch.load(last, weights_only=True)
+    assert summary["status"] == "interrupted" and saved["global_step"] == summary["global_step"]
+    assert len(saved["rank_rngs"]) == 2  # each rank resumes its own RNG
+
+    proc = train_tiny(run_dir, *DDP_SIGNAL)  # the same command again: resumes
+    assert "resumed from" in proc.stdout + (run_dir / "train.log").read_text()
+    ref, res = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (reference, run_dir))
+    mismatched = [k for k in ref["model"] if not torch.equal(ref["model"][k], res["model"][k])]
+    assert not mismatched, mismatched[:5]
+    assert read_summary(run_dir)["best"] == read_summary(reference)["best"]

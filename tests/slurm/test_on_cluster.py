@@ -25,10 +25,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 SBATCH = REPO / "docs" / "slurm" / "train.sbatch"
 ONE_THREAD = ["trainer.device=cpu", "trainer.threads=1", "trainer.ckpt_interval_steps=1"]
-# every RNG the loop has (dropout, drop path, MixUp/CutMix, EMA); long enough (about 40 s of one
-# CPU core) that a job with a one-minute limit needs at least two allocations
+# every RNG the loop has (dropout, drop path, MixUp/CutMix, EMA); 120 steps, about 40 s of one idle
+# CPU core: a job with a one-minute limit (SLURM warns 15 s before it) needs two or three allocations
 LONG = ["regularization=heavy", "augmentation=mixup_cutmix", "trainer.ema=true", "data.num_samples=200",
-        "trainer.epochs=12"]
+        "trainer.epochs=24"]
 DDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=4"]
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
             "hydra.launcher.mem_gb=1"]
@@ -119,8 +119,10 @@ def jobs(slurm_cluster, tiny_overrides, tmp_path_factory):
     threading.Thread(target=_requeue_mid_epoch, args=(run_dir, job, started["requeued"][2]), daemon=True).start()
     # (b) a sweep point with a one-minute limit through hydra/launcher=slurm
     log = tmp / "timeout.log"
-    started["timeout"] = (_vitcli("train", "-m", *LAUNCHER, "hydra.launcher.timeout_min=1", *single, runs_root,
-                                  "name=timeout", "hydra.job.name=timeout", f"hydra.sweep.dir={tmp}/timeout_sweep",
+    # a loaded machine spends most of each minute starting up: allow it more requeues than the preset's 10
+    started["timeout"] = (_vitcli("train", "-m", *LAUNCHER, "hydra.launcher.timeout_min=1",
+                                  "hydra.launcher.max_num_timeout=30", *single, runs_root,
+                                  "name=timeout", "hydra.launcher.name=timeout", f"hydra.sweep.dir={tmp}/timeout_sweep",
                                   log=log), log, tmp / "timeout_sweep")
     # the uninterrupted single-process reference, outside SLURM
     log = tmp / "reference.log"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -57,7 +59,7 @@ def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
 @report_user_errors
 def run_training(cfg: DictConfig) -> float:
     from vitcli.engine.interrupts import TrainingInterrupted
-    from vitcli.engine.launch import RanksFailed
+    from vitcli.engine.launch import RELAUNCHED, RanksFailed
 
     try:
         return fit_run(cfg)
@@ -65,15 +67,19 @@ def run_training(cfg: DictConfig) -> float:
         print(f"vitcli: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except TrainingInterrupted as err:  # 130 (SIGINT) / 143 (SIGTERM), as a shell reports them
-        if err.plan is not None:  # rank 0 says it, once
+        if err.plan is not None and not os.environ.get(RELAUNCHED):  # rank 0, or trainer.devices=N's parent
             print(interrupted_line(err), file=sys.stderr)
         sys.exit(err.exit_code)
 
 
-def interrupted_line(err: Exception) -> str:
+def interrupted_line(err: Any) -> str:
     from hydra.core.hydra_config import HydraConfig
 
+    from vitcli.engine.requeue import REQUEUED
+
     run_dir = HydraConfig.get().runtime.output_dir
+    if err.plan.status == REQUEUED:
+        return f"vitcli: {err}; checkpoints/last.pt saved; SLURM runs the job again and it resumes {run_dir}"
     return f"vitcli: {err}; checkpoints/last.pt saved; resume with: vitcli train resume={run_dir}"
 
 

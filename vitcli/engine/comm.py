@@ -100,6 +100,11 @@ def wrap_model(model: Any, device: Any, sync_batchnorm: bool = False, find_unuse
                                    find_unused_parameters=find_unused)
 
 
+def barrier() -> None:
+    """Wait until every rank is here (on the gloo group: no device work involved)."""
+    torch_dist.barrier(group=_control)
+
+
 def gather_to_main(obj: Any) -> list[Any] | None:
     """Every rank's `obj` (small, picklable), in rank order, on rank 0; None on the others."""
     box = [None] * dist.world_size() if dist.rank() == 0 else None

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as torch_dist
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import get_args_parser, run
 
@@ -28,7 +29,8 @@ from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
 from vitcli.core.runtime import resolve_device
 from vitcli.engine import comm
-from vitcli.engine.interrupts import TrainingInterrupted
+from vitcli.engine.interrupts import STOP_SIGNALS, TrainingInterrupted
+from vitcli.engine.requeue import INTERRUPTED, REQUEUED, StopPlan
 
 log = logging.getLogger("vitcli")
 
@@ -94,13 +96,32 @@ def relaunch(cfg: Any, run_dir: Path, task: list[str], hydra: list[str]) -> floa
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as err:
+        signals = [f.exitcode - 128 for f in err.failures.values() if f.exitcode - 128 in STOP_SIGNALS]
+        stopped = stopped_run(run_dir, max(signals, default=0))
+        if stopped is not None:
+            raise stopped from None
         failed = ranks_failed(err.failures, devices)
         record_root_cause(run_dir, str(failed))
         raise failed from None
+    except SignalException as err:  # torchrun handed this process's signal on to the ranks, which saved
+        raise stopped_run(run_dir, int(err.sigval)) or err from None
     finally:
         os.environ.pop(RELAUNCHED, None)
     best = runs.read_summary(run_dir).get("best") or {}
     return float(best.get("val_top1", math.nan))
+
+
+def stopped_run(run_dir: Path, signum: int) -> TrainingInterrupted | None:
+    """The ranks stopped for a signal (a rank's exit code is 128 + the signal; torchrun may
+    SIGTERM the others as they exit) after rank 0 saved the run (summary.json says so): an
+    interrupt, reported once here as for one process. None when they failed."""
+    summary = runs.read_summary(run_dir)
+    status = summary.get("status")
+    if signum not in STOP_SIGNALS or status not in (INTERRUPTED, REQUEUED):
+        return None
+    stop = TrainingInterrupted(signum, f"at step {summary.get('global_step')}")
+    stop.plan = StopPlan(status)
+    return stop
 
 
 def record_root_cause(run_dir: Path, message: str) -> None:

@@ -25,7 +25,7 @@ from vitcli.core.runtime import Runtime
 from vitcli.data.mixing import mix_batch
 from vitcli.engine import interrupts, requeue, slurm
 from vitcli.engine.build import accumulation_group, build_parts
-from vitcli.engine.comm import broadcast_from_main, control_group
+from vitcli.engine.comm import barrier, broadcast_from_main, control_group
 from vitcli.engine.evaluate import evaluate
 from vitcli.engine.loss_window import LossWindow
 from vitcli.engine.progress import EpochProgress, choose_mode
@@ -228,6 +228,8 @@ class Trainer:
                 err.plan = requeue.plan_stop(err.signum)
                 state.summary_fields.update(slurm.summary_fields(err.plan.requeues))
             state.finish(err.plan.status if err.plan else "interrupted")
+            if self.runtime.distributed:
+                barrier()  # no rank leaves (and gets its launcher to kill the others) before rank 0 saved
             raise
         except KeyboardInterrupt:
             state.finish("interrupted")
