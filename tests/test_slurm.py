@@ -262,3 +262,43 @@ def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny
     mismatched = [k for k in ref["model"] if not torch.equal(ref["model"][k], res["model"][k])]
     assert not mismatched, mismatched[:5]
     assert read_summary(run_dir)["best"] == read_summary(reference)["best"]
+
+
+@pytest.mark.parametrize("env, stamp", [
+    ({"SLURM_JOB_ID": "4242", "SLURM_PROCID": "0"}, "slurm-4242"),  # the batch script, or srun's step 0
+    ({"SLURM_JOB_ID": "4242", "SLURM_PROCID": "1", "SLURM_STEP_ID": "0"}, "slurm-4242"),
+    ({"SLURM_JOB_ID": "4242", "SLURM_PROCID": "0", "SLURM_STEP_ID": "2"}, "slurm-4242.2"),  # a later srun
+    ({"SLURM_JOB_ID": "4250", "SLURM_PROCID": "0", "SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": "7"},
+     "slurm-4242_7"),
+])
+def test_a_run_in_a_slurm_job_is_named_by_the_job_so_a_requeue_finds_it(compose, monkeypatch, env, stamp):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cfg = compose("train", ["name=exp"], return_hydra_config=True)
+    assert cfg.hydra.run.dir == f"runs/exp/{stamp}"
+
+
+@pytest.mark.parametrize("env", [{}, {"SLURM_JOB_ID": "4242"}], ids=["no SLURM", "salloc shell"])
+def test_outside_a_slurm_task_a_run_dir_is_a_timestamp(compose, monkeypatch, env):
+    import re
+
+    for key in ("SLURM_JOB_ID", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cfg = compose("train", ["name=exp"], return_hydra_config=True)
+    assert re.fullmatch(r"runs/exp/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", cfg.hydra.run.dir)
+
+
+def test_a_run_dir_is_resumed_only_by_the_config_that_wrote_it(tmp_path):
+    from vitcli.core.errors import UserError
+    from vitcli.engine.runlock import check_one_run
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.yaml").write_text("model:\n  name: vit_t\noptimizer:\n  lr: 0.001\n")
+    check_one_run(tmp_path, "model:\n  name: vit_t\noptimizer:\n  lr: 0.002\n")  # no last.pt: nothing to resume
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    check_one_run(tmp_path, "model:\n  name: vit_t\noptimizer:\n  lr: 0.001\n")  # the same run: resumes
+    with pytest.raises(UserError, match=r"optimizer.lr: 0.001 there, 0.002 now\); continue it with `vitcli train "
+                                        r"resume="):
+        check_one_run(tmp_path, "model:\n  name: vit_t\noptimizer:\n  lr: 0.002\n")

@@ -246,11 +246,11 @@ def _or_default(value: Any, default: Any) -> Any:
 
 
 def _run_stamp(pattern: str) -> str:
-    """A new run's directory name: the time, as Hydra's ${now:pattern}; inside a SLURM job
-    `slurm-<job id>` (`.<step>` after the first srun step), so a requeued job finds its run
-    again instead of starting a fresh timestamped one."""
+    """A new run's directory name: the time, as Hydra's ${now:pattern}; in a SLURM batch job or
+    srun task `slurm-<job id>` (`.<step>` after the first srun step), so a requeued job finds its
+    run again instead of starting a fresh timestamped one (an salloc shell keeps the time)."""
     job = os.environ.get("SLURM_JOB_ID")
-    if not job:
+    if not job or "SLURM_PROCID" not in os.environ:
         return datetime.now().strftime(pattern)
     if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"

@@ -30,6 +30,7 @@ from vitcli.engine.evaluate import evaluate
 from vitcli.engine.loss_window import LossWindow
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.engine.run_state import RunState
+from vitcli.engine.runlock import check_one_run
 from vitcli.engine.stopping import StopDecision, create_stoppers
 from vitcli.engine.tracking import MetricsLogger, NullMetrics
 from vitcli.models.factory import set_backbone_trainable
@@ -200,6 +201,8 @@ class Trainer:
             the run's summary (also written to summary.json): status completed, or the stopper's.
         """
         state = self.state
+        if not self.cfg.resume:  # same command, same dir: resume; another config: refuse
+            check_one_run(self.run_dir, state.config_yaml)
         if self.runtime.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / runs.CONFIG).write_text(state.config_yaml)
