@@ -302,3 +302,50 @@ def test_a_run_dir_is_resumed_only_by_the_config_that_wrote_it(tmp_path):
     with pytest.raises(UserError, match=r"optimizer.lr: 0.001 there, 0.002 now\); continue it with `vitcli train "
                                         r"resume="):
         check_one_run(tmp_path, "model:\n  name: vit_t\noptimizer:\n  lr: 0.002\n")
+
+
+def test_the_submitting_side_waits_through_requeues_and_gives_up_on_jobs_slurm_ended(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from vitcli.engine import slurm_launcher
+
+    def job(job_id: str):
+        return SimpleNamespace(job_id=job_id, paths=SimpleNamespace(result_pickle=tmp_path / f"{job_id}.pkl"))
+
+    done, requeued, killed = job("7_0"), job("7_1"), job("7_2")
+    # what squeue says at each poll: 7_1 is requeued (PENDING) and writes its result later;
+    # 7_2 was killed outside Python (no result); 7_0 finished at once
+    polls = iter([{"7_1": "RUNNING", "7_2": "RUNNING"}, {"7_1": "PENDING", "7_2": "OUT_OF_MEMORY"},
+                  None, {"7_1": "RUNNING"}, {"7_1": "COMPLETING"}])
+    done.paths.result_pickle.write_bytes(b"")
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += 10
+        if clock[0] == 40:
+            requeued.paths.result_pickle.write_bytes(b"")
+
+    monkeypatch.setattr(slurm_launcher, "queue_states", lambda ids: next(polls, {}))
+    monkeypatch.setattr(slurm_launcher.time, "sleep", sleep)
+    monkeypatch.setattr(slurm_launcher.time, "time", lambda: clock[0])
+    monkeypatch.setattr(slurm_launcher, "RESULT_GRACE_S", 15)
+    states = slurm_launcher.wait_for_jobs([done, requeued, killed])
+    assert states["7_2"] == "OUT_OF_MEMORY" and states["7_1"] in ("RUNNING", "COMPLETING")
+    assert clock[0] == 40  # waited until the requeued job's result came, past the killed job's grace
+
+
+def test_a_sweep_point_that_failed_before_training_gets_its_job_logs(fake_run, read_summary, tmp_path):
+    from types import SimpleNamespace
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from vitcli.engine.slurm_launcher import name_logs
+
+    job = SimpleNamespace(job_id="7_3", paths=SimpleNamespace(stdout=tmp_path / "7_3_0_log.out",
+                                                              stderr=tmp_path / "7_3_0_log.err"))
+    failed = fake_run(tmp_path / "3", summary=_summary("failed", error="bad override"))
+    completed = fake_run(tmp_path / "4", summary=_summary("completed"))
+    name_logs(failed, job)
+    name_logs(completed, job)
+    assert read_summary(failed)["slurm"]["logs"] == [str(job.paths.stdout), str(job.paths.stderr)]
+    assert "slurm" not in read_summary(completed)

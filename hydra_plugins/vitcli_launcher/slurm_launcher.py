@@ -11,8 +11,9 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 
 
 class VitcliSlurmLauncher(SlurmLauncher):
-    """submitit's SLURM launcher that caps the warning signal at half the time limit, waits for
-    requeued jobs on squeue, and records jobs that ended without a result (with their logs)."""
+    """submitit's SLURM launcher that caps the warning signal at a quarter of the time limit,
+    keeps SLURM's warning for vitcli inside the job, waits for requeued jobs on squeue, and
+    records jobs that ended without a result (with their log files)."""
 
     def __init__(self, **params: Any) -> None:
         from vitcli.engine.slurm_launcher import signal_delay

@@ -11,8 +11,10 @@ only from the hydra_plugins package: hydra_plugins/vitcli_launcher/); its work i
 - A job that ended without a result is recorded as failed in its run dir's summary.json, and
   the sweep goes on (as vitcli records a job that raised), so sweep_summary.csv names it.
 
-Inside each job everything is submitit's: the pickled launcher runs the task, and its
-`checkpoint()` makes the requeued job run the same sweep point again (engine/slurm.py requeues).
+Inside each job the process starts as engine/slurm_job.py (SIGUSR2 only raises vitcli's stop
+flag from its first line), then submitit's own runner loads the pickled launcher and runs the
+sweep point (`run_task`). A stopped run is requeued through submitit's checkpoint protocol
+(engine/requeue.py): the launcher's `checkpoint()` pickles the same sweep point again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict
 
+from vitcli.core import runs
+from vitcli.core.io import write_json
 from vitcli.engine import interrupts
 from vitcli.engine.slurm import queue_states
 from vitcli.engine.sweep import record_failure
@@ -82,9 +86,12 @@ def job_return(launcher: Any, job: Any, state: str, num: int, overrides: list[st
     """The job's own result (rank 0's); for a job that left none, a failure recorded in its run dir."""
     if job.paths.result_pickle.exists():
         try:
-            return job.task(0).result()
+            ret = job.task(0).result()
         except Exception as err:  # the job raised outside the task (submitit's own errors)
             message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        else:
+            name_logs(Path(str(ret.hydra_cfg.hydra.runtime.output_dir)), job)
+            return ret
     else:
         message = f"SLURM job {job.job_id} ended {state or 'without a trace in squeue'} and left no result"
     message += f"; logs: {job.paths.stdout} {job.paths.stderr}"
@@ -96,6 +103,15 @@ def job_return(launcher: Any, job: Any, state: str, num: int, overrides: list[st
     ret = JobReturn(overrides=overrides, task_name="train", status=JobStatus.COMPLETED)
     ret.return_value = None  # what vitcli returns for a failed sweep job: the sweep goes on
     return ret
+
+
+def name_logs(run_dir: Path, job: Any) -> None:
+    """A sweep point that failed before training started (a bad override) has no "slurm" entry
+    in its summary.json yet: give it its job's log files, which sweep_summary.csv names."""
+    summary = runs.read_summary(run_dir)
+    if summary and summary.get("status") != "completed" and "slurm" not in summary:
+        slurm = {"job_id": job.job_id, "requeues": 0, "logs": [str(job.paths.stdout), str(job.paths.stderr)]}
+        write_json(run_dir / runs.SUMMARY, {**summary, "slurm": slurm})
 
 
 def run_task(call: Callable[..., JobReturn], *args: Any) -> JobReturn:
