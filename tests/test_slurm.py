@@ -317,7 +317,7 @@ def test_the_submitting_side_waits_through_requeues_and_gives_up_on_jobs_slurm_e
     # what squeue says at each poll: 7_1 is requeued (PENDING) and writes its result later;
     # 7_2 was killed outside Python (no result); 7_0 finished at once
     polls = iter([{"7_1": "RUNNING", "7_2": "RUNNING"}, {"7_1": "PENDING", "7_2": "OUT_OF_MEMORY"},
-                  None, {"7_1": "RUNNING"}, {"7_1": "COMPLETING"}])
+                  None, {"7_1": "PENDING"}, {"7_1": "RUNNING"}])
     done.paths.result_pickle.write_bytes(b"")
     clock = [0.0]
 
@@ -331,7 +331,7 @@ def test_the_submitting_side_waits_through_requeues_and_gives_up_on_jobs_slurm_e
     monkeypatch.setattr(slurm_launcher.time, "time", lambda: clock[0])
     monkeypatch.setattr(slurm_launcher, "RESULT_GRACE_S", 15)
     states = slurm_launcher.wait_for_jobs([done, requeued, killed])
-    assert states["7_2"] == "OUT_OF_MEMORY" and states["7_1"] in ("RUNNING", "COMPLETING")
+    assert states["7_2"] == "OUT_OF_MEMORY" and states["7_1"] in ("PENDING", "RUNNING")
     assert clock[0] == 40  # waited until the requeued job's result came, past the killed job's grace
 
 
