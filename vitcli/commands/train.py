@@ -10,11 +10,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-import hydra_plugins.vitcli_launcher
 import vitcli.core.schema  # noqa: F401  (registers the schemas)
+from hydra_plugins.vitcli_launcher import register as register_slurm_launcher
 from vitcli.core.errors import report_user_errors
 
-hydra_plugins.vitcli_launcher.register()  # hydra/launcher=slurm
+register_slurm_launcher()  # hydra/launcher=slurm
 
 
 def fit_run(cfg: DictConfig) -> float:
