@@ -69,6 +69,16 @@ def complete(argv: list[str]) -> None:
     module.main()
 
 
+def hold_slurm_warning() -> None:
+    """SLURM's time-limit warning (SIGUSR2) may come while torch is still importing, and would end
+    the process: from here on it only raises vitcli's stop flag (engine/interrupts.py, torch-free)."""
+    import signal
+
+    from vitcli.engine import interrupts
+
+    interrupts.take((signal.SIGUSR2,))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMPLETION_FLAGS:
@@ -90,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    if command == "train" and "SLURM_JOB_ID" in os.environ:
+        hold_slurm_warning()
     module = importlib.import_module(f"vitcli.commands.{COMMANDS[command][0]}")
     # Hydra parses sys.argv itself; show the command in its usage lines. Completion
     # scripts take their program name from argv[0]: register them for `vitcli` itself.

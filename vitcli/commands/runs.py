@@ -21,6 +21,7 @@ from vitcli.core.errors import UserError, report_user_errors
 def list_runs(cfg: DictConfig) -> list[dict[str, Any]]:
     from vitcli.core.runs import find_run_dirs
     from vitcli.tasks.runs_table import (
+        add_slurm_states,
         matches,
         print_table,
         report_study,
@@ -41,6 +42,7 @@ def list_runs(cfg: DictConfig) -> list[dict[str, Any]]:
         return []
     rows = sort_rows(rows, cfg.sort)
     shown = rows[: cfg.limit] if cfg.limit > 0 else rows
+    add_slurm_states(shown)
     print_table(shown, f"{len(shown)} of {total} runs under {root}, sorted by {cfg.sort}")
     report_study(root)  # an optuna sweep dir: its study and plots
     return shown

@@ -2,36 +2,48 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
 import vitcli.core.config_store  # noqa: F401  (registers the schemas)
+from hydra_plugins.vitcli_launcher import register as register_slurm_launcher
 from vitcli.core.errors import report_user_errors
+
+register_slurm_launcher()  # hydra/launcher=slurm
 
 
 def fit_run(cfg: DictConfig) -> float:
+    import signal
     from contextlib import nullcontext
 
     from hydra.core.hydra_config import HydraConfig
 
-    from vitcli.core import dist
-    from vitcli.engine import launch
+    from vitcli.engine import interrupts, launch, requeue, slurm
     from vitcli.engine.runlock import run_lock
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    # one writer per run dir; torchrun's ranks run under the lock their parent holds
-    with nullcontext() if dist.under_launcher() else run_lock(run_dir):
+    launch.check_devices(cfg, slurm.join_tasks_as_ranks())  # srun --ntasks=N: each task is one rank
+    # one writer per run dir: rank 0, or the parent of trainer.devices=N's ranks. SLURM's time-limit
+    # warning may come before training starts: it is kept and acted on at the first step.
+    with run_lock(run_dir) if launch.takes_run_lock() else nullcontext(), \
+            interrupts.stop_requests((signal.SIGUSR2,)):
         if cfg.resume:  # hydra.run.dir already points at the resumed run (conf/train.yaml)
             from vitcli.core.runs import resume_config
 
             cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
         if launch.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
             return launch.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
-        return launch.record_errors(fit_rank)(cfg, run_dir)
+        try:
+            return launch.record_errors(fit_rank)(cfg, run_dir)
+        except interrupts.TrainingInterrupted as err:
+            requeue.requeue(err.plan, run_dir)  # rank 0 under SLURM: the job runs again (JobRequeued)
+            raise
 
 
 def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
@@ -47,7 +59,7 @@ def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
 @report_user_errors
 def run_training(cfg: DictConfig) -> float:
     from vitcli.engine.interrupts import TrainingInterrupted
-    from vitcli.engine.launch import RanksFailed
+    from vitcli.engine.launch import RELAUNCHED, RanksFailed
 
     try:
         return fit_run(cfg)
@@ -55,14 +67,19 @@ def run_training(cfg: DictConfig) -> float:
         print(f"vitcli: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except TrainingInterrupted as err:  # 130 (SIGINT) / 143 (SIGTERM), as a shell reports them
-        print(interrupted_line(err), file=sys.stderr)
+        if err.plan is not None and not os.environ.get(RELAUNCHED):  # rank 0, or trainer.devices=N's parent
+            print(interrupted_line(err), file=sys.stderr)
         sys.exit(err.exit_code)
 
 
-def interrupted_line(err: Exception) -> str:
+def interrupted_line(err: Any) -> str:
     from hydra.core.hydra_config import HydraConfig
 
+    from vitcli.engine.requeue import REQUEUED
+
     run_dir = HydraConfig.get().runtime.output_dir
+    if err.plan.status == REQUEUED:
+        return f"vitcli: {err}; checkpoints/last.pt saved; SLURM runs the job again and it resumes {run_dir}"
     return f"vitcli: {err}; checkpoints/last.pt saved; resume with: vitcli train resume={run_dir}"
 
 

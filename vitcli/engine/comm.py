@@ -31,7 +31,7 @@ class PeerFailed(UserError):
 
 @contextlib.contextmanager
 def process_group(cuda: bool) -> Iterator[None]:
-    """Join the job's process group (NCCL on GPUs, gloo on CPU) when started by torchrun."""
+    """Join the job's process group (NCCL on GPUs, gloo on CPU) when started by torchrun or srun."""
     if dist.world_size() == 1:
         yield
         return
@@ -39,6 +39,9 @@ def process_group(cuda: bool) -> Iterator[None]:
     if cuda:
         torch.cuda.set_device(dist.local_rank())
     torch_dist.init_process_group(backend="nccl" if cuda else "gloo")
+    global _control
+    # stop votes: a few bytes on the CPU, apart from NCCL's streams and DDP's buckets (interrupts.StopVote)
+    _control = torch_dist.new_group(backend="gloo")
     if dist.rank() != 0:
         log.setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
@@ -46,7 +49,16 @@ def process_group(cuda: bool) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _control = None
         torch_dist.destroy_process_group()
+
+
+_control: Any = None
+
+
+def control_group() -> Any:
+    """The gloo process group for small CPU-side agreements between ranks (None alone)."""
+    return _control
 
 
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
@@ -86,6 +98,18 @@ def wrap_model(model: Any, device: Any, sync_batchnorm: bool = False, find_unuse
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BN layers inside, same parameters
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=find_unused)
+
+
+def barrier() -> None:
+    """Wait until every rank is here (on the gloo group: no device work involved)."""
+    torch_dist.barrier(group=_control)
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's `obj` (small, picklable), in rank order, on rank 0; None on the others."""
+    box = [None] * dist.world_size() if dist.rank() == 0 else None
+    torch_dist.gather_object(obj, box, dst=0, group=_control)
+    return box
 
 
 def broadcast_from_main(obj: Any) -> Any:

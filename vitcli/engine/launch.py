@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as torch_dist
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import get_args_parser, run
 
@@ -28,6 +29,8 @@ from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
 from vitcli.core.runtime import resolve_device
 from vitcli.engine import comm
+from vitcli.engine.interrupts import STOP_SIGNALS, TrainingInterrupted
+from vitcli.engine.requeue import INTERRUPTED, REQUEUED, StopPlan
 
 log = logging.getLogger("vitcli")
 
@@ -39,6 +42,20 @@ class RanksFailed(UserError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def check_devices(cfg: Any, slurm_task: Any) -> None:
+    """srun's tasks are the ranks already; trainer.devices=N would start N more per task."""
+    if slurm_task is not None and int(cfg.trainer.devices) > 1:
+        raise UserError(f"trainer.devices={cfg.trainer.devices} inside an srun step of {slurm_task.world_size} "
+                        "tasks: each SLURM task is already one rank; drop trainer.devices (ask SLURM for "
+                        "--ntasks-per-node instead)")
+
+
+def takes_run_lock() -> bool:
+    """The process that holds the run dir's lock: rank 0 of srun's tasks or of a direct torchrun,
+    or the `trainer.devices=N` parent (its ranks run under its lock)."""
+    return dist.rank() == 0 and not os.environ.get(RELAUNCHED)
 
 
 def needs_relaunch(cfg: Any) -> bool:
@@ -79,13 +96,32 @@ def relaunch(cfg: Any, run_dir: Path, task: list[str], hydra: list[str]) -> floa
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as err:
+        signals = [f.exitcode - 128 for f in err.failures.values() if f.exitcode - 128 in STOP_SIGNALS]
+        stopped = stopped_run(run_dir, max(signals, default=0))
+        if stopped is not None:
+            raise stopped from None
         failed = ranks_failed(err.failures, devices)
         record_root_cause(run_dir, str(failed))
         raise failed from None
+    except SignalException as err:  # torchrun handed this process's signal on to the ranks, which saved
+        raise stopped_run(run_dir, int(err.sigval)) or err from None
     finally:
         os.environ.pop(RELAUNCHED, None)
     best = runs.read_summary(run_dir).get("best") or {}
     return float(best.get("val_top1", math.nan))
+
+
+def stopped_run(run_dir: Path, signum: int) -> TrainingInterrupted | None:
+    """The ranks stopped for a signal (a rank's exit code is 128 + the signal; torchrun may
+    SIGTERM the others as they exit) after rank 0 saved the run (summary.json says so): an
+    interrupt, reported once here as for one process. None when they failed."""
+    summary = runs.read_summary(run_dir)
+    status = summary.get("status")
+    if signum not in STOP_SIGNALS or status not in (INTERRUPTED, REQUEUED):
+        return None
+    stop = TrainingInterrupted(signum, f"at step {summary.get('global_step')}")
+    stop.plan = StopPlan(status)
+    return stop
 
 
 def record_root_cause(run_dir: Path, message: str) -> None:
@@ -117,6 +153,8 @@ def record_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except TrainingInterrupted:
+            raise  # a stop, not a failure: rank 0 reports it
         except Exception as err:
             if dist.world_size() == 1:
                 raise

@@ -19,6 +19,7 @@ from vitcli.core.checkpoint import load_checkpoint, save_checkpoint, save_safete
 from vitcli.core.io import read_jsonl, write_json
 from vitcli.core.rng import rng_state, set_rng_state
 from vitcli.core.runtime import Runtime
+from vitcli.engine import comm
 from vitcli.engine.loss_window import LossWindow
 from vitcli.models.lora import (
     base_hash,
@@ -67,11 +68,14 @@ class RunState:
         self.lora_base_hash = base_hash(parts.model) if is_lora(parts.model) else None
 
     # ---- checkpoints ------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, rank_rngs: list[Any] | None = None) -> dict[str, Any]:
         """Everything exact resume needs, as plain tensors and numbers (loadable with weights_only=True).
 
         The epoch's loss totals are those of the last read of the loss window: every save point
         reads it first (that read is also the check that the state is finite).
+
+        Args:
+            rank_rngs: under DDP, every rank's RNG state (`gather_rngs()`): each rank resumes its own.
         """
         p = self.parts
         loss_sum, seen = self.window.totals
@@ -93,7 +97,14 @@ class RunState:
             state["wandb_run_id"] = wandb.run_id
         if p.scheduler.t_in_epochs:  # plateau: its state follows the metric, not the step count
             state["scheduler"] = p.scheduler.state_dict()
+        if rank_rngs is not None:
+            state["rank_rngs"] = rank_rngs
         return state
+
+    def gather_rngs(self) -> list[Any] | None:
+        """Every rank's RNG state on rank 0 (ranks seed and draw differently); None alone. A
+        collective: every rank calls it at the same save point."""
+        return comm.gather_to_main(rng_state()) if self.runtime.distributed else None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         p = self.parts
@@ -107,7 +118,8 @@ class RunState:
             setattr(self, key, int(state.get(key, 0)))
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best = dict(state.get("best") or {})
-        set_rng_state(state["rng"])
+        rank_rngs = state.get("rank_rngs") or []
+        set_rng_state(rank_rngs[self.runtime.rank] if len(rank_rngs) == self.runtime.world_size else state["rng"])
         if "scheduler" in state and p.scheduler.t_in_epochs:
             p.scheduler.load_state_dict(state["scheduler"])
         p.scheduler.step_update(num_updates=self.global_step)
@@ -130,13 +142,15 @@ class RunState:
         return True
 
     def save_last(self) -> None:
+        rank_rngs = self.gather_rngs()
         if self.main:
-            save_checkpoint(self.state_dict(), runs.checkpoint_path(self.run_dir, "last"))
+            save_checkpoint(self.state_dict(rank_rngs), runs.checkpoint_path(self.run_dir, "last"))
 
     def save_epoch_checkpoints(self, improved_source: str | None) -> None:
+        rank_rngs = self.gather_rngs()
         if not self.main:
             return
-        state = self.state_dict()
+        state = self.state_dict(rank_rngs)
         save_checkpoint(state, runs.checkpoint_path(self.run_dir, "last"))
         if improved_source is not None:
             # best.pt's "model" holds the best weights, whichever copy (raw or EMA) they came from

@@ -1,4 +1,5 @@
-"""One writer per run directory: an exclusive `flock` on `<run>/.lock` while a run trains.
+"""One writer per run directory: an exclusive `flock` on `<run>/.lock` while a run trains;
+and one run per run directory: its checkpoints are resumed only by the config that wrote them.
 
 The kernel drops a flock when its process exits, however it exits (SIGKILL, OOM kill,
 power loss of the node aside), so a stale lock file never blocks a rerun; the pid written
@@ -14,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import yaml
+
+from vitcli.core import runs
 from vitcli.core.errors import UserError
 
 LOCK = ".lock"
@@ -41,3 +45,30 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def check_one_run(run_dir: Path, config_yaml: str) -> None:
+    """Refuse to resume a run dir's checkpoints under another config (a SLURM job's run dir,
+    slurm-<job id>, is shared by every `vitcli train` its batch script runs without srun; a
+    reused hydra.run.dir likewise): UserError naming the first setting that differs."""
+    run_dir = Path(run_dir)
+    saved_path = run_dir / runs.CONFIG
+    if not runs.checkpoint_path(run_dir, "last").is_file() or not saved_path.is_file():
+        return
+    saved = saved_path.read_text()
+    if saved == config_yaml:
+        return
+    old, new = _flat(yaml.safe_load(saved)), _flat(yaml.safe_load(config_yaml))
+    key = next((k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)), "?")
+    raise UserError(f"run dir {run_dir} holds a run trained with another config ({key}: {old.get(key)} there, "
+                    f"{new.get(key)} now); continue it with `vitcli train resume={run_dir}`, or train into "
+                    "another directory (hydra.run.dir=...)")
+
+
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return {k.rstrip("."): v for k, v in out.items()}

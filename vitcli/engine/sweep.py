@@ -31,6 +31,7 @@ from vitcli.core.errors import full_errors
 from vitcli.core.io import write_json
 from vitcli.engine.interrupts import TrainingInterrupted
 from vitcli.engine.pruning import trial_env
+from vitcli.engine.requeue import JobRequeued
 from vitcli.engine.study import check_direction, describe, log_to_wandb, sweep_study
 
 log = logging.getLogger("vitcli")
@@ -56,8 +57,11 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
         spread_over_gpus(cfg, int(hc.job.num), str(hc.launcher.get("_target_", "")))
         with trial_env():  # an optuna trial's link reaches the job's torchrun ranks too
             return fit(cfg)
+    except JobRequeued:
+        raise  # SLURM runs this job again (engine/slurm.py); it resumes from its last.pt
     except TrainingInterrupted as err:  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
-        print(f"vitcli: {err}; sweep job {run_dir} saved its checkpoints/last.pt", file=sys.stderr)
+        if err.plan is not None:  # rank 0 says it, once
+            print(f"vitcli: {err}; sweep job {run_dir} saved its checkpoints/last.pt", file=sys.stderr)
         sys.exit(err.exit_code)
     except (Exception, SystemExit) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -126,9 +130,18 @@ def collect(sweep_dir: Path, swept: list[str] | None = None) -> tuple[list[dict[
                "status": summary.get("status", "missing"),
                **{m: best.get(m) for m in METRICS}, "best_epoch": best.get("epoch"),
                "epochs": summary.get("epochs_completed"), "wall_time_s": summary.get("wall_time_s"),
-               "error": summary.get("error") or "", "overrides": " ".join(overrides), "run_dir": str(job_dir)}
+               "error": _error_with_logs(summary), "overrides": " ".join(overrides), "run_dir": str(job_dir)}
         rows.append(row)
     return rows, keys
+
+
+def _error_with_logs(summary: dict[str, Any]) -> str:
+    """A failed job's error, naming its SLURM log files when it ran in a SLURM job."""
+    error = summary.get("error") or ""
+    logs = [p for p in (summary.get("slurm") or {}).get("logs", []) if p not in error]
+    if summary.get("status") in ("completed", "running") or not logs:
+        return error
+    return f"{error}; logs: {' '.join(logs)}" if error else f"logs: {' '.join(logs)}"
 
 
 def rank(rows: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:

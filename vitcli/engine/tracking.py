@@ -268,6 +268,8 @@ class WandbSink:
                     run.summary[key] = finite_or_none(summary[key])
             run.summary["run_dir"] = str(self.run_dir.resolve())
             self.log_outputs()
+            if summary.get("status") == "requeued":  # SLURM runs the job again; W&B shows it preempted
+                run.mark_preempting()
             run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
         except Exception as err:
             self._disable(err)

@@ -23,13 +23,14 @@ from omegaconf import OmegaConf
 from vitcli.core import runs
 from vitcli.core.runtime import Runtime
 from vitcli.data.mixing import mix_batch
-from vitcli.engine import interrupts
+from vitcli.engine import interrupts, requeue, slurm
 from vitcli.engine.build import accumulation_group, build_parts
-from vitcli.engine.comm import broadcast_from_main
+from vitcli.engine.comm import barrier, broadcast_from_main, control_group
 from vitcli.engine.evaluate import evaluate
 from vitcli.engine.loss_window import LossWindow
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.engine.run_state import RunState
+from vitcli.engine.runlock import check_one_run
 from vitcli.engine.stopping import StopDecision, create_stoppers
 from vitcli.engine.tracking import MetricsLogger, NullMetrics
 from vitcli.models.factory import set_backbone_trainable
@@ -63,6 +64,8 @@ class Trainer:
         self.state = RunState(cfg, self.run_dir, self.parts, self.runtime, metrics, self.window,
                               OmegaConf.to_yaml(cfg, resolve=True))
         self.stoppers = create_stoppers(cfg) if main else []
+        self.vote = interrupts.StopVote(control_group())  # signals: every rank stops at the same step
+        self.state.summary_fields.update(slurm.summary_fields())  # job id, requeues, log files (under SLURM)
 
     # ---- one micro-batch / optimizer step -----------------------------------
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor, group: int = 1) -> torch.Tensor:
@@ -143,8 +146,8 @@ class Trainer:
                         and state.batch_in_epoch < n:
                     self.window.read(epoch, state.global_step)  # never checkpoint a non-finite state
                     state.save_last()
-                if interrupts.requested() and state.batch_in_epoch < n:
-                    raise interrupts.TrainingInterrupted(interrupts.requested(), f"in epoch {epoch + 1} at batch "
+                if self.vote.poll() and state.batch_in_epoch < n:
+                    raise interrupts.TrainingInterrupted(self.vote.signum, f"in epoch {epoch + 1} at batch "
                                                          f"{state.batch_in_epoch} of {n}")
         finally:
             bar.close()
@@ -198,6 +201,8 @@ class Trainer:
             the run's summary (also written to summary.json): status completed, or the stopper's.
         """
         state = self.state
+        if not self.cfg.resume:  # same command, same dir: resume; another config: refuse
+            check_one_run(self.run_dir, state.config_yaml)
         if self.runtime.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / runs.CONFIG).write_text(state.config_yaml)
@@ -215,18 +220,22 @@ class Trainer:
         state.write_summary("running")
         stop: StopDecision | None = None
         try:
-            # DDP ranks keep torchrun's handling: stopping at different steps would hang the others
-            with interrupts.stop_requests(enabled=self.runtime.world_size == 1):
+            with interrupts.stop_requests():
                 for epoch in range(state.epoch, epochs):
                     stop = self.run_epoch(epoch)
                     if stop is not None:
                         break
-                    if interrupts.requested() and epoch + 1 < epochs:  # at an epoch end: last.pt is saved
-                        raise interrupts.TrainingInterrupted(interrupts.requested(), f"after epoch {epoch + 1}")
-        except interrupts.TrainingInterrupted:
+                    if self.vote.settle() and epoch + 1 < epochs:  # at an epoch end: last.pt is saved
+                        raise interrupts.TrainingInterrupted(self.vote.signum, f"after epoch {epoch + 1}")
+        except interrupts.TrainingInterrupted as err:
             self.window.read(state.epoch, state.global_step)  # the loss totals last.pt records (and a finite state)
             state.save_last()  # the state after the last whole step: a rerun resumes from it exactly
-            state.finish("interrupted")
+            if self.runtime.is_main:  # under SLURM: is the job requeued (by SLURM, or by rank 0 next)?
+                err.plan = requeue.plan_stop(err.signum)
+                state.summary_fields.update(slurm.summary_fields(err.plan.requeues))
+            state.finish(err.plan.status if err.plan else "interrupted")
+            if self.runtime.distributed:
+                barrier()  # no rank leaves (and gets its launcher to kill the others) before rank 0 saved
             raise
         except KeyboardInterrupt:
             state.finish("interrupted")

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from vitcli.core import runs
 from vitcli.core.errors import UserError
+from vitcli.engine import slurm
 from vitcli.engine.study import describe, draw, sweep_study
 
 NUMERIC = ("val_top1", "val_top5", "val_loss", "wall_time_s", "epochs", "updated")
@@ -49,20 +50,39 @@ def run_row(run_dir: Path, root: Path) -> dict[str, Any]:
         "val_top1": best.get("val_top1"), "val_top5": best.get("val_top5"), "val_loss": best.get("val_loss"),
         "wall_time_s": summary.get("wall_time_s"), "status": summary.get("status", "unknown"),
         "updated": updated, "curves": str(run_dir / runs.CURVES) if (run_dir / runs.CURVES).is_file() else None,
+        "slurm": summary.get("slurm"),
     }
+
+
+def add_slurm_states(rows: list[dict[str, Any]]) -> None:
+    """The live SLURM state of runs that came from SLURM jobs and have not finished (one squeue call)."""
+    jobs = {r["slurm"]["job_id"]: r for r in rows if r.get("slurm") and r["status"] in ("running", "requeued")}
+    states = slurm.queue_states(list(jobs)) if jobs else None
+    for job, row in jobs.items():
+        row["slurm"] = {**row["slurm"], "state": (states or {}).get(job)}
+
+
+def slurm_cell(info: dict[str, Any] | None) -> str:
+    """job 17 PENDING, requeued 2x"""
+    if not info:
+        return ""
+    requeues = info.get("requeues") or 0
+    return " ".join(p for p in (f"job {info.get('job_id')}", info.get("state") or "") if p) + \
+        (f", requeued {requeues}x" if requeues else "")
 
 
 def matches(row: dict[str, Any], pattern: str) -> bool:
     if not any(ch in pattern for ch in "*?["):
         pattern = f"*{pattern}*"
-    fields = (row["run"], row["experiment"], row["model"], row["data"], row["status"])
+    fields = (row["run"], row["experiment"], row["model"], row["data"], row["status"],
+              (row.get("slurm") or {}).get("job_id"))
     return any(fnmatch.fnmatch(str(f or ""), pattern) for f in fields)
 
 
 def sort_rows(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
     key = sort.lstrip("-")
     if not rows or key not in rows[0]:
-        choices = ", ".join(k for k in (rows[0] if rows else {}) if k not in ("epochs_total", "curves"))
+        choices = ", ".join(k for k in (rows[0] if rows else {}) if k not in ("epochs_total", "curves", "slurm"))
         raise UserError(f"sort={sort}: no such column; use one of {choices} (prefix - to reverse)")
     present = [r for r in rows if r[key] is not None and not (isinstance(r[key], float) and math.isnan(r[key]))]
     missing = [r for r in rows if r not in present]
@@ -80,10 +100,12 @@ def _fmt(value: Any, spec: str = "") -> str:
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
 
     table = Table(title=title)
-    for col in ("run", "experiment", "model", "data", "epochs", "top-1", "top-5", "wall", "status", "updated", "curves"):
+    with_slurm = any(r.get("slurm") for r in rows)  # a column only when some run came from a SLURM job
+    for col in ("run", "experiment", "model", "data", "epochs", "top-1", "top-5", "wall", "status",
+                *(["slurm"] if with_slurm else []), "updated", "curves"):
         table.add_column(col, justify="right" if col in ("epochs", "top-1", "top-5", "wall") else "left",
                          overflow="fold")
-    styles = {"completed": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+    styles = {"completed": "green", "failed": "red", "interrupted": "yellow", "running": "cyan", "requeued": "cyan"}
     for r in rows:
         wall = r["wall_time_s"]
         curves = f"[link=file://{Path(r['curves']).resolve()}]{escape(runs.CURVES)}[/link]" if r["curves"] else ""
@@ -92,6 +114,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
                       _fmt(r["val_top1"], ".2f"), _fmt(r["val_top5"], ".2f"),
                       time.strftime("%H:%M:%S", time.gmtime(wall)) if wall is not None else "",
                       f"[{styles.get(r['status'], 'white')}]{escape(str(r['status']))}[/]",
+                      *([escape(slurm_cell(r.get("slurm")))] if with_slurm else []),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"])), curves)
     console = Console()
     if not console.is_terminal:
