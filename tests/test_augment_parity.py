@@ -15,11 +15,27 @@ from the images it produced:
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from timm.data.transforms import RandomResizedCropAndInterpolation
+from torchvision.transforms.v2 import functional as TF
+
+from vitcli.core.rng import seeded
+from vitcli.data import create_data
+from vitcli.data.batch_transforms import (
+    BRIGHTNESS,
+    CONTRAST,
+    SATURATION,
+    apply_color_jitter,
+    create_batch_augment,
+    crop_boxes,
+)
+from vitcli.data.prepare import prepare
 
 SIZE = 32
 PER_KIND = 512
@@ -43,8 +59,6 @@ def checker() -> np.ndarray:
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory, compose):
     """An imagefolder of PER_KIND ramps (class `a_ramp`) and checkers (`b_checker`), packed as well."""
-    from vitcli.data.prepare import prepare
-
     root = tmp_path_factory.mktemp("parity") / "probes"
     for split, count in (("train", PER_KIND), ("val", 1)):
         for cls, img in (("a_ramp", ramp()), ("b_checker", checker())):
@@ -57,8 +71,6 @@ def probes(tmp_path_factory, compose):
 
 def augmented(compose, root: Path, fmt: str, preset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(one epoch of the train loader un-normalized to 0..255 NHWC, labels, the fill colour)."""
-    from vitcli.data import create_data
-
     cfg = compose("train", ["data=imagefolder", f"data.root={root}", f"data.format={fmt}", f"data.img_size={SIZE}",
                             "data.num_workers=0", "data.batch_size=128", f"augmentation={preset}"])
     loader = create_data(cfg).loader("train")
@@ -167,8 +179,8 @@ RANGES = {"area": ("ramp_clean", 0.03), "aspect": ("ramp_clean", 0.04), "b": ("c
 def test_files_and_arrays_draw_the_same_augmentation(probes, compose, preset):
     files = measures(*augmented(compose, probes, "files", preset))
     arrays = measures(*augmented(compose, probes, "packed", preset))
-    differ = [f"{name}: gap {gap(files[name], arrays[name], same):.3f} > {MAX_GAP}; files {quartiles(files[name])} "
-              f"vs arrays {quartiles(arrays[name])}" for name, same in SAME.items()
+    differ = [f"{name}: gap {gap(files[name], arrays[name], same):.3f} > {MAX_GAP}; files {spread(files[name])} "
+              f"vs arrays {spread(arrays[name])}" for name, same in SAME.items()
               if gap(files[name], arrays[name], same) > MAX_GAP]
     for name, (clean, tol) in RANGES.items():
         if min(files[clean].mean(), arrays[clean].mean()) > 0.9:
@@ -178,18 +190,13 @@ def test_files_and_arrays_draw_the_same_augmentation(probes, compose, preset):
     assert not differ, f"augmentation={preset} differs between image files and arrays:\n" + "\n".join(differ)
 
 
-def quartiles(values: np.ndarray) -> list[float]:
+def spread(values: np.ndarray) -> list[float]:
     found = values[np.isfinite(values)]
     return np.quantile(found, (0.1, 0.25, 0.5, 0.75, 0.9)).round(3).tolist() if len(found) else []
 
 
 def test_batched_colour_jitter_is_torchvisions():
     """Per sample, the batched op equals torchvision's three functional ops, in the drawn order."""
-    import torch
-    from torchvision.transforms.v2 import functional as TF
-
-    from vitcli.data.batch_transforms import BRIGHTNESS, CONTRAST, SATURATION, apply_color_jitter
-
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(64, 3, 8, 8, generator=gen) * 255
     kinds = torch.rand(64, 3, generator=gen).argsort(dim=1)
@@ -203,24 +210,37 @@ def test_batched_colour_jitter_is_torchvisions():
     torch.testing.assert_close(apply_color_jitter(x.clone(), kinds, factors), torch.stack(expected), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize(("scale", "ratio", "size"), [((0.08, 1.0), (3 / 4, 4 / 3), (32, 32)),
-                                                      ((0.75, 1.0), (0.85, 1.18), (32, 48)),
-                                                      ((1.0, 1.0), (2.0, 3.0), (30, 40))])  # never fits: timm's centre crop
+@pytest.mark.parametrize(("scale", "ratio", "size"), [
+    ((0.08, 1.0), (3 / 4, 4 / 3), (32, 32)),
+    ((0.75, 1.0), (0.85, 1.18), (32, 48)),
+    ((1.0, 1.0), (2.0, 3.0), (30, 40)),  # never fits: timm's centre-crop fallback
+])
 def test_batched_crop_boxes_are_timms(scale, ratio, size):
     """The batched RandomResizedCrop draws its boxes from timm's distribution (tries, rounding, fallback)."""
-    import random
-
-    import torch
-    from timm.data.transforms import RandomResizedCropAndInterpolation
-
-    from vitcli.data.batch_transforms import crop_boxes
-
     h, w = size
     n = 4000
     ours = crop_boxes(n, h, w, scale, ratio, torch.Generator().manual_seed(0)).numpy().astype(float)
-    random.seed(0)
     image = Image.new("RGB", (w, h))
-    timms = np.array([RandomResizedCropAndInterpolation.get_params(image, scale, ratio) for _ in range(n)], dtype=float)
+    with seeded(0):  # timm draws from `random`
+        timms = np.array([RandomResizedCropAndInterpolation.get_params(image, scale, ratio) for _ in range(n)], float)
     for k, name in enumerate(("top", "left", "height", "width")):
         assert gap(ours[:, k], timms[:, k], 0.5) < 0.05, name
     assert gap(ours[:, 2] * ours[:, 3], timms[:, 2] * timms[:, 3], 0.5) < 0.05, "area"
+
+
+def test_a_batchs_augmentation_follows_its_generator_alone(compose):
+    """Exact resume: the batched path (RandAugment and erasing included) is a function of the batch's
+    generator seed, and the global RNGs the timm ops draw from are left where they were."""
+    cfg = compose("train", ["augmentation=deit", "data.img_size=32"])
+    augment = create_batch_augment(cfg.augmentation, cfg.data)
+    x = (torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+
+    def run(seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return augment.post(augment(x.clone(), gen), gen)
+
+    before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    first, again, other = run(0), run(0), run(1)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
+    assert np.array_equal(np.random.get_state()[1], before[2])

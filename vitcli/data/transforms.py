@@ -43,7 +43,13 @@ def train_stages(aug_cfg: AugmentationConfig, data_cfg: DataConfig) -> tuple[lis
     beside RandAugment (as in DeiT). Without `scale` the first stage is vitcli's own:
     resize to img_size, RandomCrop with zero padding, flip.
 
+    Args:
+        aug_cfg: the augmentation group (a preset plus overrides).
+        data_cfg: the data group: img_size, mean and std.
+
     >>> geometry, colour, final = train_stages(cfg.augmentation, cfg.data)
+    >>> [type(t).__name__ for t in geometry]  # augmentation=shift_scale
+    ['RandomResizedCropAndInterpolation']
     """
     size = int(data_cfg.img_size)
     mean, std = mean_std(data_cfg)
@@ -67,9 +73,15 @@ def train_stages(aug_cfg: AugmentationConfig, data_cfg: DataConfig) -> tuple[lis
     return geometry, colour, final
 
 
-def create_file_transform(aug_cfg: AugmentationConfig | None, data_cfg: DataConfig, train: bool) -> Callable[[Any], Any]:
+def create_file_transform(aug_cfg: AugmentationConfig | None, data_cfg: DataConfig,
+                          train: bool) -> Callable[[Any], Any]:
     """PIL image -> normalized float tensor (3, img_size, img_size): `train_stages` for
     training, timm's eval transform (resize to img_size / crop_pct, centre crop) otherwise.
+
+    Args:
+        aug_cfg: the augmentation group (None: no augmentation group, eval only).
+        data_cfg: the data group: img_size, mean and std.
+        train: the train transform (augmented) or the eval one.
 
     >>> transform = create_file_transform(cfg.augmentation, cfg.data, train=True)
     >>> x = transform(PIL.Image.open("photo.jpg").convert("RGB"))
