@@ -27,14 +27,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from vitcli.core.rng import seeded
 from vitcli.data import create_data
-from vitcli.data.batch_transforms import (
-    BRIGHTNESS,
-    CONTRAST,
-    SATURATION,
-    apply_color_jitter,
-    create_batch_augment,
-    crop_boxes,
-)
+from vitcli.data.batch_transforms import BRIGHTNESS, CONTRAST, SATURATION, apply_color_jitter, create_batch_augment
+from vitcli.data.crops import crop_boxes, resized_crops
 from vitcli.data.prepare import prepare
 
 SIZE = 32
@@ -226,6 +220,19 @@ def test_batched_crop_boxes_are_timms(scale, ratio, size):
     for k, name in enumerate(("top", "left", "height", "width")):
         assert gap(ours[:, k], timms[:, k], 0.5) < 0.05, name
     assert gap(ours[:, 2] * ours[:, 3], timms[:, 2] * timms[:, 3], 0.5) < 0.05, "area"
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])  # (nearest: PIL accumulates coordinates, ties differ)
+def test_batched_resized_crops_are_pils(mode):
+    """Each box resampled as PIL resizes the cropped image (to its uint8 rounding), non-square too."""
+    img = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    boxes = crop_boxes(50, 24, 40, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(0))
+    x = torch.from_numpy(img).permute(2, 0, 1).float().expand(50, -1, -1, -1)
+    ours = resized_crops(x, boxes, [mode]).permute(0, 2, 3, 1).numpy()
+    resample = Image.Resampling[mode.upper()]
+    for out, (top, left, h, w) in zip(ours, boxes.tolist()):
+        pil = np.asarray(Image.fromarray(img).crop((left, top, left + w, top + h)).resize((40, 24), resample))
+        assert np.abs(out - pil).max() <= 1.1, (mode, top, left, h, w)
 
 
 def test_a_batchs_augmentation_follows_its_generator_alone(compose):

@@ -16,12 +16,10 @@ that holds the batch (the GPU when there is one).
 from __future__ import annotations
 
 import copy
-import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from timm.data.auto_augment import AugMixAugment, AutoAugment, RandAugment
 from timm.data.random_erasing import RandomErasing
@@ -31,6 +29,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from vitcli.core.rng import seeded
+from vitcli.data.crops import crop_boxes, resized_crops
 from vitcli.data.transforms import train_stages
 
 if TYPE_CHECKING:
@@ -67,65 +66,26 @@ def _crop_draws(padding: int, n: int, gen: torch.Generator) -> tuple[list[int], 
     return dy, dx
 
 
-def crop_boxes(n: int, h: int, w: int, scale: Sequence[float], ratio: Sequence[float], gen: torch.Generator,
-               attempts: int = 10) -> torch.Tensor:
-    """(n, 4) int boxes (top, left, height, width) drawn as timm's RandomResizedCropAndInterpolation
-    draws them: up to 10 tries of an area in `scale` and a log-uniform aspect in `ratio`, rounded
-    to whole pixels, the first that fits the image; else the centre crop at the nearest aspect."""
-    device = gen.device
-    area = _uniform((n, attempts), gen, device, scale[0], scale[1]) * (h * w)
-    aspect = torch.exp(_uniform((n, attempts), gen, device, math.log(ratio[0]), math.log(ratio[1])))
-    cw = torch.round(torch.sqrt(area * aspect))
-    ch = torch.round(torch.sqrt(area / aspect))
-    fits = (cw <= w) & (ch <= h)
-    first = fits.float().argmax(dim=1, keepdim=True)  # index of the first try that fits
-    fallback_h, fallback_w = _centre_crop_size(h, w, ratio)
-    found = fits.any(dim=1)
-    ch = torch.where(found, ch.gather(1, first).squeeze(1), float(fallback_h))
-    cw = torch.where(found, cw.gather(1, first).squeeze(1), float(fallback_w))
-    # random.randint(0, h - ch) as floor(u * (h - ch + 1)); the fallback is centred
-    top = torch.where(found, torch.floor(_uniform(n, gen, device) * (h - ch + 1)), torch.floor((h - ch) / 2))
-    left = torch.where(found, torch.floor(_uniform(n, gen, device) * (w - cw + 1)), torch.floor((w - cw) / 2))
-    return torch.stack([top, left, ch, cw], dim=1).long()
-
-
-def _centre_crop_size(h: int, w: int, ratio: Sequence[float]) -> tuple[int, int]:
-    """timm's fallback crop (height, width) when no try fits: the whole image at the nearest allowed aspect."""
-    if w / h < min(ratio):
-        return int(round(w / min(ratio))), w
-    if w / h > max(ratio):
-        return h, int(round(h * max(ratio)))
-    return h, w
-
-
-def grid_mode(interpolation: str | InterpolationMode) -> str:
-    """grid_sample's mode for a torchvision interpolation; PIL's smoother kernels (lanczos,
-    hamming, box) sample closest to bicubic, the only others grid_sample has."""
+def crop_mode(interpolation: str | InterpolationMode) -> str:
+    """The resampling of a torchvision interpolation: PIL's smoother kernels (lanczos, hamming,
+    box) are closest to bicubic, the smoothest `resized_crops` has."""
     name = InterpolationMode(interpolation).value
     return {"nearest": "nearest", "nearest-exact": "nearest", "bilinear": "bilinear"}.get(name, "bicubic")
 
 
 def random_resized_crop(scale: Sequence[float], ratio: Sequence[float] = (3 / 4, 4 / 3),
                         interpolation: str | InterpolationMode | Sequence = "bilinear") -> Op:
-    """timm's RandomResizedCropAndInterpolation per sample: `crop_boxes`, resampled by one affine
-    grid_sample over the batch (a list of interpolations: one drawn per sample, timm's `random`)."""
-    modes = [grid_mode(m) for m in (interpolation if isinstance(interpolation, (list, tuple)) else [interpolation])]
+    """timm's RandomResizedCropAndInterpolation per sample: timm's box draws (`crops.crop_boxes`),
+    PIL's resampling of each box (`crops.resized_crops`); a list of interpolations (timm's
+    `random`) draws one per sample."""
+    many = isinstance(interpolation, (list, tuple))
+    modes = [crop_mode(m) for m in (interpolation if many else [interpolation])]
 
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        x = x.float()  # grid_sample needs floats (the loader may hand over uint8)
         n, _, h, w = x.shape
-        top, left, ch, cw = crop_boxes(n, h, w, scale, ratio, gen).to(x.dtype).unbind(1)
-        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-        theta[:, 0, 0], theta[:, 0, 2] = cw / w, (2 * left + cw) / w - 1  # the box's size and centre in [-1, 1]
-        theta[:, 1, 1], theta[:, 1, 2] = ch / h, (2 * top + ch) / h - 1
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        out = F.grid_sample(x, grid, mode=modes[0], padding_mode="border", align_corners=False)
-        if len(modes) > 1:
-            pick = torch.randint(0, len(modes), (n, 1, 1, 1), generator=gen, device=x.device)
-            for k, mode in enumerate(modes[1:], start=1):
-                other = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
-                out = torch.where(pick == k, other, out)
-        return out.clamp_(0, 255) if "bicubic" in modes else out  # bicubic overshoots; PIL clips
+        boxes = crop_boxes(n, h, w, scale, ratio, gen)
+        pick = torch.randint(0, len(modes), (n,), generator=gen, device=x.device) if many else None
+        return resized_crops(x.float(), boxes, modes, pick)
 
     return op
 
