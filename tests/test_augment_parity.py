@@ -66,7 +66,7 @@ def probes(tmp_path_factory, compose):
 def augmented(compose, root: Path, fmt: str, preset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(one epoch of the train loader un-normalized to 0..255 NHWC, labels, the fill colour)."""
     cfg = compose("train", ["data=imagefolder", f"data.root={root}", f"data.format={fmt}", f"data.img_size={SIZE}",
-                            "data.num_workers=0", "data.batch_size=128", f"augmentation={preset}"])
+                            "data.num_workers=0", "data.batch_size=128", f"augmentation={preset}", "trainer.seed=0"])
     loader = create_data(cfg).loader("train")
     loader.set_epoch(0)
     batches = list(loader)
@@ -162,7 +162,8 @@ def gap(a: np.ndarray, b: np.ndarray, tol: float) -> float:
 # what counts as the same value, in each measure's unit (yes/no measures: 0.5)
 SAME = {"area": 0.02, "aspect": 0.03, "flip": 0.5, "dx": 0.5, "dy": 0.5, "fill": 0.01, "erased": 0.5,
         "b": 0.03, "c": 0.03, "s": 0.03, "ramp_clean": 0.5, "clean": 0.5}
-MAX_GAP = 0.12  # of the probes: with 512 of each, the two paths' gaps stayed below 0.09 over 4 seeds
+# of the probes: with 512 of each, the paths' gaps (sampling noise) stayed below 0.103 over trainer seeds 0-3 and 42
+MAX_GAP = 0.12
 # Where the probes stay clean (straight ramps, two flat colours: no RandAugment or erasing bent
 # them), the measures are exact, and their ranges (2 and 98 % quantiles) must agree this well:
 RANGES = {"area": ("ramp_clean", 0.03), "aspect": ("ramp_clean", 0.04), "b": ("clean", 0.06),
