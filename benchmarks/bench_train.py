@@ -1,11 +1,14 @@
 """vitcli's train loop vs a bare PyTorch loop: same model, batch size and data.
 
     python benchmarks/bench_train.py [--model vit_pico] [--img-size 32] [--batch 64] [--rounds 3]
+                                     [--augmentation none]
 
 Both run in this process, alternating, on the same synthetic images. The bare
 loop is forward, cross-entropy, backward, AdamW step over pre-made tensors; the
 vitcli side is Trainer.train_one_epoch (its loader, scheduler, progress and
 logging included). Prints images/s of each and vitcli's overhead in percent.
+With --augmentation PRESET the vitcli side also augments every batch (the bare
+loop reuses one augmented epoch), so the overhead includes the batched augmentation.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def build_trainer(args, run_dir):
 
     overrides = [f"model={args.model}", "data=synthetic", f"data.num_samples={args.samples}",
                  f"data.img_size={args.img_size}", f"data.native_size={args.img_size}", f"data.batch_size={args.batch}",
-                 "data.val_fraction=0.05", "regularization=none", "augmentation=none", "trainer.progress=plain", "trainer.log_interval=50",
+                 "data.val_fraction=0.05", "regularization=none", f"augmentation={args.augmentation}",
+                 "trainer.progress=plain", "trainer.log_interval=50",
                  f"trainer.device={args.device}", f"trainer.epochs={args.rounds + 1}"]
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1400)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--augmentation", default="none", help="preset run on the vitcli side (none: the loop alone)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +83,8 @@ def main() -> None:
             bare_times.append(bare_epoch(bare_model, bare_opt, batches))
         vit, bare = statistics.median(vit_times), statistics.median(bare_times)
         print(f"model={args.model} img_size={args.img_size} batch={args.batch} images/epoch={images} "
-              f"device={trainer.runtime.device} threads={torch.get_num_threads()} rounds={args.rounds}")
+              f"device={trainer.runtime.device} threads={torch.get_num_threads()} rounds={args.rounds} "
+              f"augmentation={args.augmentation}")
         print(f"bare PyTorch loop : {images / bare:8.1f} img/s  ({bare:.2f} s/epoch, median)")
         print(f"vitcli train loop : {images / vit:8.1f} img/s  ({vit:.2f} s/epoch, median)")
         print(f"ratio vitcli/bare time = {vit / bare:.3f}  -> overhead {100 * (vit / bare - 1):+.1f}%")

@@ -107,8 +107,9 @@ def test_hflip_flips_about_half():
 
 
 def test_augmentation_none_builds_no_pipeline(compose):
-    assert create_batch_augment(compose("train", ["augmentation=none"]).augmentation) is None
-    assert create_batch_augment(compose("train", ["augmentation=basic"]).augmentation) is not None
+    for preset, pipeline in (("none", False), ("basic", True)):
+        cfg = compose("train", [f"augmentation={preset}"])
+        assert (create_batch_augment(cfg.augmentation, cfg.data) is not None) == pipeline
 
 
 def test_too_few_samples_for_a_stratified_split_is_a_user_error(compose):

@@ -88,3 +88,22 @@ def test_cli_writes_under_runs_previews_and_n0_is_one_line(cli, tmp_path):
     proc = cli("preview", "n=0", f"runs_root={tmp_path}", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "vitcli: error: n=0: preview at least one image (e.g. n=32)"]
+
+
+def test_a_bare_preview_shows_what_a_bare_train_trains_on(compose):
+    """Both primary configs list conf/train_defaults.yaml: the same group choices and values,
+    and preview's batch is the train loader's first batch (the same augmentation draws)."""
+    from omegaconf import OmegaConf
+
+    from vitcli.data import create_data
+
+    train, preview = (compose(name, [], return_hydra_config=True) for name in ("train", "preview"))
+    groups = {k: v for k, v in train.hydra.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
+    assert {k: preview.hydra.runtime.choices.get(k) for k in groups} == groups
+    for group in groups:
+        assert OmegaConf.to_container(preview[group]) == OmegaConf.to_container(train[group]), group
+    x, y, _ = training_batch(compose("preview", ["n=16"]), 16)
+    loader = create_data(compose("train", ["data.batch_size=16"])).loader("train")
+    loader.set_epoch(0)
+    x_train, y_train = next(iter(loader))
+    assert torch.equal(y, y_train) and torch.allclose(x, x_train)

@@ -107,16 +107,16 @@ class DataConfig:
 
 @dataclass
 class AugmentationConfig:
-    """Train-time augmentation. Image files: timm create_transform per sample;
-    in-memory / packed arrays: the same ops batched on tensors (data/batch_transforms.py).
+    """Train-time augmentation, built once as timm's transform stages (data/transforms.py): run per
+    sample on image files, as batch ops on in-memory / packed arrays (data/batch_transforms.py).
     MixUp/CutMix and Gaussian noise act on the batch in the train loop for both."""
 
     name: str = "none"
     scale: Optional[List[float]] = None  # RandomResizedCrop scale range (null: no RRC)
-    ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333])
+    ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333])  # RandomResizedCrop aspect range (w/h)
     random_crop_padding: int = 0  # RandomCrop with zero padding (when scale is null; 0: off)
     hflip: float = 0.0
-    color_jitter: Optional[float] = None  # brightness/contrast/saturation strength
+    color_jitter: Optional[float] = None  # brightness/contrast/saturation strength (timm: unused beside RandAugment)
     gaussian_noise: float = 0.0  # std of noise added to normalized inputs (0: off)
     auto_augment: Optional[str] = None  # timm policy string, e.g. rand-m9-mstd0.5-inc1
     interpolation: Any = "auto"  # auto: the weights' own (pretrained / model.weights), else bicubic

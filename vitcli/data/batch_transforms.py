@@ -1,39 +1,50 @@
-"""Augmentations applied to whole batches of images (N, 3, H, W), 0..255, uint8 or float.
+"""The per-image train transforms of `transforms.train_stages`, run on whole batches.
 
-Crop and flip keep uint8 (4x less memory traffic on CPU); ops that need floats convert.
+Batches are (N, 3, H, W), 0..255, uint8 or float, already resized to img_size. Each
+timm/torchvision transform of the stages maps to one batched op here (`batch_op`) that
+reads its settings from that transform and draws from the same distribution, so a
+preset means the same thing on image files and on arrays; a transform with no batched
+form is an error, not a silent skip. Crop and flip keep uint8 (4x less memory traffic
+on CPU); ops that need floats convert. Ops may work in place on the batch they are
+given (the loader owns it).
 
-Ops may work in place on the batch they are given (the loader owns it).
-Each op draws its per-sample randomness from one torch.Generator, so a batch's
-augmentation is a pure function of its seed (exact resume) and runs on the
-device that holds the batch (the GPU when there is one).
+Every op draws its per-sample randomness from one torch.Generator, so a batch's
+augmentation is a pure function of its seed (exact resume) and runs on the device
+that holds the batch (the GPU when there is one).
 """
 
 from __future__ import annotations
 
-import math
+import copy
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from timm.data.auto_augment import rand_augment_transform
+from timm.data.auto_augment import AugMixAugment, AutoAugment, RandAugment
 from timm.data.random_erasing import RandomErasing
+from timm.data.transforms import MaybeToTensor, RandomResizedCropAndInterpolation
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from vitcli.core.rng import seeded
+from vitcli.data.crops import crop_boxes, resized_crops
+from vitcli.data.transforms import train_stages
 
 if TYPE_CHECKING:
-    from vitcli.core.schema import AugmentationConfig
+    from vitcli.core.schema import AugmentationConfig, DataConfig
 
 Op = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
-def _uniform(n: int, gen: torch.Generator, device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    return torch.rand(n, generator=gen, device=device) * (high - low) + low
+def _uniform(shape, gen: torch.Generator, device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, device=device) * (high - low) + low
 
 
 def random_crop(padding: int) -> Op:
-    """RandomCrop(size, padding) per sample: a shift by up to `padding` px with zero fill."""
+    """torchvision RandomCrop(size, padding) per sample: a shift by up to `padding` px with zero fill."""
+
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, c, h, w = x.shape
         dy, dx = _crop_draws(padding, n, gen)
@@ -55,29 +66,33 @@ def _crop_draws(padding: int, n: int, gen: torch.Generator) -> tuple[list[int], 
     return dy, dx
 
 
-def random_resized_crop(scale: Sequence[float], ratio: Sequence[float] = (3 / 4, 4 / 3)) -> Op:
-    """RandomResizedCrop per sample through one affine grid_sample over the batch."""
+def crop_mode(interpolation: str | InterpolationMode) -> str:
+    """The resampling of a torchvision interpolation: PIL's smoother kernels (lanczos, hamming,
+    box) are closest to bicubic, the smoothest `resized_crops` has."""
+    name = InterpolationMode(interpolation).value
+    return {"nearest": "nearest", "nearest-exact": "nearest", "bilinear": "bilinear"}.get(name, "bicubic")
+
+
+def random_resized_crop(scale: Sequence[float], ratio: Sequence[float] = (3 / 4, 4 / 3),
+                        interpolation: str | InterpolationMode | Sequence = "bilinear") -> Op:
+    """timm's RandomResizedCropAndInterpolation per sample: timm's box draws (`crops.crop_boxes`),
+    PIL's resampling of each box (`crops.resized_crops`); a list of interpolations (timm's
+    `random`) draws one per sample."""
+    many = isinstance(interpolation, (list, tuple))
+    modes = [crop_mode(m) for m in (interpolation if many else [interpolation])]
+
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        x = x.float()  # grid_sample needs floats (the loader may hand over uint8)
-        n = x.shape[0]
-        area = _uniform(n, gen, x.device, scale[0], scale[1])
-        log_r = _uniform(n, gen, x.device, math.log(ratio[0]), math.log(ratio[1]))
-        aspect = torch.exp(log_r)
-        sw = torch.sqrt(area * aspect).clamp(max=1.0)  # crop width / image width
-        sh = torch.sqrt(area / aspect).clamp(max=1.0)
-        cx = (_uniform(n, gen, x.device) * 2 - 1) * (1 - sw)  # crop centre in [-1, 1]
-        cy = (_uniform(n, gen, x.device) * 2 - 1) * (1 - sh)
-        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-        theta[:, 0, 0], theta[:, 0, 2] = sw, cx
-        theta[:, 1, 1], theta[:, 1, 2] = sh, cy
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        n, _, h, w = x.shape
+        boxes = crop_boxes(n, h, w, scale, ratio, gen)
+        pick = torch.randint(0, len(modes), (n,), generator=gen, device=x.device) if many else None
+        return resized_crops(x.float(), boxes, modes, pick)
 
     return op
 
 
 def hflip(prob: float) -> Op:
     """Flip a random subset in place: only the flipped samples are copied."""
+
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         flip = (_uniform(x.shape[0], gen, x.device) < prob).nonzero().flatten()
         if len(flip):
@@ -85,27 +100,46 @@ def hflip(prob: float) -> Op:
         return x
 
     op.prob = prob  # read by gather_crop_flip
-
     return op
 
 
-def color_jitter(strength: float) -> Op:
-    """Per-sample brightness, contrast and saturation factors in [1-s, 1+s]."""
+BRIGHTNESS, CONTRAST, SATURATION = 0, 1, 2
+
+
+def apply_color_jitter(x: torch.Tensor, kinds: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """torchvision's adjust_brightness / adjust_contrast / adjust_saturation with a factor per sample,
+    in a per-sample order: step k applies kind kinds[:, k] with factor factors[:, k] to each sample.
+    Each is a blend with a target (black, the grayscale mean, the grayscale image), clamped."""
+    x = x.float()
+    shape = (len(x), 1, 1, 1)
+    for kind, factor in zip(kinds.T, factors.T):
+        kind, factor = kind.view(shape), factor.view(shape)
+        gray = rgb_to_grayscale(x)
+        target = torch.where(kind == SATURATION, gray, gray.mean(dim=(1, 2, 3), keepdim=True))
+        target = torch.where(kind == BRIGHTNESS, torch.zeros_like(target), target)
+        x = (x * factor + target * (1 - factor)).clamp_(0, 255)
+    return x
+
+
+def color_jitter(brightness=0.0, contrast=0.0, saturation=0.0) -> Op:
+    """torchvision's ColorJitter(brightness, contrast, saturation) per sample: each factor uniform
+    in torchvision's range for it, the ops in a random order per sample (ColorJitter's randperm)."""
+    jitter = T.ColorJitter(brightness, contrast, saturation)  # the ranges, checked as torchvision checks them
+    ranges = [(kind, r) for kind, r in ((BRIGHTNESS, jitter.brightness), (CONTRAST, jitter.contrast),
+                                        (SATURATION, jitter.saturation)) if r is not None]
+
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n = x.shape[0]
-        b, c, s = (_uniform(n, gen, x.device, 1 - strength, 1 + strength)[:, None, None, None] for _ in range(3))
-        x = x * b
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * c + mean
-        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-        x = (x - gray) * s + gray
-        return x.clamp(0, 255)
+        factors = torch.stack([_uniform(n, gen, x.device, lo, hi) for _, (lo, hi) in ranges], dim=1)
+        order = torch.rand(n, len(ranges), generator=gen, device=x.device).argsort(dim=1)
+        kinds = torch.tensor([kind for kind, _ in ranges], device=x.device)[order]
+        return apply_color_jitter(x, kinds, factors.gather(1, order))
 
     return op
 
 
 def per_sample_pil(transform: Callable) -> Op:
-    """Run a PIL transform (e.g. timm RandAugment) on each image, on the CPU."""
+    """Run a PIL transform (timm RandAugment, AutoAugment, AugMix) on each image, on the CPU."""
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         arrays = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         with seeded(draw_seed(gen)):
@@ -120,16 +154,18 @@ def draw_seed(gen: torch.Generator) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device).item())
 
 
-def random_erasing(prob: float, mode: str, count: int) -> Op:
-    """timm's RandomErasing over the batch; applied after normalization (as in timm)."""
+def random_erasing(erase: RandomErasing) -> Op:
+    """timm's RandomErasing (its settings as given) over the batch, on the batch's device;
+    applied after normalization, as on image files."""
     def op(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        erase = RandomErasing(prob, mode=mode, max_count=count, device=x.device)
+        here = copy.copy(erase)
+        here.device = x.device
         with seeded(draw_seed(gen)):
             if x.is_cuda:
                 with torch.random.fork_rng(devices=[x.device]):
                     torch.cuda.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
-                    return erase(x.clone())
-            return erase(x.clone())
+                    return here(x.clone())
+            return here(x.clone())
 
     return op
 
@@ -161,6 +197,7 @@ def gather_crop_flip(images: np.ndarray, idx: np.ndarray, ops: list[Op], gen: to
 
 class BatchAugment:
     """Batch ops on 0..255 images (`ops`) and on normalized images (`post_ops`)."""
+
     def __init__(self, ops: list[Op], post_ops: list[Op] | None = None):
         self.ops = ops
         self.post_ops = post_ops or []
@@ -176,18 +213,43 @@ class BatchAugment:
         return x
 
 
-def create_batch_augment(aug_cfg: AugmentationConfig) -> BatchAugment | None:
-    """The batch pipeline for an augmentation preset (None when it does nothing)."""
-    ops: list[Op] = []
-    if aug_cfg.scale:
-        ops.append(random_resized_crop(list(aug_cfg.scale)))
-    elif aug_cfg.random_crop_padding:
-        ops.append(random_crop(int(aug_cfg.random_crop_padding)))
-    if aug_cfg.hflip:
-        ops.append(hflip(float(aug_cfg.hflip)))
-    if aug_cfg.color_jitter:
-        ops.append(color_jitter(float(aug_cfg.color_jitter)))
-    if aug_cfg.auto_augment:
-        ops.append(per_sample_pil(rand_augment_transform(aug_cfg.auto_augment, {})))
-    post = [random_erasing(aug_cfg.re_prob, aug_cfg.re_mode, aug_cfg.re_count)] if aug_cfg.re_prob else []
+# Transforms the loader does itself: it resizes each batch to img_size, and converts and
+# normalizes with the same data.mean / data.std after the augmentation.
+_LOADER_DOES = (T.Resize, MaybeToTensor, T.ToTensor, T.Normalize)
+
+
+def batch_op(transform: Callable) -> Op | None:
+    """The batched op of one per-image train transform (None: the loader does it itself)."""
+    if isinstance(transform, _LOADER_DOES):
+        return None
+    if isinstance(transform, RandomResizedCropAndInterpolation):
+        return random_resized_crop(transform.scale, transform.ratio, transform.interpolation)
+    if isinstance(transform, T.RandomCrop) and transform.padding_mode == "constant" and transform.fill == 0:
+        return random_crop(int(transform.padding))
+    if isinstance(transform, T.RandomHorizontalFlip):
+        return hflip(float(transform.p))
+    if isinstance(transform, T.ColorJitter) and transform.hue is None:
+        return color_jitter(*(r or 0.0 for r in (transform.brightness, transform.contrast, transform.saturation)))
+    if isinstance(transform, (RandAugment, AutoAugment, AugMixAugment)):
+        return per_sample_pil(transform)
+    if isinstance(transform, RandomErasing):
+        return random_erasing(transform)
+    raise TypeError(f"{transform!r} has no batched form in vitcli/data/batch_transforms.py; add one there so "
+                    "image files and arrays keep augmenting alike")
+
+
+def create_batch_augment(aug_cfg: AugmentationConfig, data_cfg: DataConfig) -> BatchAugment | None:
+    """The batch pipeline of an augmentation preset, None when it does nothing: the batched form
+    of each transform of `train_stages`, random erasing after normalization as on image files.
+
+    Args:
+        aug_cfg: the augmentation group (a preset plus overrides).
+        data_cfg: the data group (img_size, mean: RandAugment's translation and fill follow them).
+
+    >>> augment = create_batch_augment(cfg.augmentation, cfg.data)
+    >>> x = augment(uint8_batch_nchw, torch.Generator().manual_seed(0))  # 0..255, before normalizing
+    """
+    geometry, colour, final = train_stages(aug_cfg, data_cfg)
+    ops = [op for op in map(batch_op, geometry + colour) if op is not None]
+    post = [op for op in map(batch_op, final) if op is not None]
     return BatchAugment(ops, post) if ops or post else None

@@ -19,7 +19,7 @@ def array_loader(cfg: Any, split_name: str, split: Any, device: str, train: bool
     common = dict(img_size=d.img_size, mean=d.mean, std=d.std, device=device)
     if split_name == "train":
         loader = ArrayLoader(split, d.batch_size, shuffle=True, drop_last=train_drop_last(len(split), d.batch_size),
-                             seed=cfg.trainer.seed, augment=create_batch_augment(cfg.augmentation) if train else None,
+                             seed=cfg.trainer.seed, augment=create_batch_augment(cfg.augmentation, d) if train else None,
                              **common)
         return balanced(loader, d, train)
     return ArrayLoader(split, eval_batch_size(d), **common)

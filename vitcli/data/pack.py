@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vitcli.core.errors import UserError
 from vitcli.data.arrays import ArraySplit
@@ -75,17 +75,6 @@ def load_packed(data_cfg: Any) -> tuple[dict[str, ArraySplit], list[str], dict]:
     return splits, list(manifest["class_names"]), manifest
 
 
-def fit(img, size: int):
-    """Resize the shorter side to `size` (bicubic) and centre-crop; no-op at the native size."""
-    if img.size == (size, size):
-        return img
-    w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
-    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
-    return img.crop((left, top, left + size, top + size))
-
-
 def decode(job: tuple[str, int]) -> tuple[np.ndarray | None, tuple[int, int] | None, str | None]:
     """(path, size) -> (uint8 HxWx3 or None, source (w, h), error); top-level for worker pools."""
     path, size = job
@@ -93,7 +82,8 @@ def decode(job: tuple[str, int]) -> tuple[np.ndarray | None, tuple[int, int] | N
         img = load_rgb(path)
     except DECODE_ERRORS as err:
         return None, None, f"{type(err).__name__}: {err}"[:120]
-    return np.asarray(fit(img, size), dtype=np.uint8), img.size, None
+    # shorter side to `size` and centre crop, as timm's eval resize + centre crop (a copy at the native size)
+    return np.asarray(ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC), dtype=np.uint8), img.size, None
 
 
 _READER = None  # the decoding dataset of a non-file split, per pool worker (see read_job)

@@ -4,6 +4,11 @@ On CUDA the copy of batch k+1 runs on a side stream while the step computes batc
 k (the host tensors come pinned from the DataLoader, so the copies are truly
 asynchronous); the main stream waits on that copy only when it takes the batch.
 On any other device this is a plain `.to(device)` per batch.
+
+Not timm.data.PrefetchLoader: it expects uint8 batches to normalize on the device and draws
+RandomErasing there from the unseeded global `random` (no exact resume), while vitcli's file
+transforms normalize and erase each sample inside that sample's seeded block (data/files.py),
+so PrefetchLoader would add only a no-op normalization pass.
 """
 
 from __future__ import annotations
