@@ -75,6 +75,11 @@ def load_packed(data_cfg: Any) -> tuple[dict[str, ArraySplit], list[str], dict]:
     return splits, list(manifest["class_names"]), manifest
 
 
+def fit_square(img: Image.Image, size: int) -> np.ndarray:
+    """uint8 (size, size, 3): the shorter side resized to `size` (bicubic), centre-cropped (PIL's ImageOps.fit)."""
+    return np.asarray(ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
 def decode(job: tuple[str, int]) -> tuple[np.ndarray | None, tuple[int, int] | None, str | None]:
     """(path, size) -> (uint8 HxWx3 or None, source (w, h), error); top-level for worker pools."""
     path, size = job
@@ -83,7 +88,7 @@ def decode(job: tuple[str, int]) -> tuple[np.ndarray | None, tuple[int, int] | N
     except DECODE_ERRORS as err:
         return None, None, f"{type(err).__name__}: {err}"[:120]
     # shorter side to `size` and centre crop, as timm's eval resize + centre crop (a copy at the native size)
-    return np.asarray(ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC), dtype=np.uint8), img.size, None
+    return fit_square(img, size), img.size, None
 
 
 _READER = None  # the decoding dataset of a non-file split, per pool worker (see read_job)
@@ -101,7 +106,7 @@ def read_job(job: tuple[int, int]) -> tuple[np.ndarray | None, tuple[int, int] |
         img = _READER.read(i)
     except DECODE_ERRORS as err:
         return None, None, f"{type(err).__name__}: {err}"[:120]
-    return np.asarray(fit(img, size), dtype=np.uint8), img.size, None
+    return fit_square(img, size), img.size, None
 
 
 def native_size(split: Any) -> int:
