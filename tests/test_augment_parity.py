@@ -27,7 +27,13 @@ from torchvision.transforms.v2 import functional as TF
 
 from vitcli.core.rng import seeded
 from vitcli.data import create_data
-from vitcli.data.batch_transforms import BRIGHTNESS, CONTRAST, SATURATION, apply_color_jitter, create_batch_augment
+from vitcli.data.batch_transforms import (
+    BRIGHTNESS,
+    CONTRAST,
+    SATURATION,
+    apply_color_jitter,
+    create_batch_augment,
+)
 from vitcli.data.crops import crop_boxes, resized_crops
 from vitcli.data.prepare import prepare
 

@@ -22,7 +22,6 @@ import shutil
 import sys
 
 import pytest
-
 from data_builders import bad_data
 
 # "{TINY}" stands for the tiny run's overrides (the tiny_overrides fixture), "{TINY_DATA}" for those

@@ -8,8 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from vitcli.core.errors import UserError
-from vitcli.tasks.calibration import expected_calibration_error, fit_temperature, negative_log_likelihood
+from vitcli.tasks.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
 
 
 def _overconfident(n: int, seed: int):

@@ -26,8 +26,8 @@ def test_a_run_that_stops_improving_stops_early(make_trainer, tmp_path, read_sum
 
 
 def test_patience_must_be_positive(compose):
-    from vitcli.engine.stopping import create_stoppers
     from vitcli.core.errors import UserError
+    from vitcli.engine.stopping import create_stoppers
 
     assert create_stoppers(compose("train", [])) == []
     with pytest.raises(UserError, match="trainer.early_stop_patience=-1"):

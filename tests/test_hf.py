@@ -4,11 +4,8 @@ and prepare from an hf source to packed arrays."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-
 from data_builders import digits_images, split_indices, write_folder, write_hf
 
 NO_AUG = ["augmentation=none", "data.img_size=16", "data.num_workers=0"]

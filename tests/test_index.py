@@ -10,8 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitcli.data.sources.folder_index import (StringColumn, index_folders, index_path, load_cached,
-                                              scan_class_folders)
+from vitcli.data.sources.folder_index import (
+    StringColumn,
+    index_folders,
+    index_path,
+    load_cached,
+    scan_class_folders,
+)
 
 EXTS = (".jpg", ".jpeg", ".png")
 

@@ -15,12 +15,23 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
+from optuna.distributions import (  # noqa: E402
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState  # noqa: E402
 
-from hydra_plugins.vitcli_optuna_sweeper._search_space import format_value, parse_search_space  # noqa: E402
-from hydra_plugins.vitcli_optuna_sweeper.errors import SweeperConfigError  # noqa: E402
-from hydra_plugins.vitcli_optuna_sweeper.storage import RECORD, open_storage, resolve_storage  # noqa: E402
+from hydra_plugins.vitcli_optuna_sweeper._errors import SweeperConfigError  # noqa: E402
+from hydra_plugins.vitcli_optuna_sweeper._search_space import (  # noqa: E402
+    format_value,
+    parse_search_space,
+)
+from hydra_plugins.vitcli_optuna_sweeper.storage import (  # noqa: E402
+    RECORD,
+    open_storage,
+    resolve_storage,
+)
 
 APP = Path(__file__).parent / "optuna_toy_app.py"
 

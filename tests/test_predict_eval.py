@@ -68,7 +68,7 @@ def test_eval_writes_reports_and_touches_nothing_else(compose, run, capsys):
     assert {k: v for k, v in after.items() if k in before} == before
     assert set(after) - set(before) == {"eval/val_best.json", "eval/val_best_per_class.csv",
                                         "eval/val_best_confusion.csv", "plots/confusion_val_best.png",
-                                        "plots/errors_val_best.png"}
+                                        "plots/errors_val_best.png", "plots/reliability_val_best.png"}
     rows = (run / "eval" / "val_best_confusion.csv").read_text().splitlines()
     assert len(rows) == 11 and rows[0].startswith("true\\pred,class_0")
     cm = np.array([[int(v) for v in r.split(",")[1:]] for r in rows[1:]])

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jpeg_trees import make_imagefolder
 from PIL import Image
 
-from jpeg_trees import make_imagefolder
 from vitcli.cli import COMMANDS
 
 README = Path(__file__).resolve().parents[1] / "README.md"

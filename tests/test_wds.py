@@ -8,10 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-
 from data_builders import digits_images, split_indices, write_folder, write_shards
 
 NO_AUG = ["augmentation=none", "data.img_size=16", "data.num_workers=0"]

@@ -11,8 +11,13 @@ import time
 
 import pytest
 import torch
-
-from data_builders import digits_images, split_indices, write_folder, write_hf, write_shards
+from data_builders import (
+    digits_images,
+    split_indices,
+    write_folder,
+    write_hf,
+    write_shards,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ._errors import SweeperConfigError
 from .config import PRUNER_NAMES, SAMPLER_NAMES
-from .errors import SweeperConfigError
 
 
 class GridSampler(optuna.samplers.GridSampler):

@@ -31,7 +31,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from .errors import SweeperConfigError
+from ._errors import SweeperConfigError
 
 KNOWN_TAGS = {"log", "int"}
 PRIMITIVES = (type(None), bool, int, float, str)

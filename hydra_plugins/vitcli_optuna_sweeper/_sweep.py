@@ -18,10 +18,10 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from ._errors import SweeperConfigError
 from ._samplers import build_pruner, build_sampler, is_nop, pruner_config
 from ._search_space import SearchSpace, parse_search_space
 from .config import OptunaSweeperConf
-from .errors import SweeperConfigError
 from .plots import write_study_plots
 from .storage import StudyRecord, open_storage, resolve_storage
 

@@ -11,7 +11,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from .errors import one_line_errors
+from ._errors import one_line_errors
 
 
 class OptunaSweeper(Sweeper):
@@ -44,7 +44,7 @@ class OptunaSweeper(Sweeper):
         try:
             import optuna  # noqa: F401
         except ImportError as err:
-            from .errors import SweeperConfigError
+            from ._errors import SweeperConfigError
 
             raise SweeperConfigError(f"hydra/sweeper=optuna needs optuna >= 4 ({err}): pip install 'vitcli[sweeps]'") from err
         from ._sweep import StudySweep

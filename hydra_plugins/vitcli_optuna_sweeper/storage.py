@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SweeperConfigError
+from ._errors import SweeperConfigError
 
 RECORD = "optuna_study.yaml"
 DEFAULT_JOURNAL = "optuna_journal.log"

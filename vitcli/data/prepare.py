@@ -8,12 +8,22 @@ manifest: a killed prepare leaves nothing that looks finished, and a rerun skips
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
 from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
+from vitcli.data import ARRAY_SOURCES, load_array_source
 from vitcli.data.pack import (
     FORMAT_VERSION,
     MANIFEST,
@@ -22,6 +32,7 @@ from vitcli.data.pack import (
     packed_dir,
     read_manifest,
 )
+from vitcli.data.shard_writer import write_shards
 from vitcli.data.sources import load_file_source
 
 log = logging.getLogger("vitcli")
@@ -65,8 +76,6 @@ def prepare(data_cfg: Any, size: int | None, splits: list[str] | None, workers: 
 
 def source_splits(data_cfg: Any) -> tuple[dict, list[str]]:
     """Any source's splits: digits / synthetic in memory, everything else from its files."""
-    from vitcli.data import ARRAY_SOURCES, load_array_source
-
     if data_cfg.name in ARRAY_SOURCES:
         return load_array_source(data_cfg)
     return load_file_source(data_cfg)
@@ -75,8 +84,6 @@ def source_splits(data_cfg: Any) -> tuple[dict, list[str]]:
 def prepare_shards(data_cfg: Any, out: Path, shard_size: int, splits: list[str] | None, overwrite: bool,
                    show_progress: bool = True) -> dict:
     """Write the requested splits (default: all) as shards + wids index + classes.txt under `out`."""
-    from vitcli.data.shard_writer import write_shards
-
     sources, class_names = source_splits(data_cfg)
     with progress_bars(show_progress) as progress:
         return write_shards(sources, class_names, out, shard_size, data_cfg.max_bad_fraction, splits, overwrite,
@@ -86,18 +93,9 @@ def prepare_shards(data_cfg: Any, out: Path, shard_size: int, splits: list[str] 
 @contextmanager
 def progress_bars(enabled: bool):
     """A factory of per-split progress callbacks: a rich bar on a terminal, else nothing."""
-    import sys
-
     if not (enabled and sys.stderr.isatty()):
         yield lambda name, total: (lambda n: None)
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   transient=True) as bars:

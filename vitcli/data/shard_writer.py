@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from vitcli.core.errors import UserError
 from vitcli.core.io import write_json, write_text
 from vitcli.data.files import DECODE_ERRORS
+from vitcli.data.sources.shard_index import Descriptor, build_index, wids_descriptor
 
 log = logging.getLogger("vitcli")
 
@@ -43,7 +45,6 @@ def sample_key(sample_id: str) -> str:
 def encoded_image(split: Any, read_raw: Callable[[int], bytes | None], i: int) -> tuple[bytes, str]:
     """(image bytes, extension) of sample i, checked to decode fully; original bytes kept when
     the format is JPEG/PNG/WebP. Raises one of DECODE_ERRORS when the image is unreadable."""
-    from PIL import Image
 
     raw = read_raw(i)
     if raw is None:  # arrays (digits, synthetic, packs)
@@ -78,7 +79,6 @@ def write_split(split: Any, name: str, out: Path, shard_size: int, max_bad: floa
     """Write one split's shards (resuming after the last complete one) and its wids index."""
     import webdataset as wds
 
-    from vitcli.data.sources.shard_index import Descriptor, build_index, wids_descriptor
 
     n = len(split)
     shards = -(-n // shard_size)

@@ -18,7 +18,12 @@ from timm.data.transforms import str_to_interp_mode
 from timm.data.transforms_factory import transforms_imagenet_train
 from torchvision import transforms as T
 
-from vitcli.data.normalization import crop_pct_of, dataset_defaults, interpolation_of, is_auto
+from vitcli.data.normalization import (
+    crop_pct_of,
+    dataset_defaults,
+    interpolation_of,
+    is_auto,
+)
 
 if TYPE_CHECKING:
     from vitcli.core.schema import AugmentationConfig, DataConfig

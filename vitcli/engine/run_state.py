@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from vitcli.core import runs
 from vitcli.core.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
-from vitcli.core.io import read_jsonl, write_json
+from vitcli.core.io import read_jsonl, write_csv, write_json
 from vitcli.core.rng import rng_state, set_rng_state
 from vitcli.core.runtime import Runtime
+from vitcli.data.balance import counts_table
 from vitcli.engine import comm
 from vitcli.engine.loss_window import LossWindow
 from vitcli.models.lora import (
@@ -204,3 +205,14 @@ class RunState:
                          {"timm_name": self.cfg.model.timm_name, "num_classes": str(data.num_classes),
                           "class_names": json.dumps(list(data.class_names)),
                           "source": str(self.best.get("source")), "epoch": str(self.best.get("epoch"))})
+
+    def write_class_counts(self) -> None:
+        """Log the train split's samples per class and write them to the run dir (class_counts.csv)."""
+        data = self.parts.data
+        counts = data.class_counts
+        if counts is None:
+            return
+        log.info(f"train samples per class ({len(counts)} classes, {int(counts.min())}-{int(counts.max())} each): "
+                 f"{counts_table(counts, data.class_names)}")
+        write_csv(self.run_dir / runs.CLASS_COUNTS, [{"class": i, "name": name, "count": int(c)}
+                                                     for i, (name, c) in enumerate(zip(data.class_names, counts))])

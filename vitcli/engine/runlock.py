@@ -23,6 +23,23 @@ from vitcli.core.errors import UserError
 LOCK = ".lock"
 
 
+_held: list[int] = []  # the lock fd this process holds, closed in its forked children
+
+
+def _release_in_child() -> None:
+    """A forked child (a DataLoader worker) shares the lock's open file: close its copy, so the lock
+    dies with the trainer even when a SIGKILLed trainer's workers linger for a moment."""
+    for fd in _held:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_release_in_child)
+
+
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run dir's lock for the duration; UserError naming the holder's pid if taken."""
@@ -41,10 +58,17 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        _held.append(fd)
         yield
     finally:
+        if fd in _held:
+            _held.remove(fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+# settings a rerun into the same run dir may change and still resume (a longer schedule)
+RESUMABLE_CHANGES = ("trainer.epochs",)
 
 
 def check_one_run(run_dir: Path, config_yaml: str) -> None:
@@ -59,7 +83,10 @@ def check_one_run(run_dir: Path, config_yaml: str) -> None:
     if saved == config_yaml:
         return
     old, new = _flat(yaml.safe_load(saved)), _flat(yaml.safe_load(config_yaml))
-    key = next((k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)), "?")
+    differ = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
+    if not differ:
+        return
+    key = differ[0]
     raise UserError(f"run dir {run_dir} holds a run trained with another config ({key}: {old.get(key)} there, "
                     f"{new.get(key)} now); continue it with `vitcli train resume={run_dir}`, or train into "
                     "another directory (hydra.run.dir=...)")

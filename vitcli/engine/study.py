@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from hydra_plugins.vitcli_optuna_sweeper.plots import write_study_plots
 from vitcli.core.errors import EXIT_USER_ERROR, UserError, full_errors
 from vitcli.engine.pruning import DIRECTION, METRIC
 
@@ -72,8 +73,6 @@ def describe(study: Any) -> str:
 
 def draw(study: Any, sweep_dir: Path) -> list[Path]:
     """History, importances, slices and intermediate values as PNGs in <sweep dir>/plots/."""
-    from hydra_plugins.vitcli_optuna_sweeper.plots import write_study_plots
-
     return write_study_plots(study, Path(sweep_dir) / "plots")
 
 

@@ -206,7 +206,7 @@ class Trainer:
         if self.runtime.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / runs.CONFIG).write_text(state.config_yaml)
-            write_class_counts(self.run_dir, self.parts.data)
+            state.write_class_counts()
         if state.maybe_resume():
             for stopper in self.stoppers:  # stoppers that count epochs replay the ones already run
                 getattr(stopper, "resume", lambda history: None)(state.history)
@@ -280,16 +280,3 @@ class Trainer:
                         None)
         return broadcast_from_main(decision) if self.runtime.distributed else decision
 
-
-def write_class_counts(run_dir: Path, data: Any) -> None:
-    """Log the train split's samples per class and write them to the run dir (class_counts.csv)."""
-    from vitcli.core.io import write_csv
-    from vitcli.data.balance import counts_table
-
-    counts = data.class_counts
-    if counts is None:
-        return
-    log.info(f"train samples per class ({len(counts)} classes, {int(counts.min())}-{int(counts.max())} each): "
-             f"{counts_table(counts, data.class_names)}")
-    write_csv(run_dir / runs.CLASS_COUNTS,
-              [{"class": i, "name": name, "count": int(c)} for i, (name, c) in enumerate(zip(data.class_names, counts))])

@@ -11,6 +11,7 @@ from vitcli.core.checkpoint import load_checkpoint
 from vitcli.core.errors import UserError
 from vitcli.core.runtime import Runtime
 from vitcli.models.factory import create_model
+from vitcli.models.lora import base_hash, load_model_state, merge_lora
 
 
 def _load_state(run_dir: Path, checkpoint: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
@@ -64,7 +65,6 @@ def load_run_model(run_dir: Path, checkpoint: str = "best", device: str = "auto"
 def _load_lora(cfg: Any, state: dict[str, Any], weights: dict[str, Any], path: Path, merge: bool):
     """A LoRA run's model: the base rebuilt from its config and seed, checked against the hash its
     checkpoint recorded, the adapters and head loaded, and (merge) folded into a plain timm model."""
-    from vitcli.models.lora import base_hash, load_model_state, merge_lora
 
     model = create_model(cfg.model, int(state["num_classes"]), cfg.regularization, seed=int(cfg.trainer.seed))
     expected = state.get("lora_base_hash")

@@ -20,6 +20,10 @@ from vitcli.core import runs
 from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
 from vitcli.core.predictions import Predictions, topk_accuracy
+from vitcli.core.runtime import Runtime
+from vitcli.data import create_data
+from vitcli.data.normalization import resolve_normalization
+from vitcli.models.factory import create_model
 from vitcli.tasks import probe_methods as pm
 from vitcli.tasks.probe_features import (
     FeatureSet,
@@ -36,8 +40,6 @@ SPLITS = ("train", "minival", "val", "test")
 
 def _load_backbone(cfg: Any, out_dir: Path):
     """(model, data, runtime, class names, where the outputs go, a name for messages)."""
-    from vitcli.data import create_data
-
     if cfg.run:
         from vitcli.models.run_model import load_run_model
 
@@ -46,9 +48,6 @@ def _load_backbone(cfg: Any, out_dir: Path):
         data = create_data(run_cfg, device=str(runtime.device), train=False)
         names = list(state.get("class_names") or data.class_names)
         return model, data, runtime, names, run_dir, f"run {run_dir}", run_cfg.data.img_size
-    from vitcli.core.runtime import Runtime
-    from vitcli.data.normalization import resolve_normalization
-    from vitcli.models.factory import create_model
 
     resolve_normalization(cfg)
     runtime = Runtime.create(cfg.trainer.device, cfg.precision or cfg.trainer.precision)

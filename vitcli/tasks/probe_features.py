@@ -12,6 +12,7 @@ weights, the layer choice and the input size, so new weights or layers never reu
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from vitcli.core.errors import UserError
+from vitcli.core.io import atomic_write
 from vitcli.models.families import model_family
 
 log = logging.getLogger("vitcli")
@@ -94,9 +96,7 @@ def cache_key(weights: str, layers: str, blocks: int, img_size: int) -> str:
 
 
 def save_features(path: Path, fs: FeatureSet) -> None:
-    import io
 
-    from vitcli.core.io import atomic_write
 
     buf = io.BytesIO()
     np.savez(buf, features=fs.features, labels=fs.labels, ids=np.asarray(fs.ids, dtype=str))

@@ -13,7 +13,12 @@ and closed-form few-shot regression. Features in, (N, C) scores out; no model, n
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 KNN_TEMPERATURE = 0.07  # DINO's
 LINEAR_CS = tuple(10.0 ** e for e in range(-4, 3))
@@ -22,8 +27,6 @@ _BIAS = 100.0  # big_vision's BIAS_CONSTANT: a bias feature this large is almost
 
 
 def _l2_normalize(x: np.ndarray):
-    import torch
-
     t = torch.as_tensor(np.asarray(x, np.float32))
     return torch.nn.functional.normalize(t, dim=1)
 
@@ -37,7 +40,6 @@ def knn_scores(train: np.ndarray, train_labels: np.ndarray, query: np.ndarray, n
     >>> knn_scores(train, np.array([0, 0, 1, 1]), np.array([[1.0, 0.05]]), 2, k=2).argmax(1)
     array([0])
     """
-    import torch
 
     bank, queries = _l2_normalize(train), _l2_normalize(query)
     bank_labels = torch.as_tensor(np.asarray(train_labels, np.int64))
@@ -73,7 +75,6 @@ def linear_probe(train: np.ndarray, train_labels: np.ndarray, select: np.ndarray
     >>> bool((clf.predict(prep(x[150:])) == y[150:]).mean() > 0.9)
     True
     """
-    from sklearn.linear_model import LogisticRegression
 
     mean = train.mean(axis=0, keepdims=True)
     std = train.std(axis=0, keepdims=True) + 1e-5
@@ -98,9 +99,7 @@ def _blas_threads(x: np.ndarray):
     """One BLAS thread for small problems: L-BFGS does hundreds of small matrix products, and
     OpenBLAS threads spinning on a busy machine made them 40x slower (13.7 s vs 0.37 s on
     1437 x 128 digits features, 2 shared cores); large feature sets keep every thread."""
-    from contextlib import nullcontext
 
-    from threadpoolctl import threadpool_limits
 
     return threadpool_limits(1, user_api="blas") if x.size < 5_000_000 else nullcontext()
 

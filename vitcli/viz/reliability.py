@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from vitcli.viz.gallery import save_figure
@@ -20,10 +22,8 @@ def plot_reliability(panels: Sequence[tuple[str, Any]], path: Path, title: str) 
     >>> plot_reliability([("T=1", bins)], Path("/tmp/rel.png"), "demo").name
     'rel.png'
     """
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
     for ax, (label, bins) in zip(axes[0], panels):

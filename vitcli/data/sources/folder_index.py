@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
+import torch.distributed as torch_dist
+
+from vitcli.core import dist
+from vitcli.core.io import atomic_write
 
 INDEX_VERSION = 1
 T = TypeVar("T")
@@ -91,7 +95,6 @@ class StringColumn(Sequence[str]):
 @dataclass
 class FolderIndex:
     """Every image of a split: root-relative paths (`train/<class>/x.jpg`) and labels."""
-
     rel_paths: StringColumn
     labels: np.ndarray  # (N,) int64
     dirs: StringColumn  # every folder read, absolute
@@ -188,7 +191,6 @@ def save_index(path: Path, index: FolderIndex, scanned_at_ns: int) -> bool:
     """Cache the index unless a folder changed too close to the scan to be trusted; True when written."""
     if len(index.dir_mtimes) and int(index.dir_mtimes.max()) > scanned_at_ns - RACY_NS:
         return False
-    from vitcli.core.io import atomic_write
 
     arrays = dict(path_data=index.rel_paths.data, path_offsets=index.rel_paths.offsets, labels=index.labels,
                   dir_data=index.dirs.data, dir_offsets=index.dirs.offsets, dir_mtimes=index.dir_mtimes)
@@ -221,11 +223,9 @@ def rank0_only(build: Callable[[], T]) -> T:
 
     The other ranks do not touch the filesystem, so a million-file tree is read once per job,
     whether or not the cache dir is shared between nodes."""
-    from vitcli.core import dist
 
     if dist.world_size() == 1 or not dist.initialized():
         return build()
-    import torch.distributed as torch_dist
 
     box = [build() if dist.rank() == 0 else None]
     torch_dist.broadcast_object_list(box, src=0)  # our own processes' numpy arrays, not user data

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
+from timm.data.readers._hfds import remote_code_kwargs as timm_kwargs
 
 from vitcli.core.errors import UserError
 from vitcli.data.files import ImageFileDataset
@@ -36,7 +38,6 @@ DATA_FILE_TYPES = {".parquet": "parquet", ".arrow": "arrow"}
 @dataclass
 class HfSplit:
     """One split of a datasets.Dataset as FileLoader sees it (see ShardSplit for the interface)."""
-
     dataset: Any  # datasets.Dataset, image column cast to Image(decode=False)
     image_key: str
     labels: np.ndarray
@@ -59,7 +60,6 @@ class HfSplit:
 
 class HfImageDataset(ImageFileDataset):
     """Decodes row i's image (bytes or a path) in whichever worker asks for it."""
-
     def raw(self, i: int) -> bytes:
         """The encoded image of row i (the cell's bytes, else the file its path names)."""
         cell = self.split.dataset[int(i)][self.split.image_key]
@@ -72,7 +72,6 @@ class HfImageDataset(ImageFileDataset):
         return Path(cell["path"]).read_bytes()
 
     def read(self, i: int):
-        from PIL import Image
 
         with Image.open(io.BytesIO(self.raw(i))) as img:
             img.load()
@@ -83,7 +82,6 @@ def remote_code_kwargs(trust: bool) -> dict:
     """timm's rule: ask datasets to run a loading script only when the user said so."""
     if not trust:
         return {}
-    from timm.data.readers._hfds import remote_code_kwargs as timm_kwargs
 
     try:
         return timm_kwargs(True)

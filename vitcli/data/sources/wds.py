@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import os
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from vitcli.core.errors import UserError
 from vitcli.data.files import ImageFileDataset
@@ -45,8 +47,6 @@ SPLITS = ("train", "val", "test")
 
 def require(module: str, source: str) -> None:
     """One line naming the extra when an optional data library is missing."""
-    import importlib.util
-
     if importlib.util.find_spec(module) is None:
         raise UserError(f"data={source} needs the '{module}' package: {EXTRA_HINT}")
 
@@ -119,7 +119,6 @@ def open_wids(local: list[str], counts: np.ndarray, lru_size: int = 64):
 
 class ShardImageDataset(ImageFileDataset):
     """ImageFileDataset whose images come from shard members (wids opens shards lazily per worker)."""
-
     def __init__(self, split: ShardSplit, transform: Callable):
         super().__init__(split, transform)
         self._wids = None
@@ -138,7 +137,6 @@ class ShardImageDataset(ImageFileDataset):
         return data.getvalue()
 
     def read(self, i: int):
-        from PIL import Image
 
         with Image.open(io.BytesIO(self.raw(i))) as img:
             img.load()

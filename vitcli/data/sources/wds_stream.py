@@ -19,15 +19,29 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
 from vitcli.core.errors import UserError
 from vitcli.data.arrays import EpochBatching, epoch_seed
 from vitcli.data.files import BadFiles, collate_skipping, resolve_num_workers
 from vitcli.data.module import DataModule, eval_batch_size, train_drop_last
+from vitcli.data.prefetch import device_batches
+from vitcli.data.sources.shard_index import (
+    IMAGE_KEYS,
+    LABEL_KEY,
+    is_local,
+    local_path,
+    resolve_split,
+    shard_samples,
+)
+from vitcli.data.sources.wds import SPLITS, read_class_names, require, split_spec
+from vitcli.data.transforms import create_file_transform
 
 
 class StreamSplit:
     """The shards of a streamed split: urls and the total sample count (no per-sample index)."""
-
     def __init__(self, urls: list[str], total: int, image_keys: tuple[str, ...], label_key: str, labelled: bool):
         self.urls, self.total = urls, total
         self.image_keys, self.label_key, self.labelled = image_keys, label_key, labelled
@@ -40,8 +54,6 @@ class StreamSplit:
 
 def decode_sample(sample: dict, split: StreamSplit, transform: Callable) -> tuple:
     """A streamed sample -> (image tensor or None, label, key, error) as collate_skipping expects."""
-    from PIL import Image
-
     key = sample.get("__key__", "?")
     try:
         data = next((sample[k] for k in split.image_keys if k in sample), None)
@@ -72,10 +84,8 @@ def stream_label(sample: dict, split: StreamSplit) -> int:
 
 class StreamLoader(EpochBatching):
     """Batches (x on `device`, y) from a webdataset pipeline; len() from the sample counts."""
-
     def __init__(self, split: StreamSplit, transform: Callable, batch_size: int, bad: BadFiles, shuffle: bool,
                  drop_last: bool, num_workers: Any, seed: int, device: str, shuffle_buffer: int = 2000):
-        import torch
 
         self.split, self.transform, self.batch_size, self.bad = split, transform, batch_size, bad
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
@@ -102,10 +112,7 @@ class StreamLoader(EpochBatching):
         return ds.map(partial(decode_sample, split=self.split, transform=self.transform))
 
     def __iter__(self) -> Iterator[Any]:
-        import torch
-        from torch.utils.data import DataLoader
 
-        from vitcli.data.prefetch import device_batches
 
         steps = len(self) - self.start_step
         self.start_step = 0
@@ -130,8 +137,6 @@ class StreamLoader(EpochBatching):
 
 def split_total(desc: Any, split: str, image_keys: tuple[str, ...], label_key: str) -> int:
     """Samples in a streamed split: the descriptor's counts, else read from local shards' headers."""
-    from vitcli.data.sources.shard_index import is_local, local_path, shard_samples
-
     if all(c is not None for c in desc.counts):
         return int(sum(desc.counts))
     if all(is_local(u) for u in desc.urls):
@@ -142,16 +147,6 @@ def split_total(desc: Any, split: str, image_keys: tuple[str, ...], label_key: s
 
 def create_stream_data(cfg: Any, device: str, train: bool) -> DataModule:
     """data=wds with data.streaming=true: one StreamLoader per split (see the module doc)."""
-    from vitcli.data.sources.shard_index import (
-        IMAGE_KEYS,
-        LABEL_KEY,
-        is_local,
-        local_path,
-        resolve_split,
-    )
-    from vitcli.data.sources.wds import SPLITS, read_class_names, require, split_spec
-    from vitcli.data.transforms import create_file_transform
-
     require("webdataset", "wds")
     d = cfg.data
     for setting, off in (("class_balance", str(d.class_balance) == "none"), ("minival_fraction", not d.minival_fraction)):

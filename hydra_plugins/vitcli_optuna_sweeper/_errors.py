@@ -1,4 +1,8 @@
-"""Bad sweeper input: one line on stderr and exit status 2 (HYDRA_FULL_ERROR=1 re-raises)."""
+"""Bad sweeper input: one line on stderr and exit status 2 (HYDRA_FULL_ERROR=1 re-raises).
+
+A private module (leading underscore): Hydra's plugin scan executes every public module of
+hydra_plugins again, which would make a second SweeperConfigError class that the first one's
+handlers do not catch; private modules are imported once."""
 
 from __future__ import annotations
 
