@@ -1,8 +1,11 @@
 """Fixtures every test file shares (no test imports from this module: ask for a fixture).
 
-- `cli`: run the real `vitcli` in a subprocess (`cli("train", ...)` -> CompletedProcess).
+- `cli`: run `vitcli` through `vitcli.cli.main` in this process (`cli("train", ...)` ->
+  CompletedProcess): the real dispatch and Hydra apps without a Python and torch start-up each.
+- `cli_process`: the same in a real `python -m vitcli` subprocess, for what only a process shows
+  (signals, exit statuses set by the interpreter, what gets imported, launchers that fork).
 - `tiny_overrides` / `tiny_in_process`: a run that exercises the whole loop in seconds on 2 cores.
-- `train_tiny`: train that tiny config into a directory, through the CLI.
+- `train_tiny`: train that tiny config into a directory, through the CLI (in-process).
 - `tiny_run`: one finished tiny run for the whole session (read-only: never write into it);
   `tiny_run_copy`: a private, writable copy of it.
 - `compose`: Hydra's compose of a primary config, in-process (no job runs).
@@ -13,15 +16,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
+# pytest-xdist's workers share the cores: one torch thread each, set before torch loads. Runs
+# started as subprocesses inherit it, so in-process and subprocess runs still compute alike.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # A run that exercises the whole loop in a few seconds on 2 CPU cores.
 TINY = [
@@ -50,8 +62,107 @@ def _run_vitcli(*args: str, cwd: Path | None = None, env: dict | None = None, ch
     return proc
 
 
+@contextlib.contextmanager
+def _environment(env: dict[str, str | None]):
+    """os.environ with `env` set (None: removed), all of it restored afterwards: a run may set
+    variables for its children (torchrun sets OMP_NUM_THREADS=1), which must not outlive it."""
+    saved = dict(os.environ)
+    try:
+        for k, v in env.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, str(v))
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _captured_output():
+    """Capture fds 1 and 2 and sys.stdout/sys.stderr into files; yields a dict filled on exit."""
+    result: dict[str, str] = {}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved_fds = os.dup(1), os.dup(2)
+        saved_streams = sys.stdout, sys.stderr
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
+        try:
+            yield result
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = saved_streams
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            os.close(saved_fds[0])
+            os.close(saved_fds[1])
+            for name, f in (("stdout", out), ("stderr", err)):
+                f.seek(0)
+                result[name] = f.read().decode(errors="replace")
+
+
+def _drop_run_logging() -> None:
+    """Close the handlers a Hydra job put on the root logger (they point at the captured
+    streams and the run's log file); pytest's own handlers stay."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) in (logging.StreamHandler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+
+
+@contextlib.contextmanager
+def _torch_globals_kept():
+    """A run may set torch's process-wide state (trainer.threads -> set_num_threads); put it back so
+    the next in-process run computes what a fresh process would."""
+    import torch
+
+    threads = torch.get_num_threads()
+    deterministic, matmul = torch.are_deterministic_algorithms_enabled(), torch.get_float32_matmul_precision()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_float32_matmul_precision(matmul)
+
+
+def _run_in_process(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,
+                    timeout: int = 600) -> subprocess.CompletedProcess:
+    """`vitcli ARGS` through vitcli.cli.main in this process, as a CompletedProcess (timeout unused:
+    the process-wide limits are pytest's)."""
+    from vitcli import cli
+
+    code = 0
+    saved_cwd, saved_argv = os.getcwd(), list(sys.argv)
+    run_env = {"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": None, **(env or {})}
+    with _environment(run_env), _torch_globals_kept(), _captured_output() as output:
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            sys.argv = ["vitcli"]
+            cli.main(list(map(str, args)))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        except BaseException:  # what the interpreter would print before exiting 1
+            traceback.print_exc()
+            code = 1
+        finally:
+            os.chdir(saved_cwd)
+            sys.argv = saved_argv
+            _drop_run_logging()
+    proc = subprocess.CompletedProcess(["vitcli", *args], code, output["stdout"], output["stderr"])
+    if check and code != 0:
+        raise AssertionError(f"vitcli {' '.join(args)} failed ({code}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def _train_tiny(run_dir: Path, *overrides: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    return _run_vitcli("train", *TINY, *overrides, f"hydra.run.dir={run_dir}", **kwargs)
+    return _run_in_process("train", *TINY, *overrides, f"hydra.run.dir={run_dir}", **kwargs)
 
 
 def _compose(config_name: str = "train", overrides: list[str] | None = None, return_hydra_config: bool = False):
@@ -66,7 +177,13 @@ def _compose(config_name: str = "train", overrides: list[str] | None = None, ret
 
 @pytest.fixture(scope="session")
 def cli() -> Callable[..., subprocess.CompletedProcess]:
-    """`cli(*args, cwd=None, env=None, check=True, timeout=600)` runs `python -m vitcli` (W&B offline)."""
+    """`cli(*args, cwd=None, env=None, check=True)` runs `vitcli ARGS` in this process (W&B offline)."""
+    return _run_in_process
+
+
+@pytest.fixture(scope="session")
+def cli_process() -> Callable[..., subprocess.CompletedProcess]:
+    """`cli_process(*args, cwd=None, env=None, check=True, timeout=600)`: `python -m vitcli ARGS`."""
     return _run_vitcli
 
 

@@ -39,7 +39,8 @@ def reference(read_summary, train_tiny, tmp_path_factory):
     return torch.load(run_dir / "checkpoints/last.pt", weights_only=True), read_summary(run_dir)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig, code", [pytest.param(signal.SIGINT, 130, id="SIGINT", marks=pytest.mark.slow),
+                                       pytest.param(signal.SIGTERM, 143, id="SIGTERM")])
 def test_signal_saves_marks_interrupted_and_rerun_resumes_bitwise(tiny_overrides, read_summary, train_tiny, tmp_path, reference, sig, code):
     run_dir = tmp_path / "run"
     proc = _start(tiny_overrides, run_dir)

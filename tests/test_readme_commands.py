@@ -86,6 +86,7 @@ def test_documented_minimal_form_runs(line, places, tiny_overrides, capfd, monke
     assert code == 0 and "Traceback" not in out + err, f"{' '.join(args)} -> {code}\n{out}\n{err}"
 
 
+@pytest.mark.slow  # Hydra lists every config group: ~7 s a command on 2 cores
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_of_every_command(command, places, capfd, monkeypatch):
     code, out, err = run_in_process([command, "--help"], places["cwd"], capfd, monkeypatch)

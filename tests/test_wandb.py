@@ -141,19 +141,19 @@ def test_wandb_log_failure_mid_run_turns_the_sink_off(tmp_path, monkeypatch):
 
 
 def test_auto_mode_is_offline_without_credentials(tmp_path, monkeypatch):
-    from vitcli.engine.tracking import _wandb_mode
+    from vitcli.engine.tracking import wandb_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.delenv("NETRC", raising=False)
-    assert _wandb_mode("auto") == "offline"
+    assert wandb_mode("auto") == "offline"
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
     (tmp_path / ".netrc").chmod(0o600)
-    assert _wandb_mode("auto") == "online"
+    assert wandb_mode("auto") == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert _wandb_mode("auto") == "disabled"
-    assert _wandb_mode("offline") == "offline"
+    assert wandb_mode("auto") == "disabled"
+    assert wandb_mode("offline") == "offline"
 
 
 def test_csv_logger_never_imports_wandb(tmp_path):

@@ -40,7 +40,7 @@ def fit_run(cfg: DictConfig) -> float:
         if launch.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
             return launch.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
         try:
-            return launch.record_errors(fit_rank)(cfg, run_dir)
+            return fit_rank(cfg, run_dir)
         except interrupts.TrainingInterrupted as err:
             requeue.requeue(err.plan, run_dir)  # rank 0 under SLURM: the job runs again (JobRequeued)
             raise
@@ -52,7 +52,9 @@ def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
     from vitcli.engine.trainer import Trainer
 
     with launch.rank_session(cfg.trainer.device):
-        summary = Trainer(cfg, comm.shared_run_dir(run_dir)).fit()
+        # a rank's error is recorded while the process group lives: once it closes, the peers fail
+        # and torchrun may stop this rank before it could say why
+        summary = launch.record_errors(lambda: Trainer(cfg, comm.shared_run_dir(run_dir)).fit())()
     return float(summary["best"]["val_top1"])
 
 

@@ -132,17 +132,23 @@ def record_root_cause(run_dir: Path, message: str) -> None:
 
 
 def ranks_failed(failures: dict[int, Any], devices: int) -> RanksFailed:
-    """The root cause among failed ranks: one that did not fail because another one did."""
-    items = sorted(failures.items(), key=lambda kv: (comm.PEER_FAILED in str(kv[1].message), kv[1].timestamp, kv[0]))
+    """The root cause among failed ranks: one that said why (vitcli's error file) and did not fail
+    because another one did; a rank stopped by torchrun after writing its error still counts."""
+
+    def said_why(failure: Any) -> bool:
+        return bool(failure.error_file_data.get("vitcli")) and bool(str(failure.message))
+
+    items = sorted(failures.items(), key=lambda kv: (comm.PEER_FAILED in str(kv[1].message), not said_why(kv[1]),
+                                                     kv[1].timestamp, kv[0]))
     rank_, failure = items[0]
     code = failure.exitcode
+    if said_why(failure):
+        return RanksFailed(str(failure.message), code if code > 0 else 2)
     if code < 0:
-        message = f"rank {rank_} of {devices} was killed by {failure.signal_name()} (out of memory?); the job stopped"
-    elif failure.error_file_data.get("vitcli"):
-        message = str(failure.message)
-    else:
-        message = f"rank {rank_} of {devices} failed with exit code {code}: {str(failure.message).splitlines()[0]}"
-    return RanksFailed(message, 128 - code if code < 0 else code)
+        return RanksFailed(f"rank {rank_} of {devices} was killed by {failure.signal_name()} (out of memory?); "
+                           "the job stopped", 128 - code)
+    return RanksFailed(f"rank {rank_} of {devices} failed with exit code {code}: "
+                       f"{str(failure.message).splitlines()[0]}", code)
 
 
 def record_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -84,12 +84,12 @@ def log_to_wandb(cfg: Any, sweep_dir: Path, study: Any, images: list[Path]) -> N
     try:
         import wandb
 
-        from vitcli.engine.tracking import _wandb_mode
+        from vitcli.engine.tracking import wandb_mode
 
         lc, sweep_dir = cfg.logger, Path(sweep_dir)
         group = lc.group or f"{cfg.name}/{sweep_dir.name}"
         with wandb.init(project=lc.project, entity=lc.entity, group=group, job_type="sweep",
-                        name=f"{group}/study", dir=str(sweep_dir), mode=_wandb_mode(lc.mode), reinit="finish_previous",
+                        name=f"{group}/study", dir=str(sweep_dir), mode=wandb_mode(lc.mode), reinit="finish_previous",
                         config={"sweep_dir": str(sweep_dir.resolve()), "study_name": study.study_name},
                         settings=wandb.Settings(init_timeout=lc.init_timeout, console="off")) as run:
             run.log({f"study/{p.stem}": wandb.Image(str(p)) for p in images})

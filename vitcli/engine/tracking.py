@@ -90,7 +90,7 @@ class NullMetrics:
         pass
 
 
-def _wandb_mode(requested: str) -> str:
+def wandb_mode(requested: str) -> str:
     """auto: online when an API key is configured (env or ~/.netrc), else offline, so a
     machine without credentials or network never prompts or waits."""
     if requested != "auto":
@@ -142,7 +142,7 @@ class WandbSink:
             from omegaconf import OmegaConf
 
             lc = self.cfg.logger
-            mode = _wandb_mode(lc.mode)
+            mode = wandb_mode(lc.mode)
             config = OmegaConf.to_container(self.cfg, resolve=True)
             config["run_dir"] = str(self.run_dir.resolve())
             sweep = _sweep_group(self.cfg)  # sweep jobs: <experiment>/<stamp>/<job num>
@@ -223,7 +223,7 @@ class WandbSink:
             train_id = id_file.read_text().strip() if id_file.is_file() else None
             with wandb.init(project=lc.project, entity=lc.entity, group=lc.group or f"{cfg.name}/{run_dir.name}",
                             job_type="eval", name=f"{cfg.name}/{run_dir.name}/eval", dir=str(run_dir),
-                            mode=_wandb_mode(lc.mode), reinit="finish_previous",
+                            mode=wandb_mode(lc.mode), reinit="finish_previous",
                             config={"run_dir": str(run_dir.resolve()), "train_run_id": train_id},
                             settings=wandb.Settings(init_timeout=lc.init_timeout, console="off")) as run:
                 run.log({**{f"eval/{k}": finite_or_none(v) for k, v in metrics.items() if isinstance(v, (int, float))},

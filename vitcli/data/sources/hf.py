@@ -17,6 +17,7 @@ timm's `--dataset-trust-remote-code`), and datasets >= 4 refuses scripts altoget
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
-from timm.data.readers._hfds import remote_code_kwargs as timm_kwargs
 
 from vitcli.core.errors import UserError
 from vitcli.data.files import ImageFileDataset
@@ -79,14 +79,16 @@ class HfImageDataset(ImageFileDataset):
 
 
 def remote_code_kwargs(trust: bool) -> dict:
-    """timm's rule: ask datasets to run a loading script only when the user said so."""
+    """timm's rule (its hfds reader): ask datasets to run a loading script only when the user said
+    so, and say clearly when the installed datasets (>= 4) runs none."""
     if not trust:
         return {}
+    import datasets
 
-    try:
-        return timm_kwargs(True)
-    except ValueError as err:
-        raise UserError(f"data.trust_remote_code=true: {err}") from None
+    if "trust_remote_code" not in inspect.signature(datasets.load_dataset).parameters:
+        raise UserError("data.trust_remote_code=true: the installed datasets (>= 4) runs no loading scripts; "
+                        "give the dataset's parquet/arrow files, or install datasets<4")
+    return {"trust_remote_code": True}
 
 
 def open_source(data_cfg: Any):
