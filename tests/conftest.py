@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,19 @@ def _drop_run_logging() -> None:
 
 
 @contextlib.contextmanager
+def _signal_handlers_kept():
+    """torchrun's agent (trainer.devices=N) installs SIGTERM/SIGINT handlers in the process that
+    launches it and leaves them; forked children (a Pool's workers) would inherit them."""
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+    saved = {s: signal.getsignal(s) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
 def _torch_globals_kept():
     """A run may set torch's process-wide state (trainer.threads -> set_num_threads); put it back so
     the next in-process run computes what a fresh process would."""
@@ -140,7 +154,7 @@ def _run_in_process(*args: str, cwd: Path | None = None, env: dict | None = None
     code = 0
     saved_cwd, saved_argv = os.getcwd(), list(sys.argv)
     run_env = {"WANDB_MODE": "offline", "HYDRA_FULL_ERROR": None, **(env or {})}
-    with _environment(run_env), _torch_globals_kept(), _captured_output() as output:
+    with _environment(run_env), _signal_handlers_kept(), _torch_globals_kept(), _captured_output() as output:
         try:
             if cwd is not None:
                 os.chdir(cwd)
