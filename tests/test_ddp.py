@@ -71,7 +71,7 @@ def _eval_rank(rank: int, world: int, store: str, labels: np.ndarray, out: str) 
     import torch.distributed as dist
 
     from vitcli.core.runtime import Runtime
-    from vitcli.engine import comm
+    from vitcli.launch import comm
     from vitcli.engine.evaluate import evaluate
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
@@ -166,7 +166,7 @@ def test_lr_base_scales_with_the_global_batch(compose, monkeypatch, scale, expec
 
 
 def test_child_command_line_keeps_overrides_and_pins_the_run_dir(tmp_path):
-    from vitcli.engine.launch import child_overrides, launcher_args
+    from vitcli.launch.torchrun import child_overrides, launcher_args
 
     args = launcher_args(2, child_overrides(["trainer.devices=2", "data=synthetic"],
                                             ["hydra.run.dir=elsewhere", "hydra.mode=MULTIRUN", "hydra.verbose=true"],
@@ -178,8 +178,8 @@ def test_child_command_line_keeps_overrides_and_pins_the_run_dir(tmp_path):
 
 
 def test_root_cause_is_the_rank_that_did_not_fail_because_of_another():
-    from vitcli.engine.comm import PEER_FAILED
-    from vitcli.engine.launch import ranks_failed
+    from vitcli.launch.comm import PEER_FAILED
+    from vitcli.launch.torchrun import ranks_failed
 
     def failure(message, timestamp, exitcode=2):
         return SimpleNamespace(message=message, timestamp=timestamp, exitcode=exitcode,

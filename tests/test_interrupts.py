@@ -87,18 +87,18 @@ def test_one_writer_per_run_dir_and_readers_see_consistent_files(tiny_overrides,
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=120)
     assert proc.returncode == 143
-    from vitcli.engine.runlock import run_lock
+    from vitcli.launch.runlock import run_lock
 
     with run_lock(run_dir):  # the lock went with the process
         pass
 
 
 def test_lock_is_released_after_sigkill(tmp_path):
-    code = ("import os, sys; from vitcli.engine.runlock import run_lock\n"
+    code = ("import os, sys; from vitcli.launch.runlock import run_lock\n"
             f"with run_lock({str(tmp_path)!r}):\n    print('locked', flush=True); os.kill(os.getpid(), 9)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL and "locked" in proc.stdout
-    from vitcli.engine.runlock import run_lock
+    from vitcli.launch.runlock import run_lock
 
     with run_lock(tmp_path):
         assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())

@@ -97,7 +97,7 @@ def test_optuna_config_composes(compose):
 
 @pytest.mark.parametrize("direction", ["minimize", "[maximize,minimize]"])
 def test_a_direction_vitcli_train_does_not_have_is_one_line(compose, capsys, direction):
-    from vitcli.engine.study import check_direction
+    from vitcli.search.study import check_direction
 
     cfg = compose("train", return_hydra_config=True,
                   overrides=["hparams_search=optuna", f"hydra.sweeper.direction={direction}"])
@@ -149,7 +149,7 @@ def test_study_plots_go_to_wandb_in_the_sweeps_group(tmp_path, monkeypatch, comp
     import sys
     import types
 
-    from vitcli.engine.study import log_to_wandb
+    from vitcli.search.study import log_to_wandb
 
     logged: dict = {}
 

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from vitcli.engine import requeue, slurm
+from vitcli.launch import requeue, slurm
 
 
 def _srun_env(procid: int, nodes: int = 2, per_node: int = 2, job: str = "4242") -> dict[str, str]:
@@ -108,7 +108,7 @@ def _vote_in_threads(flag_at: dict[int, tuple[int, int]], steps: int = 8, settle
 
     import torch.distributed as torch_dist
 
-    from vitcli.engine.interrupts import StopVote
+    from vitcli.launch.interrupts import StopVote
 
     store, out = torch_dist.HashStore(), {}
 
@@ -145,7 +145,7 @@ def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step():
 
 
 def test_the_vote_of_one_process_is_its_own_flag():
-    from vitcli.engine.interrupts import StopVote
+    from vitcli.launch.interrupts import StopVote
 
     flag = [None]
     vote = StopVote(local=lambda: flag[0])
@@ -184,7 +184,7 @@ def test_runs_table_shows_the_slurm_job_its_state_and_requeues(fake_run, tmp_pat
 
 
 def test_a_failed_sweep_job_names_its_slurm_logs(fake_run, tmp_path):
-    from vitcli.engine.sweep import collect
+    from vitcli.search.sweep import collect
 
     logs = ["/sweep/.submitit/12_0/12_0_0_log.out", "/sweep/.submitit/12_0/12_0_0_log.err"]
     fake_run(tmp_path / "0", summary=_summary("failed", error="CUDA out of memory",
@@ -294,7 +294,7 @@ def test_outside_a_slurm_task_a_run_dir_is_a_timestamp(compose, monkeypatch, env
 
 def test_a_run_dir_is_resumed_only_by_the_config_that_wrote_it(tmp_path):
     from vitcli.core.errors import UserError
-    from vitcli.engine.runlock import check_one_run
+    from vitcli.launch.runlock import check_one_run
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "config.yaml").write_text("model:\n  name: vit_t\noptimizer:\n  lr: 0.001\n")
@@ -310,7 +310,7 @@ def test_the_submitting_side_waits_through_requeues_and_gives_up_on_jobs_slurm_e
     from types import SimpleNamespace
 
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from vitcli.engine import slurm_launcher
+    from vitcli.launch import slurm_launcher
 
     def job(job_id: str):
         return SimpleNamespace(job_id=job_id, paths=SimpleNamespace(result_pickle=tmp_path / f"{job_id}.pkl"))
@@ -341,7 +341,7 @@ def test_a_sweep_point_that_failed_before_training_gets_its_job_logs(fake_run, r
     from types import SimpleNamespace
 
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    from vitcli.engine.slurm_launcher import name_logs
+    from vitcli.launch.slurm_launcher import name_logs
 
     job = SimpleNamespace(job_id="7_3", paths=SimpleNamespace(stdout=tmp_path / "7_3_0_log.out",
                                                               stderr=tmp_path / "7_3_0_log.err"))

@@ -62,7 +62,7 @@ def test_sweep_in_which_every_job_failed_exits_non_zero(sweep, tmp_path):
 
 
 def test_summary_ranks_failed_and_missing_jobs_last(tmp_path):
-    from vitcli.engine.sweep import collect, rank
+    from vitcli.search.sweep import collect, rank
 
     for num, (lr, status, top1) in enumerate([("1", "completed", 10.0), ("2", "failed", None), ("3", "completed", 50.0)]):
         job = tmp_path / str(num)
@@ -86,7 +86,7 @@ def test_lr_grid_composes_into_sweeper_params(compose):
 
 def test_sweep_summary_callback_is_registered(compose):
     cfg = compose("train", return_hydra_config=True, overrides=[])
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "vitcli.engine.sweep.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "vitcli.search.sweep.SweepSummary"
     assert compose("train").optimizer.lr > 0  # and the task config is untouched
 
 

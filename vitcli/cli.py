@@ -71,10 +71,10 @@ def complete(argv: list[str]) -> None:
 
 def hold_slurm_warning() -> None:
     """SLURM's time-limit warning (SIGUSR2) may come while torch is still importing, and would end
-    the process: from here on it only raises vitcli's stop flag (engine/interrupts.py, torch-free)."""
+    the process: from here on it only raises vitcli's stop flag (launch/interrupts.py, torch-free)."""
     import signal
 
-    from vitcli.engine import interrupts
+    from vitcli.launch import interrupts
 
     interrupts.take((signal.SIGUSR2,))
 

@@ -1,4 +1,4 @@
-"""vitcli's Hydra launcher plugin (hydra/launcher=slurm); the work lives in vitcli/engine/slurm_launcher.py."""
+"""vitcli's Hydra launcher plugin (hydra/launcher=slurm); the work lives in vitcli/launch/slurm_launcher.py."""
 
 
 def register() -> None:

@@ -1,5 +1,5 @@
 """`hydra/launcher=slurm`: hydra-submitit-launcher's SLURM launcher with vitcli's rules
-(vitcli/engine/slurm_launcher.py). Hydra imports every hydra_plugins module at start-up, so
+(vitcli/launch/slurm_launcher.py). Hydra imports every hydra_plugins module at start-up, so
 vitcli is imported here only when a sweep is launched."""
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ class VitcliSlurmLauncher(SlurmLauncher):
     records jobs that ended without a result (with their log files)."""
 
     def __init__(self, **params: Any) -> None:
-        from vitcli.engine.slurm_launcher import signal_delay
+        from vitcli.launch.slurm_launcher import signal_delay
 
         super().__init__(**params)
         self.params["signal_delay_s"] = signal_delay(int(self.params.get("signal_delay_s", 120)),
                                                      int(self.params.get("timeout_min", 60)))
 
     def __call__(self, *args: Any) -> JobReturn:
-        from vitcli.engine.slurm_launcher import run_task
+        from vitcli.launch.slurm_launcher import run_task
 
         return run_task(super().__call__, *args)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from vitcli.engine.slurm_launcher import launch
+        from vitcli.launch.slurm_launcher import launch
 
         return launch(self, job_overrides, initial_job_idx)

@@ -23,22 +23,22 @@ def fit_run(cfg: DictConfig) -> float:
 
     from hydra.core.hydra_config import HydraConfig
 
-    from vitcli.engine import interrupts, launch, requeue, slurm
-    from vitcli.engine.runlock import run_lock
+    from vitcli.launch import interrupts, requeue, slurm, torchrun
+    from vitcli.launch.runlock import run_lock
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    launch.check_devices(cfg, slurm.join_tasks_as_ranks())  # srun --ntasks=N: each task is one rank
+    torchrun.check_devices(cfg, slurm.join_tasks_as_ranks())  # srun --ntasks=N: each task is one rank
     # one writer per run dir: rank 0, or the parent of trainer.devices=N's ranks. SLURM's time-limit
     # warning may come before training starts: it is kept and acted on at the first step.
-    with run_lock(run_dir) if launch.takes_run_lock() else nullcontext(), \
+    with run_lock(run_dir) if torchrun.takes_run_lock() else nullcontext(), \
             interrupts.stop_requests((signal.SIGUSR2,)):
         if cfg.resume:  # hydra.run.dir already points at the resumed run (conf/train.yaml)
             from vitcli.core.runs import resume_config
 
             cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
-        if launch.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
-            return launch.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
+        if torchrun.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
+            return torchrun.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
         try:
             return fit_rank(cfg, run_dir)
         except interrupts.TrainingInterrupted as err:
@@ -48,20 +48,20 @@ def fit_run(cfg: DictConfig) -> float:
 
 def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
     """One process: the whole run, or one DDP rank of it under torchrun."""
-    from vitcli.engine import comm, launch
+    from vitcli.launch import comm, torchrun
     from vitcli.engine.trainer import Trainer
 
-    with launch.rank_session(cfg.trainer.device):
+    with torchrun.rank_session(cfg.trainer.device):
         # a rank's error is recorded while the process group lives: once it closes, the peers fail
         # and torchrun may stop this rank before it could say why
-        summary = launch.record_errors(lambda: Trainer(cfg, comm.shared_run_dir(run_dir)).fit())()
+        summary = torchrun.record_errors(lambda: Trainer(cfg, comm.shared_run_dir(run_dir)).fit())()
     return float(summary["best"]["val_top1"])
 
 
 @report_user_errors
 def run_training(cfg: DictConfig) -> float:
-    from vitcli.engine.interrupts import TrainingInterrupted
-    from vitcli.engine.launch import RELAUNCHED, RanksFailed
+    from vitcli.launch.interrupts import TrainingInterrupted
+    from vitcli.launch.torchrun import RELAUNCHED, RanksFailed
 
     try:
         return fit_run(cfg)
@@ -77,7 +77,7 @@ def run_training(cfg: DictConfig) -> float:
 def interrupted_line(err: Any) -> str:
     from hydra.core.hydra_config import HydraConfig
 
-    from vitcli.engine.requeue import REQUEUED
+    from vitcli.launch.requeue import REQUEUED
 
     run_dir = HydraConfig.get().runtime.output_dir
     if err.plan.status == REQUEUED:
@@ -87,7 +87,7 @@ def interrupted_line(err: Any) -> str:
 
 @hydra.main(version_base="1.3", config_path="pkg://vitcli.conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from vitcli.engine.sweep import in_multirun, run_sweep_job
+    from vitcli.search.sweep import in_multirun, run_sweep_job
 
     if in_multirun():  # a failed job is recorded and the sweep goes on
         return run_sweep_job(fit_run, cfg)

@@ -1,6 +1,6 @@
 """Who this process is in a data-parallel job, read from the launcher's environment
 (torchrun sets RANK, WORLD_SIZE, LOCAL_RANK), and the one collective every layer may
-need: a sum over ranks. Joining the process group and wrapping models live in engine/comm.py.
+need: a sum over ranks. Joining the process group and wrapping models live in launch/comm.py.
 """
 
 from __future__ import annotations

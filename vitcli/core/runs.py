@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from vitcli.core.errors import UserError
-from vitcli.core.io import read_json
+from vitcli.core.io import read_json, write_json
 from vitcli.core.schema import TrainConfig
 
 CONFIG = "config.yaml"
@@ -155,3 +155,14 @@ def resume_config(cfg: Any, overrides: list[str]):
         OmegaConf.update(saved, key, override.value(), merge=True)
     saved.resume = str(run_dir)
     return saved
+
+
+def record_failure(run_dir: Path, cfg: Any, message: str) -> None:
+    """Mark the job failed in summary.json, keeping what the trainer already wrote."""
+    summary = read_summary(run_dir)
+    if summary.get("status") in (None, "running"):
+        summary = {"experiment": cfg.name, "model": cfg.model.name, "data": cfg.data.name,
+                   "epochs": cfg.trainer.epochs, "epochs_completed": 0, "best": {}, **summary,
+                   "status": "failed", "error": message}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / SUMMARY, summary)

@@ -18,7 +18,7 @@ from vitcli.core.runtime import Runtime, seed_everything
 from vitcli.data import create_data
 from vitcli.data.mixing import create_mixup
 from vitcli.data.normalization import resolve_normalization
-from vitcli.engine.comm import wrap_model
+from vitcli.launch.comm import wrap_model
 from vitcli.engine.optim import (
     create_optimizer,
     create_scheduler,

@@ -20,7 +20,7 @@ from vitcli.core.io import read_jsonl, write_csv, write_json
 from vitcli.core.rng import rng_state, set_rng_state
 from vitcli.core.runtime import Runtime
 from vitcli.data.balance import counts_table
-from vitcli.engine import comm
+from vitcli.launch import comm
 from vitcli.engine.loss_window import LossWindow
 from vitcli.models.lora import (
     base_hash,

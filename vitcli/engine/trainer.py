@@ -23,14 +23,14 @@ from omegaconf import OmegaConf
 from vitcli.core import runs
 from vitcli.core.runtime import Runtime
 from vitcli.data.mixing import mix_batch
-from vitcli.engine import interrupts, requeue, slurm
+from vitcli.launch import interrupts, requeue, slurm
 from vitcli.engine.build import accumulation_group, build_parts
-from vitcli.engine.comm import barrier, broadcast_from_main, control_group
+from vitcli.launch.comm import barrier, broadcast_from_main, control_group
 from vitcli.engine.evaluate import evaluate
 from vitcli.engine.loss_window import LossWindow
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.engine.run_state import RunState
-from vitcli.engine.runlock import check_one_run
+from vitcli.launch.runlock import check_one_run
 from vitcli.engine.stopping import StopDecision, create_stoppers
 from vitcli.engine.tracking import MetricsLogger, NullMetrics
 from vitcli.models.factory import set_backbone_trainable

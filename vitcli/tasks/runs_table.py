@@ -17,8 +17,8 @@ from rich.table import Table
 
 from vitcli.core import runs
 from vitcli.core.errors import UserError
-from vitcli.engine import slurm
-from vitcli.engine.study import describe, draw, sweep_study
+from vitcli.launch import slurm
+from vitcli.search.study import describe, draw, sweep_study
 
 NUMERIC = ("val_top1", "val_top5", "val_loss", "wall_time_s", "epochs", "updated")
 ASCENDING = ("val_loss",)  # smaller is better; other numbers sort largest first

@@ -2,7 +2,7 @@
 
 Joining the process group, wrapping the model in DDP, and sharing rank 0's run
 directory. Who this process is (rank, world size) and the sum over ranks live in
-core/dist.py; launching ranks lives in launch.py.
+core/dist.py; launching ranks lives in torchrun.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a stopped run asks of SLURM: requeue the job, or let it end.
 
-A signal stops training at a step boundary (engine/interrupts.py). `plan_stop` then asks
+A signal stops training at a step boundary (launch/interrupts.py). `plan_stop` then asks
 `scontrol` what SLURM is doing with the job: requeueing it itself (preemption, `scontrol
 requeue`: the restart count went up), ending it at its time limit or warning of that limit
 (SIGUSR2 while it runs: then vitcli requeues it), or cancelling it (`scancel`: the run is
@@ -22,8 +22,8 @@ from typing import Any, Callable, Mapping
 
 from vitcli.core import runs
 from vitcli.core.io import write_json
-from vitcli.engine import interrupts
-from vitcli.engine.slurm import job_id, restarts, show_job
+from vitcli.launch import interrupts
+from vitcli.launch.slurm import job_id, restarts, show_job
 
 log = logging.getLogger("vitcli")
 

@@ -4,7 +4,7 @@
 after each optimizer step and raises `TrainingInterrupted`, so the checkpoint it then saves is
 the state after a whole step (exactly what resume expects). SIGUSR2 is SLURM's warning before a
 time limit (`sbatch --signal=USR2@<s>`, submitit's default); SIGTERM is preemption, `scontrol
-requeue`, `scancel` or the limit itself (engine/slurm.py decides what follows).
+requeue`, `scancel` or the limit itself (launch/slurm.py decides what follows).
 
 Under DDP a signal may reach one rank only, or the ranks at different steps; the vote reduces
 the flags over ranks (MAX) so that every rank stops at the same step and rank 0 saves once.
@@ -29,7 +29,7 @@ _depth = 0  # stop_requests blocks open
 
 class TrainingInterrupted(Exception):
     """Raised by the loop after a stop was requested; carries the signal number, and what
-    happens to the job next (engine/slurm.py's StopPlan, set where the run was saved)."""
+    happens to the job next (launch/slurm.py's StopPlan, set where the run was saved)."""
 
     def __init__(self, signum: int, where: str = ""):
         self.signum = signum

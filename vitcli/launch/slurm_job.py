@@ -1,5 +1,5 @@
-"""The process of a job that hydra/launcher=slurm submits: engine/slurm_launcher.py makes submitit
-run `python -u -m vitcli.engine.slurm_job -u -m submitit.core._submit FOLDER`, so SLURM's
+"""The process of a job that hydra/launcher=slurm submits: launch/slurm_launcher.py makes submitit
+run `python -u -m vitcli.launch.slurm_job -u -m submitit.core._submit FOLDER`, so SLURM's
 time-limit warning (SIGUSR2) only raises vitcli's stop flag from the first line on, before
 submitit, Hydra and torch are imported (a one-minute limit warns while they still load), and
 then hands over to submitit's own job runner.
@@ -11,7 +11,7 @@ import runpy
 import signal
 import sys
 
-from vitcli.engine import interrupts
+from vitcli.launch import interrupts
 
 
 def main(argv: list[str]) -> None:

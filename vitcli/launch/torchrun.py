@@ -28,9 +28,9 @@ from vitcli.core import dist, runs
 from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
 from vitcli.core.runtime import resolve_device
-from vitcli.engine import comm
-from vitcli.engine.interrupts import STOP_SIGNALS, TrainingInterrupted
-from vitcli.engine.requeue import INTERRUPTED, REQUEUED, StopPlan
+from vitcli.launch import comm
+from vitcli.launch.interrupts import STOP_SIGNALS, TrainingInterrupted
+from vitcli.launch.requeue import INTERRUPTED, REQUEUED, StopPlan
 
 log = logging.getLogger("vitcli")
 

@@ -7,7 +7,7 @@ SLURMEnvironment, read per job step (SLURM_STEP_*) so a batch script with --ntas
 `vitcli train` without srun stays one process instead of waiting for three ranks that never come.
 
 The job: its id, requeue count, log files (scontrol) and queue state (squeue), for
-summary.json and `vitcli runs`. What a stopped run asks of SLURM lives in engine/requeue.py.
+summary.json and `vitcli runs`. What a stopped run asks of SLURM lives in launch/requeue.py.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ only from the hydra_plugins package: hydra_plugins/vitcli_launcher/); its work i
 - A job that ended without a result is recorded as failed in its run dir's summary.json, and
   the sweep goes on (as vitcli records a job that raised), so sweep_summary.csv names it.
 
-Inside each job the process starts as engine/slurm_job.py (SIGUSR2 only raises vitcli's stop
+Inside each job the process starts as launch/slurm_job.py (SIGUSR2 only raises vitcli's stop
 flag from its first line), then submitit's own runner loads the pickled launcher and runs the
 sweep point (`run_task`). A stopped run is requeued through submitit's checkpoint protocol
-(engine/requeue.py): the launcher's `checkpoint()` pickles the same sweep point again.
+(launch/requeue.py): the launcher's `checkpoint()` pickles the same sweep point again.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from omegaconf import OmegaConf, open_dict
 
 from vitcli.core import runs
 from vitcli.core.io import write_json
-from vitcli.engine import interrupts
-from vitcli.engine.slurm import queue_states
-from vitcli.engine.sweep import record_failure
+from vitcli.launch import interrupts
+from vitcli.launch.slurm import queue_states
 
 log = logging.getLogger("vitcli")
 
@@ -66,7 +65,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     params = dict(launcher.params)
     executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
                                      slurm_max_num_timeout=params.pop("max_num_timeout"),
-                                     slurm_python=f"{shlex.quote(sys.executable)} -u -m vitcli.engine.slurm_job")
+                                     slurm_python=f"{shlex.quote(sys.executable)} -u -m vitcli.launch.slurm_job")
     common = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in common else f"slurm_{k}": v for k, v in params.items()})
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
@@ -99,7 +98,7 @@ def job_return(launcher: Any, job: Any, state: str, num: int, overrides: list[st
     cfg = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
     with open_dict(cfg.hydra.job):
         cfg.hydra.job.num = num
-    record_failure(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), cfg, message)
+    runs.record_failure(Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), cfg, message)
     ret = JobReturn(overrides=overrides, task_name="train", status=JobStatus.COMPLETED)
     ret.return_value = None  # what vitcli returns for a failed sweep job: the sweep goes on
     return ret

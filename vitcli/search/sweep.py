@@ -5,7 +5,7 @@ Registered in conf/train.yaml under hydra.callbacks; it reads only the job direc
 (.hydra/overrides.yaml and summary.json), so it works with any launcher (basic, joblib,
 submitit) and any sweeper (basic grid, optuna). Pruned trials are listed as `pruned`, with
 the epochs they trained, and are not failures. For vitcli's optuna sweeper it also checks
-the study's direction up front and sends the study plots to W&B (engine/study.py).
+the study's direction up front and sends the study plots to W&B (search/study.py).
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from rich.table import Table
 
 from vitcli.core import runs
 from vitcli.core.errors import full_errors
-from vitcli.core.io import write_json
-from vitcli.engine.interrupts import TrainingInterrupted
+from vitcli.launch.interrupts import TrainingInterrupted
 from vitcli.engine.pruning import trial_env
-from vitcli.engine.requeue import JobRequeued
-from vitcli.engine.study import check_direction, describe, log_to_wandb, sweep_study
+from vitcli.launch.requeue import JobRequeued
+from vitcli.search.study import check_direction, describe, log_to_wandb, sweep_study
 
 log = logging.getLogger("vitcli")
 
@@ -58,7 +57,7 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
         with trial_env():  # an optuna trial's link reaches the job's torchrun ranks too
             return fit(cfg)
     except JobRequeued:
-        raise  # SLURM runs this job again (engine/slurm.py); it resumes from its last.pt
+        raise  # SLURM runs this job again (launch/slurm.py); it resumes from its last.pt
     except TrainingInterrupted as err:  # Ctrl-C / SIGTERM stops the whole sweep, not just this job
         if err.plan is not None:  # rank 0 says it, once
             print(f"vitcli: {err}; sweep job {run_dir} saved its checkpoints/last.pt", file=sys.stderr)
@@ -68,7 +67,7 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
         log.error(f"job #{hc.job.num} failed: {message}  (the sweep goes on; recorded in {run_dir}/summary.json)")
         if full_errors():
             log.error(traceback.format_exc())
-        record_failure(run_dir, cfg, message)
+        runs.record_failure(run_dir, cfg, message)
         return None
 
 
@@ -83,17 +82,6 @@ def spread_over_gpus(cfg: Any, job_num: int, launcher: str, cuda_count: int | No
     if cuda_count > 1:
         cfg.trainer.device = f"cuda:{job_num % cuda_count}"
         log.info(f"job #{job_num}: trainer.device={cfg.trainer.device} ({cuda_count} GPUs, joblib launcher)")
-
-
-def record_failure(run_dir: Path, cfg: Any, message: str) -> None:
-    """Mark the job failed in summary.json, keeping what the trainer already wrote."""
-    summary = runs.read_summary(run_dir)
-    if summary.get("status") in (None, "running"):
-        summary = {"experiment": cfg.name, "model": cfg.model.name, "data": cfg.data.name,
-                   "epochs": cfg.trainer.epochs, "epochs_completed": 0, "best": {}, **summary,
-                   "status": "failed", "error": message}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / runs.SUMMARY, summary)
 
 
 def _read_overrides(job_dir: Path) -> list[str]:
