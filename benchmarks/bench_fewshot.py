@@ -131,6 +131,9 @@ def main() -> None:
     b, a = rows[0], rows[1]
     print(f"at {args.small_classes} classes: after/before numpy peak {a['traced_peak_mib'] / b['traced_peak_mib']:.3f}, "
           f"seconds {a['seconds'] / b['seconds']:.2f}, top-1 {b['top1']:.2f} vs {a['top1']:.2f}")
+    if abs(a["top1"] - b["top1"]) > 0.5:
+        print("  (top-1 differs: the old form took the fp16 features' mean and std in fp16, whose sums of squares "
+              "overflow past 65,504: std inf, every feature 0)")
     full = rows[2]
     print(f"at {args.classes} classes: peak RSS {full['peak_rss_mib'] / 1024:.2f} GiB (budget 4 GiB); the old form's "
           f"arrays alone: {old_arrays_gib(args.classes, args.shots, args.queries, args.dim):.1f} GiB per draw")

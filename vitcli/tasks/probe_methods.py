@@ -138,7 +138,7 @@ class FewshotFit:
     def predictions(self, queries: np.ndarray, l2_regs=FEWSHOT_L2, chunk: int = 2048) -> np.ndarray:
         """(R, M) predicted class of every query for every L2 penalty."""
         out = np.empty((len(l2_regs), len(queries)), np.int64)
-        with _blas_threads(self.proj):
+        with _blas_threads(queries):
             for start, z in self._projected(queries, chunk):
                 for r, reg in enumerate(l2_regs):
                     out[r, start:start + len(z)] = ((z / (self.eigs + reg)) @ self.coef).argmax(1)
@@ -147,7 +147,7 @@ class FewshotFit:
     def scores(self, queries: np.ndarray, l2_reg: float, chunk: int = 2048) -> np.ndarray:
         """(M, C) float32 scores of every query for one L2 penalty."""
         out = np.empty((len(queries), self.coef.shape[1]), np.float32)
-        with _blas_threads(self.proj):
+        with _blas_threads(queries):
             for start, z in self._projected(queries, chunk):
                 out[start:start + len(z)] = (z / (self.eigs + l2_reg)) @ self.coef
         return out
