@@ -24,6 +24,7 @@ from vitcli.launch import comm
 from vitcli.engine.loss_window import LossWindow
 from vitcli.models.lora import (
     base_hash,
+    check_base_hash,
     is_lora,
     load_model_state,
     merge_lora,
@@ -109,6 +110,8 @@ class RunState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         p = self.parts
+        if self.lora_base_hash is not None:  # the adapters were trained on this base (the weights file may have changed)
+            check_base_hash(state.get("lora_base_hash"), self.lora_base_hash, "checkpoints/last.pt")
         load_model_state(p.model, state["model"], "checkpoints/last.pt")
         p.optimizer.load_state_dict(state["optimizer"])
         if p.ema is not None and "model_ema" in state:

@@ -11,7 +11,7 @@ from vitcli.core.checkpoint import load_checkpoint
 from vitcli.core.errors import UserError
 from vitcli.core.runtime import Runtime
 from vitcli.models.factory import create_model
-from vitcli.models.lora import base_hash, load_model_state, merge_lora
+from vitcli.models.lora import base_hash, check_base_hash, load_model_state, merge_lora
 
 
 def _load_state(run_dir: Path, checkpoint: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
@@ -67,10 +67,6 @@ def _load_lora(cfg: Any, state: dict[str, Any], weights: dict[str, Any], path: P
     checkpoint recorded, the adapters and head loaded, and (merge) folded into a plain timm model."""
 
     model = create_model(cfg.model, int(state["num_classes"]), cfg.regularization, seed=int(cfg.trainer.seed))
-    expected = state.get("lora_base_hash")
-    if expected and base_hash(model) != expected:
-        raise UserError(f"{path}: the base weights rebuilt from the run's config.yaml (model.pretrained, model.weights, "
-                        "trainer.seed) differ from those its LoRA adapters were trained on; restore the original "
-                        "weights file or settings")
+    check_base_hash(state.get("lora_base_hash"), base_hash(model), str(path))
     load_model_state(model, weights, str(path))
     return merge_lora(model) if merge else model
