@@ -107,7 +107,7 @@ def report(cfg: DictConfig) -> dict[str, Any]:
         extras = extra_requirements()
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         extras = {}
-    extra_lines = [] if extras else ["none recorded: vitcli is not installed as a package (pip install -e . in the clone)"]
+    extra_lines = [] if extras else ["none recorded: vitcli runs from a source tree that was never installed as a package"]
     for extra in extras:
         missing = missing_packages(extra, extras)
         names = ", ".join(sorted({r.name for r in extras[extra] if r.name != "vitcli"}))

@@ -18,14 +18,22 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, Optional
 
-import yaml
+from omegaconf import OmegaConf
 
 from vitcli.core.command_list import COMMANDS
 from vitcli.core.schema_docs import Entry, class_doc, is_schema, schema_entries, schema_fields, value_text
 from vitcli.core.task_schemas import SCHEMAS
 
-__all__ = ["Entry", "Option", "Group", "CommandReference", "command_reference", "group_reference",
+__all__ = ["Entry", "Example", "Option", "Group", "CommandReference", "command_reference", "group_reference",
            "config_groups", "format_help"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A comment line `# vitcli train model=swin_t      what it shows`: the command and the note after it."""
+
+    command: str
+    note: str
 
 
 @dataclass(frozen=True)
@@ -33,8 +41,8 @@ class Option:
     """One file of a config group (conf/<group>/<name>.yaml)."""
 
     name: str
-    example: str  # its first comment line: a runnable `vitcli ...` command
-    doc: str  # the comment lines after it, joined
+    example: Optional[Example]  # its first comment line: a runnable `vitcli ...` command
+    doc: str  # the other comment lines, joined
     sets: dict[str, str]  # dotted key -> value, for every key the option sets
 
 
@@ -52,7 +60,7 @@ class CommandReference:
     name: str
     summary: str  # one line (core/command_list.py)
     doc: str  # conf/<command>.yaml's description lines
-    examples: list[str]  # its `vitcli ...` comment lines
+    examples: list[Example]  # its `vitcli ...` comment lines
     keys: list[Entry]  # the command's own keys, with the defaults it composes
     groups: list[Group]  # its config groups, in defaults-list order
 
@@ -66,7 +74,7 @@ def _read_yaml(path: str) -> tuple[list[str], dict[str, Any]]:
     """(the leading comment lines, the data) of a conf/ file given relative to conf/, without .yaml;
     a `# @package _global_` file's data is marked by a "_global_" key."""
     text = _conf(*f"{path}.yaml".split("/")).read_text()
-    data = yaml.safe_load(text) or {}
+    data = OmegaConf.to_container(OmegaConf.create(text), resolve=False) or {}  # YAML read as Hydra reads it
     if text.startswith("# @package _global_"):
         data["_global_"] = True
     comments = []
@@ -78,10 +86,14 @@ def _read_yaml(path: str) -> tuple[list[str], dict[str, Any]]:
     return comments, data
 
 
-def _split_comments(comments: list[str]) -> tuple[list[str], str]:
+def _split_comments(comments: list[str]) -> tuple[list[Example], str]:
     """(the example commands, the description) of a leading comment block."""
-    examples = [c for c in comments if c.startswith("vitcli")]
-    return examples, " ".join(c for c in comments if c and not c.startswith("vitcli"))
+    examples = []
+    for line in comments:
+        if line.startswith("vitcli "):
+            command, _, note = line.partition("  ")  # two spaces or more end the command
+            examples.append(Example(command.strip(), note.strip()))
+    return examples, " ".join(c for c in comments if c and not c.startswith("vitcli "))
 
 
 def _flatten(data: dict[str, Any], keys: set[str], prefix: str = "") -> dict[str, str]:
@@ -101,7 +113,7 @@ def _flatten(data: dict[str, Any], keys: set[str], prefix: str = "") -> dict[str
 def config_groups() -> list[str]:
     """Every config group vitcli ships (model, data, ..., hydra/launcher), sorted."""
     groups = [p.name for p in _conf().iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")]
-    return sorted(groups) + sorted(f"hydra/{p.name}" for p in _conf("hydra").iterdir() if p.is_dir())
+    return sorted(groups) + ["hydra/launcher"]  # hydra/job_logging is vitcli's own plumbing
 
 
 def _group_schema(group: str) -> Optional[type]:
@@ -112,10 +124,14 @@ def _group_schema(group: str) -> Optional[type]:
     return tp if is_schema(tp) else None
 
 
-def _options(group: str) -> list[Option]:
+def _options(group: str, details: bool = True) -> list[Option]:
+    """The options of a group; without `details` only their names (what --help lists)."""
     out = []
     for p in sorted(_conf(*group.split("/")).iterdir(), key=lambda p: p.name):
         if not p.name.endswith(".yaml"):
+            continue
+        if not details:
+            out.append(Option(p.name[:-5], None, "", {}))
             continue
         comments, data = _read_yaml(f"{group}/{p.name[:-5]}")
         examples, doc = _split_comments(comments)
@@ -125,7 +141,7 @@ def _options(group: str) -> list[Option]:
             sets.update(_flatten(data, set()))
         else:
             sets = _flatten(data, set(), f"{group}.")
-        out.append(Option(p.name[:-5], examples[0] if examples else "", doc, sets))
+        out.append(Option(p.name[:-5], examples[0] if examples else None, doc, sets))
     return out
 
 
@@ -133,12 +149,12 @@ def _keyed(entries: list[Entry], values: dict[str, str]) -> list[Entry]:
     return [replace(e, default=values[e.key]) if e.key in values else e for e in entries]
 
 
-def group_reference(group: str, choice: Optional[str] = None) -> Group:
-    """A config group: its options (what each sets) and its keys, with the schema's defaults, or with
-    the defaults the option `choice` sets on top."""
+def group_reference(group: str, choice: Optional[str] = None, details: bool = True) -> Group:
+    """A config group: its options (what each sets; only their names without `details`) and its keys,
+    with the schema's defaults, or with the defaults the option `choice` sets on top."""
     schema = _group_schema(group)
     entries = schema_entries(schema, f"{group}.") if schema else []
-    options = _options(group)
+    options = _options(group, details)
     if choice is not None:
         if choice not in {o.name for o in options}:
             raise KeyError(f"{group}={choice}: no such option (choose from {', '.join(o.name for o in options)})")
@@ -163,9 +179,11 @@ def _defaults(config: str) -> tuple[str, dict[str, Optional[str]]]:
     return schema, groups
 
 
-def command_reference(command: str, choices: Optional[dict[str, str]] = None) -> CommandReference:
+def command_reference(command: str, choices: Optional[dict[str, str]] = None,
+                      details: bool = True) -> CommandReference:
     """A command's summary, examples, own keys and config groups; `choices` (group -> option, as
-    `model=swin_t` on a command line) picks the options whose defaults are shown."""
+    `model=swin_t` on a command line) picks the options whose defaults are shown; without `details`
+    the groups' options carry only their names."""
     if command not in COMMANDS:
         raise KeyError(f"unknown command {command!r}")
     schema_name, picked = _defaults(command)
@@ -175,7 +193,7 @@ def command_reference(command: str, choices: Optional[dict[str, str]] = None) ->
     cls = SCHEMAS[schema_name]
     own = schema_entries(cls, skip=frozenset(picked))
     keys = _keyed(own, _flatten(data, {e.key for e in own}))
-    groups = [group_reference(g, o) for g, o in picked.items()]
+    groups = [group_reference(g, o, details) for g, o in picked.items()]
     return CommandReference(command, COMMANDS[command][1], doc, examples, keys, groups)
 
 
@@ -190,13 +208,15 @@ def _entry_lines(entries: list[Entry], width: int) -> list[str]:
 
 def format_help(command: str, choices: Optional[dict[str, str]] = None, width: Optional[int] = None) -> str:
     """`vitcli <command> --help`: usage, examples, the command's groups and keys (key=default (type) doc)."""
-    ref = command_reference(command, choices)
+    ref = command_reference(command, choices, details=False)
     width = width or max(60, min(120, shutil.get_terminal_size((100, 24)).columns))
     grouped = " [group=option ...]" if ref.groups else ""
     lines = [f"usage: vitcli {command} [key=value ...]{grouped} [-m] [--cfg job] [--hydra-help]", "",
              *textwrap.wrap(ref.doc or ref.summary, width), ""]
     if ref.examples:
-        lines += ["examples:", *(f"  {x}" for x in ref.examples), ""]
+        width_x = max(len(x.command) for x in ref.examples)
+        lines += ["examples:", *(f"  {x.command:<{width_x}}  # {x.note}" if x.note else f"  {x.command}"
+                                 for x in ref.examples), ""]
     if ref.groups:
         lines.append("config groups (group=option; [the default]):")
         for g in ref.groups:

@@ -149,7 +149,7 @@ class ProbeConfig(TrainConfig):
     """`vitcli probe`: a run (run=DIR) or the composed model preset, scored by frozen-feature probes."""
 
     run: Optional[str] = None  # a training run directory (null: probe the model preset as composed)
-    method: ProbeMethod = ProbeMethod.knn
+    method: ProbeMethod = ProbeMethod.knn  # knn: weighted k-NN | linear: logistic regression | fewshot: n samples per class
     checkpoint: Checkpoint = Checkpoint.best  # run=: which weights
     precision: Optional[Precision] = None  # null: the run's (or trainer.precision)
     probe: ProbeOptions = field(default_factory=ProbeOptions)
