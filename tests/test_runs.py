@@ -158,7 +158,7 @@ def test_commands_take_latest_and_names(cli, tiny_run, tmp_path):
     assert f"run=latest: {run}" in proc.stdout and "top1" in proc.stdout
     assert f"run=tiny: {run}" in cli("eval", "run=tiny", f"runs_root={root}", "save=false").stdout
 
-    proc = cli("train", "resume=tiny", f"runs_root={root}", "trainer.epochs=3")
+    proc = cli("train", "resume=tiny", f"runs_root={root}", "trainer.epochs=3", cwd=tmp_path)
     assert "resumed from" in proc.stdout and json.loads((run / "summary.json").read_text())["epochs_completed"] == 3
 
     before = sorted(tmp_path.rglob("*"))
@@ -167,7 +167,7 @@ def test_commands_take_latest_and_names(cli, tiny_run, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and sorted(tmp_path.rglob("*")) == before
 
 
-def test_ensemble_members_resolve_like_run(typed_runs, monkeypatch):
+def test_ensemble_members_resolve_like_run(typed_runs, monkeypatch, cli):
     from vitcli.commands.ensemble import typed_members
     from vitcli.core.task_schemas import EnsembleConfig
 
@@ -180,3 +180,5 @@ def test_ensemble_members_resolve_like_run(typed_runs, monkeypatch):
     assert [Path(m).resolve() for m in members[:2]] == [made["exp/2026-01-02_00-00-00"].resolve(),
                                                         made["other/2026-01-03_00-00-00"].resolve()]
     assert members[2:] == ["runs/exp/multirun/2026-01-04_00-00-00", "runs/*/2026*"]  # paths and globs kept
+    proc = cli("ensemble", "runs=[latest,nothere]", cwd=root.parent, check=False)  # the command resolves them
+    assert proc.returncode == 2 and "runs=nothere: no such directory, and no run under runs/" in proc.stderr
