@@ -63,8 +63,8 @@ def test_types_and_comments_come_from_the_schema():
     assert keys["precision"].type == "32|bf16|fp16|null"
     assert keys["eval.tta"].doc.startswith("test-time augmentation")
     data = {e.key: e for e in group_reference("data").entries}
-    # a comment block above a field belongs to it, the line's own comment follows
-    assert data["data.mean"].doc.startswith("auto: the weights' own statistics") and "three floats" in data["data.mean"].doc
+    # a comment block above a field belongs to it, after the line's own comment
+    assert data["data.mean"].doc.startswith("auto | three floats; auto: the weights' own statistics")
     assert data["data.train"].type == "any" and "shard patterns" in data["data.train"].doc
     assert group_reference("augmentation").doc.startswith("Train-time augmentation")
 

@@ -82,7 +82,7 @@ def _read_yaml(path: str) -> tuple[list[str], dict[str, Any]]:
         if not line.startswith("#"):
             break
         if not line.startswith("# @package"):
-            comments.append(line[1:].strip())
+            comments.append(line[2:].rstrip() if line.startswith("# ") else line[1:].rstrip())
     return comments, data
 
 
@@ -90,10 +90,10 @@ def _split_comments(comments: list[str]) -> tuple[list[Example], str]:
     """(the example commands, the description) of a leading comment block."""
     examples = []
     for line in comments:
-        if line.startswith("vitcli "):
+        if line.startswith("vitcli "):  # an indented one belongs to the description
             command, _, note = line.partition("  ")  # two spaces or more end the command
             examples.append(Example(command.strip(), note.strip()))
-    return examples, " ".join(c for c in comments if c and not c.startswith("vitcli "))
+    return examples, " ".join(c.strip() for c in comments if c.strip() and not c.startswith("vitcli "))
 
 
 def _flatten(data: dict[str, Any], keys: set[str], prefix: str = "") -> dict[str, str]:

@@ -57,7 +57,7 @@ def _module_docs(module_name: str) -> dict[str, tuple[str, dict[str, str]]]:
                     above.insert(0, alone[line])
                     line -= 1
                 own = [trailing[ln] for ln in range(stmt.lineno, stmt.end_lineno + 1) if ln in trailing]
-                fields[stmt.target.id] = " ".join(above + own)
+                fields[stmt.target.id] = "; ".join(filter(None, [" ".join(own), " ".join(above)]))
         out[node.name] = (" ".join((ast.get_docstring(node) or "").split()), fields)
     return out
 
