@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,3 +64,17 @@ def test_every_install_hint_names_an_extra_of_pyproject():
     assert len(named) >= 10  # the scan sees the hints (7 code sites, the config comments)
     assert set(named) <= pyproject_extras(), set(named) - pyproject_extras()
     assert stale == [] and raw == []
+
+
+@pytest.mark.parametrize("missing, call, extra", [
+    ("peft", lambda: __import__("vitcli.models.lora", fromlist=["apply_lora"]).apply_lora(None, None, "vit_t", []),
+     "peft"),
+    ("pytorch_grad_cam", lambda: __import__("vitcli.tasks.saliency", fromlist=["x"]).gradcam_map(None, None, []),
+     "explain"),
+])
+def test_a_missing_extra_says_how_to_install_it(monkeypatch, missing, call, extra):
+    from vitcli.core.errors import UserError
+
+    monkeypatch.setitem(sys.modules, missing, None)  # an environment without the extra
+    with pytest.raises(UserError, match=re.escape(f"pip install -e '.[{extra}]'")):
+        call()
