@@ -3,7 +3,8 @@
     python benchmarks/bench_help.py [--repeats 5] [--before /work/main/.venv/bin/vitcli | --before COMMIT]
 
 Times `vitcli --help`, `vitcli train --help`, `vitcli eval --help`, `vitcli models` and `vitcli info`
-as fresh processes (start-up included, as a user sees it), best and median of N. The runs of the two
+as fresh processes (start-up included, as a user sees it): best and median wall time of N, and the best
+CPU time (user + system), which a busy machine inflates far less than wall time. The runs of the two
 versions alternate, so a machine that gets busier or quieter weighs on both alike. --before takes an
 executable (another checkout's `vitcli`) or a git commit of this repository (checked out with
 `git worktree` into a temporary folder and run with this interpreter). Without --before only the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,10 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [["--help"], ["train", "--help"], ["eval", "--help"], ["models"], ["info"]]
 
 
-def timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
-    start = time.perf_counter()
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of `command`."""
+    start, cpu = time.perf_counter(), cpu_of_children()
     proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start, cpu_of_children() - cpu
     if proc.returncode not in (0, 2):  # the old `vitcli --help` of no command exits 2 by design
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return elapsed
@@ -62,7 +70,7 @@ def main() -> None:
               f"best / median of {args.repeats} fresh processes")
         listed = {name: subprocess.run([*prefix, "--help"], env={**base_env, **extra}, capture_output=True,
                                        text=True).stdout for name, (prefix, extra) in versions.items()}
-        times: dict[tuple[str, str], list[float]] = {}
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for _ in range(args.repeats):
             for command in COMMANDS:
                 for name, (prefix, extra) in versions.items():
@@ -74,7 +82,8 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(scratch / "before")],
                            capture_output=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end\n")
-    header = f"{'vitcli ...':<16}" + "".join(f"{n + ' best':>14}{n + ' median':>16}" for n in versions)
+    header = f"{'vitcli ...':<16}" + "".join(f"{n + ' best':>14}{n + ' median':>16}{n + ' cpu':>13}"
+                                             for n in versions)
     print(header + ("  speed-up (best)" if len(versions) == 2 else ""))
     for command in COMMANDS:
         label = " ".join(command)
@@ -82,10 +91,11 @@ def main() -> None:
         for name in versions:
             runs = times.get((label, name))
             if runs is None:
-                cells += f"{'-':>14}{'-':>16}"
+                cells += f"{'-':>14}{'-':>16}{'-':>13}"
                 continue
-            best[name] = min(runs)
-            cells += f"{min(runs):>13.2f}s{statistics.median(runs):>15.2f}s"
+            walls = [w for w, _ in runs]
+            best[name] = min(walls)
+            cells += f"{min(walls):>13.2f}s{statistics.median(walls):>15.2f}s{min(c for _, c in runs):>12.2f}s"
         ratio = f"  {best['before'] / best['after']:.1f}x" if len(best) == 2 else ""
         print(f"{label:<16}{cells}{ratio}")
 
