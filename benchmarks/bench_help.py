@@ -68,8 +68,8 @@ def main() -> None:
             versions = {"before": version_from(args.before, scratch), **versions}
         print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} (1 min) at the start; "
               f"best / median of {args.repeats} fresh processes")
-        listed = {name: subprocess.run([*prefix, "--help"], env={**base_env, **extra}, capture_output=True,
-                                       text=True).stdout for name, (prefix, extra) in versions.items()}
+        listed = {name: subprocess.run([*prefix, "--help"], env={**base_env, **extra}, cwd=cwd,  # -m: cwd first
+                                       capture_output=True, text=True).stdout for name, (prefix, extra) in versions.items()}
         times: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for _ in range(args.repeats):
             for command in COMMANDS:
