@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in HELP_FLAGS for a in argv[1:]) and "--hydra-help" not in argv:
         print(command_help(command, argv[1:]))
         return
-    argv = [command, *resolve_run_dir_key(command, argv[1:])]
     if command == "train" and "SLURM_JOB_ID" in os.environ:
         hold_slurm_warning()
+    argv = [command, *resolve_run_dir_key(command, argv[1:])]
     module = importlib.import_module(f"vitcli.commands.{COMMANDS[command][0]}")
     # Hydra parses sys.argv itself; show the command in its usage lines. Completion
     # scripts take their program name from argv[0]: register them for `vitcli` itself.
