@@ -86,11 +86,10 @@ def test_documented_minimal_form_runs(line, places, tiny_overrides, capfd, monke
     assert code == 0 and "Traceback" not in out + err, f"{' '.join(args)} -> {code}\n{out}\n{err}"
 
 
-@pytest.mark.slow  # Hydra lists every config group: ~7 s a command on 2 cores
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_help_of_every_command(command, places, capfd, monkeypatch):
-    code, out, err = run_in_process([command, "--help"], places["cwd"], capfd, monkeypatch)
-    assert code == 0 and "Traceback" not in out + err and "== Config ==" in out, out + err
+def test_help_of_every_command(command, capfd, monkeypatch, tmp_path):
+    code, out, err = run_in_process([command, "--help"], tmp_path, capfd, monkeypatch)
+    assert code == 0 and "Traceback" not in out + err and "keys (key=default (type) what it does):" in out, out + err
 
 
 def test_models_bare_in_a_real_process(cli, tmp_path):

@@ -154,7 +154,7 @@ def test_missing_extra_is_one_line(compose, monkeypatch, digits_sets):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wids" else real(name, *a))
-    with pytest.raises(UserError, match=r"data=wds needs the 'wids' package: pip install 'vitcli\[data\]'"):
+    with pytest.raises(UserError, match=r"data=wds needs the 'wids' package: pip install -e '\.\[data\]'"):
         load_wds(compose("train", ["data=wds", f"data.root={digits_sets['wds']}"]).data)
 
 

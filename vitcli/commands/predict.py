@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import vitcli.core.config_store  # noqa: F401  (registers the schemas)
-from vitcli.core.errors import UserError, report_user_errors
+from vitcli.core.errors import report_user_errors
+from vitcli.core.runs import run_argument
 
 log = logging.getLogger("vitcli")
 
 
 @report_user_errors
 def run_predict(cfg: DictConfig) -> dict:
-    if OmegaConf.is_missing(cfg, "run"):
-        raise UserError("run=DIR is missing: vitcli predict run=runs/<experiment>/<timestamp> split=test")
+    run_argument(cfg, "predict")
     if cfg.images:
         return predict_files(cfg)
     from vitcli.tasks.predict import predict_split

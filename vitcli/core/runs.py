@@ -1,14 +1,14 @@
-"""The run directory contract: every file name a run keeps, finding runs, loading them back.
+"""The run directory contract: every file name a run keeps (LAYOUT says what each holds), finding
+runs, turning what a user typed for `run=` into one (resolve_run), loading them back.
 
-    runs/<experiment>/<stamp>/
-      config.yaml  summary.json  metrics.jsonl  metrics.csv  train.log  model.safetensors
-      checkpoints/{last,best}.pt  predictions/<split>.npz  submission/  eval/  plots/  .hydra/
+    runs/<name>/<YYYY-MM-DD_HH-MM-SS>/    (-m: runs/<name>/multirun/<stamp>/<job>/; a SLURM job: slurm-<jobid>)
 
 Every module that reads or writes one of these asks this module for its path.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from omegaconf import OmegaConf
 from vitcli.core.errors import UserError
 from vitcli.core.io import read_json, write_json
 from vitcli.core.schema import TrainConfig
+
+log = logging.getLogger("vitcli")
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -38,6 +40,27 @@ HYDRA = ".hydra"
 WANDB = "wandb"  # W&B's own files and run_id (logger=wandb)
 CURVES = f"{PLOTS}/curves.png"
 CLASS_COUNTS = "class_counts.csv"  # train samples per class (index, name, count), written at the start
+# what a run directory holds, in the order the docs list it (the reference page is generated from this)
+LAYOUT: dict[str, str] = {
+    f"{HYDRA}/": "Hydra's own record: the composed config, hydra.yaml, the command line's overrides",
+    CONFIG: "the resolved config (written at every start and resume; commands that read the run load it)",
+    SUMMARY: "best and final metrics, epochs, wall time, images/s, status (completed, failed, ...), SLURM job",
+    METRICS_JSONL: "one record per logged step and per epoch",
+    METRICS_CSV: "the epoch records as a table (logger.csv=true)",
+    CLASS_COUNTS: "train samples per class (index, name, count), written at the start",
+    TRAIN_LOG: "the run's log",
+    f"{CHECKPOINTS}/": "last.pt and best.pt (atomic; weights_only loads; class names and data identity inside)",
+    MODEL_WEIGHTS: "the best weights (LoRA merged), loadable by plain timm",
+    f"{PREDICTIONS}/": "<split>.npz: logits, ids, labels, class names (vitcli predict); <name>.csv for images=",
+    f"{SUBMISSION}/": "<split>_top5.txt (devkit format) and <split>_kaggle.csv (MiniPlaces)",
+    f"{EVAL}/": "vitcli eval: <tag>.json, <tag>_per_class.csv, <tag>_confusion.csv",
+    CALIBRATION: "vitcli eval eval.calibrate=temperature: the temperature, keyed to its checkpoint",
+    f"{PLOTS}/": "curves.png, confusion_<tag>.png, errors_<tag>.png, reliability_<tag>.png, explain_<split>_<method>.png",
+    f"{PROBE}/": "vitcli probe: features/ (cached), <method>.json, <method>/predictions/<split>.npz",
+    f"{EXPORT}/": "vitcli export: <checkpoint>_timm/ and <checkpoint>.onnx",
+    f"{WANDB}/": "W&B's own files and run_id (logger=wandb)",
+    ".lock": "held while the run trains (one writer per run dir)",
+}
 # folders inside a run that never hold another run (the run browser does not descend into them)
 RUN_SUBDIRS = {PROBE, HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, WANDB, ".submitit", "__pycache__"}
 
@@ -48,19 +71,23 @@ def is_run_dir(path: str | Path) -> bool:
     return path.name != HYDRA and ((path / CONFIG).is_file() or (path / SUMMARY).is_file())
 
 
-def find_run_dirs(root: str | Path) -> list[Path]:
-    """Every run dir at or below `root` (a run dir is not searched further), in no set order."""
-    found, stack = [], [Path(root)]
+def find_run_dirs(root: str | Path, max_depth: int | None = None) -> list[Path]:
+    """Every run dir at or below `root` (a run dir is not searched further; nor folders more than
+    `max_depth` levels down, when given), in no set order."""
+    found, stack = [], [(Path(root), 0)]
     while stack:
-        d = stack.pop()
+        d, depth = stack.pop()
         if is_run_dir(d):
             found.append(d)
+            continue
+        if max_depth is not None and depth >= max_depth:
             continue
         try:
             entries = list(os.scandir(d))
         except OSError:
             continue
-        stack.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and e.name not in RUN_SUBDIRS)
+        stack.extend((Path(e.path), depth + 1) for e in entries
+                     if e.is_dir(follow_symlinks=False) and e.name not in RUN_SUBDIRS)
     return found
 
 
@@ -103,10 +130,102 @@ def require_run_dir(run: str | Path, setting: str = "run") -> Path:
     """A run dir that exists and holds config.yaml, else a UserError saying what to pass."""
     run_dir = Path(run).expanduser()
     if not run_dir.is_dir():
-        raise UserError(f"{setting}={run}: no such directory (pass a run directory such as runs/default/<timestamp>; `vitcli runs` lists them)")
+        raise UserError(f"{setting}={run}: no such directory (pass a run directory such as runs/default/<timestamp>, "
+                        "or latest; `vitcli runs` lists them)")
     if not (run_dir / CONFIG).is_file():
         raise UserError(f"{setting}={run}: no {CONFIG} there, so it is not a vitcli run directory")
     return run_dir
+
+
+def trained_runs(folder: str | Path, max_depth: int | None = None) -> list[Path]:
+    """The runs at or below `folder` that a command can load (they hold config.yaml), newest first: by
+    the time config.yaml was written, which training does at every start and resume."""
+    found = [d for d in find_run_dirs(folder, max_depth) if (d / CONFIG).is_file()]
+    return sorted(found, key=lambda d: (d / CONFIG).stat().st_mtime, reverse=True)
+
+
+def display_path(path: Path) -> str:
+    """A path as a user would type it: relative to the working directory when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _shown(paths: list[Path], limit: int = 4) -> str:
+    names = ", ".join(display_path(p) for p in paths[:limit])
+    return names + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _runs_in(folder: Path, root: Path) -> list[Path]:
+    """A folder's runs, newest first; outside the runs root only a few levels are searched (a mistyped
+    run= must not walk a dataset)."""
+    inside = folder.resolve().is_relative_to(root.resolve()) if root.is_dir() else False
+    return trained_runs(folder, None if inside else 4)
+
+
+def _prefix_matches(text: str, root: Path) -> list[Path]:
+    """Runs whose path (as typed, or from the runs root) or name starts with `text`, newest first."""
+    typed, found = Path(text).expanduser(), {}
+    for base in {typed.parent, root / typed.parent} if "/" in text else {root}:
+        if base.is_dir():
+            for entry in base.iterdir():
+                if entry.is_dir() and entry.name.startswith(typed.name):
+                    found.update({d.resolve(): d for d in _runs_in(entry, root)})
+    found.update({d.resolve(): d for d in trained_runs(root) if d.name.startswith(text)} if root.is_dir() else {})
+    return sorted(found.values(), key=lambda d: (d / CONFIG).stat().st_mtime, reverse=True)
+
+
+def resolve_run(run: str | Path, runs_root: str | Path = "runs", setting: str = "run") -> Path:
+    """What a user typed for `run=` (resume=, each of ensemble's runs=) as a run directory:
+
+    - a run directory, as a path;
+    - `latest`: the newest run under `runs_root`;
+    - a folder of runs, as a path or as an experiment name under `runs_root`: its newest run;
+    - a unique prefix of a run's path (as typed, or from `runs_root`) or of its name (a timestamp).
+
+    Newest is the run whose training last started or resumed. Nothing found, or a prefix that fits
+    several runs: one UserError line naming the candidates.
+    """
+    text, root = str(run), Path(runs_root).expanduser()
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / CONFIG).is_file():
+        return path
+    if text == "latest":
+        found = trained_runs(root) if root.is_dir() else []
+        if not found:
+            raise UserError(f"{setting}=latest: no run under {root}/ yet (train one with `vitcli train`, "
+                            "or pass runs_root=DIR)")
+        return found[0]
+    for folder in (path, root / text):
+        found = _runs_in(folder, root) if folder.is_dir() else []
+        if found:
+            return found[0]
+    matches = _prefix_matches(text, root)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UserError(f"{setting}={text} fits {len(matches)} runs: {_shown(matches)}; give more of the path")
+    if path.is_dir():
+        require_run_dir(path, setting)  # a folder that is no run and holds none: say so
+    newest = trained_runs(root) if root.is_dir() else []
+    hint = f"newest under {root}/: {_shown(newest, 3)}" if newest else f"no runs under {root}/ yet"
+    raise UserError(f"{setting}={text}: no such directory, and no run under {root}/ is named or starts with "
+                    f"that ({hint}; `vitcli runs` lists them)")
+
+
+def run_argument(cfg: Any, command: str, key: str = "run") -> Path:
+    """The run a command's `run=` names (resolve_run under cfg.runs_root), written back into `cfg` and
+    said in one line when a short form chose it; a missing run= is one line listing the forms."""
+    if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
+        raise UserError(f"{key}= is missing: vitcli {command} {key}=latest (the newest run), {key}=<experiment> "
+                        f"(its newest run) or {key}=runs/<experiment>/<stamp>; `vitcli runs` lists them")
+    typed = str(cfg[key])
+    run = resolve_run(typed, cfg.get("runs_root", "runs"), key)
+    if run != Path(typed).expanduser():
+        log.info(f"{key}={typed}: {display_path(run)}")
+    cfg[key] = str(run)
+    return run
 
 
 def load_run_config(run_dir: Path):
@@ -146,7 +265,7 @@ def resume_config(cfg: Any, overrides: list[str]):
     saved = load_run_config(run_dir)
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element()
-        if key.startswith("hydra") or key == "resume":
+        if key.startswith("hydra") or key in ("resume", "runs_root"):  # runs_root: where resume= was looked up
             continue
         if "." not in key:
             raise UserError(

@@ -1,4 +1,4 @@
-"""LoRA fine-tuning through Hugging Face `peft` (the optional extra `vitcli[peft]`).
+"""LoRA fine-tuning through Hugging Face `peft` (the optional extra `peft`).
 
 `model.peft=lora` wraps the built timm model with `peft.get_peft_model`: every module whose
 dotted name ends with one of `model.lora.targets` (default: its family's, models/families.py)
@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import torch
 
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, install_hint
 from vitcli.models.families import model_family
 
 _ADAPTER_MARKERS = (".lora_", ".modules_to_save.")
@@ -62,7 +62,7 @@ def apply_lora(model, lora_cfg: Any, preset: str, classifiers: list[str]):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as err:
-        raise UserError("model.peft=lora needs the peft package: pip install 'vitcli[peft]'") from err
+        raise UserError(f"model.peft=lora needs the peft package: {install_hint('peft')}") from err
 
     if lora_cfg.r < 1 or lora_cfg.alpha <= 0 or not 0.0 <= lora_cfg.dropout < 1.0:
         raise UserError(f"model.lora: r={lora_cfg.r} must be >= 1, alpha={lora_cfg.alpha} > 0 and "

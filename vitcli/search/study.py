@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from hydra_plugins.vitcli_optuna_sweeper.plots import write_study_plots
-from vitcli.core.errors import EXIT_USER_ERROR, UserError, full_errors
+from vitcli.core.errors import EXIT_USER_ERROR, UserError, full_errors, install_hint
 from vitcli.engine.pruning import DIRECTION, METRIC
 
 log = logging.getLogger("vitcli")
@@ -51,7 +51,7 @@ def sweep_study(sweep_dir: Path) -> Any | None:
     try:
         import optuna  # noqa: F401
     except ImportError:
-        log.warning(f"{sweep_dir} holds an optuna study, but optuna is not installed (pip install 'vitcli[sweeps]')")
+        log.warning(f"{sweep_dir} holds an optuna study, but optuna is not installed ({install_hint('sweeps')})")
         return None
     return study_of_sweep(Path(sweep_dir))
 

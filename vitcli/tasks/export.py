@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from timm.models import save_for_hf
 
 from vitcli.core import runs
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, install_hint
 from vitcli.data import create_data
 from vitcli.models.factory import timm_kwargs
 from vitcli.models.run_model import load_run_model
@@ -60,7 +60,7 @@ def require_onnx() -> None:
         import onnxruntime  # noqa: F401
     except ImportError as err:
         raise UserError(f"format=onnx needs onnx and onnxruntime ({err}); install the extra: "
-                        "pip install 'vitcli[export]'") from err
+                        f"{install_hint('export')}") from err
 
 
 def class_names(cfg: Any, state: dict[str, Any]) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, install_hint
 from vitcli.data.files import ImageFileDataset
 from vitcli.data.sources.folder_index import StringColumn, cache_dir
 from vitcli.data.sources.shard_index import (
@@ -41,7 +41,7 @@ from vitcli.data.sources.shard_index import (
     resolve_split,
 )
 
-EXTRA_HINT = "pip install 'vitcli[data]'"
+EXTRA_HINT = install_hint("data")
 SPLITS = ("train", "val", "test")
 
 
