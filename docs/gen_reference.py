@@ -259,6 +259,10 @@ def commands_page() -> str:
            "without running it. The keys below are the command's own (its schema in `vitcli/core/`).", ""]
     for name, (_, summary) in COMMANDS.items():
         primary = CONF / f"{name}.yaml"
+        if not primary.is_file():  # a command that is not a Hydra app takes no overrides
+            out += [f"## vitcli {name}", "", text(f"{summary[0].upper()}{summary[1:]}."), "",
+                    "```bash", f"vitcli {name}", "```", ""]
+            continue
         comments = leading_comments(primary)
         data = yaml.safe_load(primary.read_text())
         schema = next(e for e in data["defaults"] if isinstance(e, str) and e.endswith("_schema"))

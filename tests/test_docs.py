@@ -95,3 +95,10 @@ def test_no_stale_statement_comes_back(phrase):
     files = [README, REPO / "CHANGELOG.md", *(REPO / "docs").rglob("*.md"), *(REPO / "conf").rglob("*.yaml")]
     found = [str(f.relative_to(REPO)) for f in files if phrase in f.read_text() and f.name != "CHANGELOG.md"]
     assert found == [], f"{STALE[phrase]}: {found}"
+
+
+def test_readme_links_point_at_files_that_exist():
+    """README.md is read on the forge, outside the site: its relative links must resolve in the repo."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text())
+    local = [t for t in targets if "://" not in t]
+    assert local and [t for t in local if not (REPO / t).exists()] == []

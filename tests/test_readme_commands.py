@@ -218,6 +218,7 @@ RULES: list[tuple[str, str, str]] = [
     (r"^torchrun ", "wrapped", "needs two machines: its `vitcli train` overrides are composed"),
     (r"^docker build ", "skip", "needs a Docker engine: tests/test_docker.py checks the Dockerfile"),
     (r"^docker run ", "wrapped", "needs a Docker engine: the vitcli command after the image is composed"),
+    (r"^vitcli info$", "skip", "takes no overrides; the table test runs it once the command exists"),
     (r"^vitcli .*hydra/launcher=slurm", "compose", "submits SLURM jobs"),
     (r"^vitcli .*model\.pretrained=true", "compose", "downloads timm hub weights (network) and wants a GPU"),
     (r"^vitcli .*experiment=miniplaces_", "compose", "a leaderboard recipe: hub weights, 224 px on a GPU"),
