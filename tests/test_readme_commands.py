@@ -29,7 +29,6 @@ import re
 import shlex
 import shutil
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -420,6 +419,10 @@ def check_train_config(command: str, cfg) -> None:
 
 
 def check_extras(text: str) -> None:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
     extras = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     named = [e for group in re.findall(r"\.\[([a-z,]+)\]", text) for e in group.split(",")]
     assert named, text
