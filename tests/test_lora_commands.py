@@ -1,4 +1,4 @@
-"""The README's LoRA commands, as written, are tests: each composes, passes the checks a run makes
+"""The documented LoRA commands (README and docs/), as written, are tests: each composes, passes the checks a run makes
 before it trains and builds its LoRA model; the headline one (experiment=miniplaces_dinov2, whose
 recipe freezes the backbone for its first epoch) trains end to end on a generated MiniPlaces kit
 with a locally written weights file (no hub). Under LoRA, trainer.freeze_backbone_epochs=N trains
@@ -14,14 +14,20 @@ import pytest
 import torch
 from jpeg_trees import make_miniplaces
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 LORA = ["model.peft=lora", "model.lora.r=4", "model.lora.alpha=8"]
 
 
 def readme_lora_commands() -> list[str]:
-    """Every `vitcli train ... model.peft=lora ...` command line of the README (comments dropped)."""
-    lines = [line.split("#", 1)[0].strip() for line in README.read_text().splitlines()]
-    return [line for line in lines if line.startswith("vitcli train ") and "model.peft=lora" in line]
+    """Every `vitcli train ... model.peft=lora ...` command of the README and docs pages (backslash
+    continuations joined, comments dropped)."""
+    commands = []
+    for page in PAGES:
+        text = re.sub(r"\\\n\s*", " ", page.read_text())
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        commands += [line for line in lines if line.startswith("vitcli train ") and "model.peft=lora" in line]
+    return commands
 
 
 def test_the_readme_has_lora_commands():
@@ -41,7 +47,8 @@ def test_readme_lora_command_composes_and_builds(command, cli, compose, tmp_path
     cfg = compose("train", args)
     validate_trainer_cfg(cfg.trainer)  # the checks build_parts makes before anything trains
     validate_lora_cfg(cfg)
-    cfg.model.pretrained = False  # no hub: the architecture and the adapter targets are what is checked
+    cfg.model.pretrained = False  # no hub, no weights file: the architecture and the adapter targets are checked
+    cfg.model.weights = None
     cfg.model.img_size = 112 if cfg.model.img_size is not None else None  # patches of 14 and 16
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         model = create_model(cfg.model, 5, cfg.regularization, seed=0)
