@@ -120,7 +120,8 @@ def test_eval_predict_and_export_compare_the_split_they_read(folder_copy, digits
     images[0].save(data / "val" / names[labels[0]] / "extra.png")
     for command in ("eval", "predict", "export"):
         line = _one_line_error(cli(command, f"run={run}", "device=cpu", check=False))
-        assert "1 val samples added (12 in the checkpoint, 13 now)" in line, command
+        assert f"{run}/checkpoints/best.pt was trained on other data than data.root={data} holds now: 1 val samples " \
+               "added (12 in the checkpoint, 13 now); restore the data the run was trained on" in line, command
     assert not (run / "eval").exists() and not (run / "predictions").exists() and not (run / "export").exists()
     out = cli("eval", f"run={run}", "device=cpu", "data_check=warn", "save=false")
     assert "1 val samples added" in out.stdout and "(13 samples)" in out.stdout

@@ -30,7 +30,7 @@ def run_split(run: str | Path, split: str | None = "val", checkpoint: str = "bes
     data = create_data(cfg, device=str(runtime.device), train=False)
     split = split or ("test" if "test" in data.loaders else "val")
     loader = data.loader(split)
-    check_data(state, data, [split], f"{run}/checkpoints/{checkpoint}.pt", describe_data(cfg.data), str(data_check),
+    check_data(state, data, [split], state["checkpoint_name"], describe_data(cfg.data), str(data_check),
                fix="restore the data the run was trained on")
     class_names = list(state.get("class_names") or data.class_names)
     if len(class_names) != int(state["num_classes"]):

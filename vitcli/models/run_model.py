@@ -1,9 +1,9 @@
 """A trained run's model, loaded back for inference: its config, checkpoint (best | last | ema),
 weights and precision. Distillation teachers, eval, predict, explain and export all load runs here.
 
-The checkpoint dict handed back carries `checkpoint_key` (not stored in the file): the content
-key of the weights used (core/checkpoint.py `file_key`, `:ema` for the EMA copy), which
-calibration.json and predictions/<split>.npz are keyed to."""
+The checkpoint dict handed back carries `checkpoint_key` and `checkpoint_name` (not stored in the
+file): the content key of the weights used (core/checkpoint.py `file_key`, `:ema` for the EMA
+copy), which calibration.json and predictions/<split>.npz are keyed to, and how messages name them."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def _load_state(run_dir: Path, checkpoint: str) -> tuple[Path, dict[str, Any], d
     """(checkpoint path, full checkpoint dict with its checkpoint_key, the model state dict to load)."""
     path, entry = checkpoint_file(run_dir, checkpoint)
     state = load_checkpoint(path, map_location="cpu")
-    state["checkpoint_key"] = file_key(path) + (":ema" if entry == "model_ema" else "")
+    ema = entry == "model_ema"
+    state["checkpoint_key"] = file_key(path) + (":ema" if ema else "")
+    state["checkpoint_name"] = f"{path}" + (" (its EMA weights)" if ema else "")  # for messages
     return path, state, state[entry]
 
 

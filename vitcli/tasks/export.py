@@ -51,7 +51,7 @@ def export_run(run: str | Path, checkpoint: str = "best", fmt: str = "timm", out
     if fmt == "onnx":
         require_onnx()
     cfg, model, state, runtime = load_run_model(Path(run), checkpoint, device)
-    names = class_names(cfg, state, f"{run}/checkpoints/{checkpoint}.pt", str(data_check))
+    names = class_names(cfg, state, state["checkpoint_name"], str(data_check))
     target = Path(out).expanduser() if out else default_out(Path(run), checkpoint, fmt)
     if fmt == "timm":
         export_timm(model, cfg, names, target)
