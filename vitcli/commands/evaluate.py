@@ -24,7 +24,7 @@ def run_eval(cfg: DictConfig) -> dict:
     run_argument(cfg, "eval")
     return evaluate_and_report(cfg.run, cfg.split, cfg.checkpoint, cfg.device, cfg.batch_size, cfg.eval.tta,
                                cfg.eval.crop_fraction, cfg.precision, cfg.worst, cfg.save, cfg.eval.calibrate,
-                               cfg.eval.calibrate_split)
+                               cfg.eval.calibrate_split, cfg.data_check)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://vitcli.conf", config_name="eval")

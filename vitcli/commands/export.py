@@ -23,7 +23,7 @@ def run_export(cfg: DictConfig):
     from vitcli.tasks.export import export_run
 
     run_argument(cfg, "export")
-    out = export_run(cfg.run, cfg.checkpoint, cfg.format, cfg.out, cfg.device)
+    out = export_run(cfg.run, cfg.checkpoint, cfg.format, cfg.out, cfg.device, cfg.data_check)
     if cfg.format == "timm":
         log.info(f"wrote {out}  (load it: timm.create_model('local-dir:{out}', pretrained=True))")
     else:

@@ -29,7 +29,7 @@ def run_predict(cfg: DictConfig) -> dict:
 
     preds, result, written = predict_split(cfg.run, cfg.split, cfg.checkpoint, cfg.device, cfg.batch_size,
                                            cfg.eval.tta, cfg.eval.crop_fraction, cfg.submission,
-                                           cfg.precision)
+                                           cfg.precision, cfg.data_check)
     scored = (f"top1 {result['top1']:.2f}  top5 {result['top5']:.2f}" if preds.labels is not None
               else "labels unknown")
     log.info(f"{cfg.run} [{cfg.checkpoint}, {result['split']}, tta {cfg.eval.tta}]  {len(preds)} samples  {scored}")

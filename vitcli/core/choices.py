@@ -72,3 +72,5 @@ EraseMode = _choice("EraseMode", ["pixel", "rand", "const"])
 ExportFormat = _choice("ExportFormat", ["timm", "onnx"])
 ExplainMethod = _choice("ExplainMethod", ["auto", "rollout", "attention", "gradcam"])
 Difficulty = _choice("Difficulty", ["hard", "easy"])
+# data a run reads back differs from what its checkpoint records: strict stops, warn logs the line and goes on
+DataCheck = _choice("DataCheck", ["strict", "warn"])

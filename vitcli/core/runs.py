@@ -21,6 +21,7 @@ from vitcli.core.io import read_json, write_json
 from vitcli.core.schema import TrainConfig
 
 log = logging.getLogger("vitcli")
+_warned: set[str] = set()  # stale-temperature lines already logged by this process
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -35,7 +36,7 @@ EVAL = "eval"
 EXPORT = "export"  # vitcli export: <checkpoint>_timm/ and <checkpoint>.onnx
 PLOTS = "plots"
 PROBE = "probe"  # vitcli probe: features/<key>/<split>.npz, <method>.json, <method>/predictions/
-CALIBRATION = "calibration.json"  # eval.calibrate=temperature: the fitted temperature
+CALIBRATION = "calibration.json"  # eval.calibrate=temperature: the fitted temperature, keyed to the weights
 HYDRA = ".hydra"
 WANDB = "wandb"  # W&B's own files and run_id (logger=wandb)
 CURVES = f"{PLOTS}/curves.png"
@@ -109,13 +110,41 @@ def probe_predictions_path(run_dir: str | Path, method: str, split: str) -> Path
     return Path(run_dir) / PROBE / method / PREDICTIONS / f"{split}.npz"
 
 
-def read_temperature(run_dir: str | Path, checkpoint: str = "best") -> float | None:
-    """The temperature `vitcli eval eval.calibrate=temperature` stored for this checkpoint, else None."""
+def read_calibration(run_dir: str | Path, key: str | None, tta: str = "none") -> dict[str, Any] | None:
+    """The calibration record `vitcli eval eval.calibrate=temperature` wrote for these weights (their
+    content key, models/run_model.py `checkpoint_key`) under this TTA, else None. One fitted on other
+    weights (best.pt rewritten by a resumed run) or another TTA is ignored, with one line saying so."""
     path = Path(run_dir) / CALIBRATION
     if not path.is_file():
         return None
     record = read_json(path)
-    return float(record["temperature"]) if record.get("checkpoint") == str(checkpoint) else None
+    fitted_key, fitted_tta = record.get("checkpoint_key"), str(record.get("tta", "none"))
+    if key is not None and fitted_key == key and fitted_tta == str(tta):
+        return record
+    if fitted_key == key:
+        why = f"eval.tta={fitted_tta}, not eval.tta={tta}"
+    else:
+        was = fitted_key or "no content key: an older vitcli"
+        why = f"checkpoints/{record.get('checkpoint', 'best')}.pt as it was then ({was}), not these weights ({key})"
+    warning = (f"ignoring the temperature in {path}: it was fitted with {why}; refit it with "
+               f"`vitcli eval run={run_dir} eval.calibrate=temperature`")
+    if warning not in _warned:
+        _warned.add(warning)
+        log.warning(warning)
+    return None
+
+
+def read_temperature(run_dir: str | Path, key: str | None, tta: str = "none") -> float | None:
+    """The temperature of `read_calibration`, else None."""
+    record = read_calibration(run_dir, key, tta)
+    return None if record is None else float(record["temperature"])
+
+
+def write_temperature(run_dir: str | Path, record: dict[str, Any]) -> Path:
+    """calibration.json: the temperature with the content key and TTA of the weights it was fitted on."""
+    path = Path(run_dir) / CALIBRATION
+    write_json(path, record)
+    return path
 
 
 def eval_path(run_dir: str | Path, name: str) -> Path:
@@ -265,7 +294,7 @@ def resume_config(cfg: Any, overrides: list[str]):
     saved = load_run_config(run_dir)
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element()
-        if key.startswith("hydra") or key in ("resume", "runs_root"):  # runs_root: where resume= was looked up
+        if key.startswith("hydra") or key in ("resume", "runs_root", "data_check"):
             continue
         if "." not in key:
             raise UserError(
@@ -273,6 +302,7 @@ def resume_config(cfg: Any, overrides: list[str]):
             )
         OmegaConf.update(saved, key, override.value(), merge=True)
     saved.resume = str(run_dir)
+    saved.data_check = cfg.data_check  # this command's own: a data change accepted once is not accepted for good
     return saved
 
 

@@ -18,6 +18,7 @@ from omegaconf import MISSING
 from vitcli.core.choices import (
     ClassBalance,
     DataFormat,
+    DataCheck,
     Difficulty,
     DistillName,
     DistillTarget,
@@ -230,6 +231,9 @@ class TrainConfig:
     name: str = "default"  # experiment name: runs/<name>/<stamp>
     runs_root: str = "runs"  # where runs are written (and run=latest / run=<name> look)
     resume: Optional[str] = None  # a run dir to continue (its config, overrides on top)
+    # resume: data that differs from what last.pt records (class names, samples, order) stops the run;
+    # warn: log it and continue on the new data (this command only: resume= takes it from the command line)
+    data_check: DataCheck = DataCheck.strict
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

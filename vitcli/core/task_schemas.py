@@ -12,6 +12,7 @@ from omegaconf import MISSING
 from vitcli.core.choices import (
     Calibrate,
     Checkpoint,
+    DataCheck,
     EnsembleMethod,
     ExplainMethod,
     ExportFormat,
@@ -31,7 +32,8 @@ class EvalOptions:
     tta: Tta = Tta.none  # test-time augmentation (averages probabilities over views)
     crop_fraction: float = 0.875  # multicrop: crop side as a fraction of the image side
     calibrate: Calibrate = Calibrate.none  # temperature: fit T on calibrate_split, store it (calibration.json)
-    calibrate_split: str = "val"  # the labelled split the temperature is fitted on
+    # the labelled split the temperature is fitted on (null: minival when the run carved one, else val)
+    calibrate_split: Optional[str] = None
 
 
 @dataclass
@@ -51,6 +53,7 @@ class EvalConfig:
     runs_root: str = "runs"  # where run=latest / run=<name> / a prefix look for runs
     split: str = "val"  # train | val | test | minival (a labelled split)
     checkpoint: Checkpoint = Checkpoint.best  # best (top-1 on val) | last | ema (trainer.ema=true runs)
+    data_check: DataCheck = DataCheck.strict  # data differing from what the checkpoint records stops (warn: go on)
     batch_size: Optional[int] = None  # null: the run's data.eval_batch_size (else 2 x data.batch_size)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Optional[Precision] = None  # null: the precision the run trained with
@@ -65,6 +68,7 @@ class PredictConfig:
     runs_root: str = "runs"  # where run=latest / run=<name> / a prefix look for runs
     split: Optional[str] = None  # null: test when the data has one, else val
     checkpoint: Checkpoint = Checkpoint.best  # best (top-1 on val) | last | ema (trainer.ema=true runs)
+    data_check: DataCheck = DataCheck.strict  # data differing from what the checkpoint records stops (warn: go on)
     batch_size: Optional[int] = None  # null: the run's data.eval_batch_size (else 2 x data.batch_size)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Optional[Precision] = None  # null: the precision the run trained with
@@ -94,6 +98,7 @@ class ExportConfig:
     run: str = MISSING  # a training run: its directory, latest, an experiment name (its newest run) or a unique prefix
     runs_root: str = "runs"  # where run=latest / run=<name> / a prefix look for runs
     checkpoint: Checkpoint = Checkpoint.best  # best | last | ema
+    data_check: DataCheck = DataCheck.strict  # data differing from what the checkpoint records stops (warn: go on)
     format: ExportFormat = ExportFormat.timm  # timm: a folder for timm.create_model("local-dir:...") | onnx
     out: Optional[str] = None  # null: RUN/export/<checkpoint>_timm or RUN/export/<checkpoint>.onnx
     device: str = "cpu"  # where the checkpoint is loaded (exports are written from CPU fp32)
@@ -109,7 +114,8 @@ class EnsembleConfig:
     temperatures: Optional[List[float]] = None  # per-member softmax temperature (mean_prob, greedy)
     greedy_steps: int = 25  # greedy: forward-selection rounds (with replacement)
     greedy_metric: GreedyMetric = GreedyMetric.nll  # nll: log loss, then top-1 | top1: top-1, then log loss
-    checkpoint: Checkpoint = Checkpoint.best  # for members predicted on the fly
+    checkpoint: Checkpoint = Checkpoint.best  # members' predictions must come from it (else predicted again)
+    data_check: DataCheck = DataCheck.strict  # data differing from what the checkpoint records stops (warn: go on)
     predict_missing: bool = True  # predict members lacking predictions/<split>.npz
     batch_size: Optional[int] = None  # members predicted on the fly (null: each run's own)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
