@@ -187,3 +187,14 @@ def test_remote_shards_are_fetched_without_a_shell(compose, shards, tmp_path, tr
         assert [grey(a.raw(i)) for i in range(len(a))] == [grey(b.raw(i)) for i in range(len(b))]
     assert streamed == local["val"].labels.tolist()
     assert len(list((tmp_path / "cache" / "wds").glob("*.tar"))) == 4  # copied once into the cache dir
+
+
+def test_an_index_naming_a_fifo_is_refused_not_waited_on(compose, shards, tmp_path):
+    from vitcli.data.sources.wds import load_wds
+
+    root = tmp_path / "dataset"
+    root.mkdir()
+    os.mkfifo(root / "train-000000.tar")  # opening it would wait for a writer that never comes
+    index(root / "train.json", ["train-000000.tar"])
+    with pytest.raises(UserError, match=r"train-000000.tar is not a regular file"):
+        load_wds(wds_cfg(compose, f"data.root={root}").data)

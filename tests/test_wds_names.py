@@ -5,6 +5,7 @@ non-ASCII names, read by the indexed and the streaming reader; same-key members 
 
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
 
@@ -191,3 +192,23 @@ def test_prepare_fails_loudly_when_a_shard_reads_back_wrong(compose, tmp_path, m
         prepare_shards(cfg.data, tmp_path / "out", 3, None, overwrite=False, show_progress=False)
     assert sorted(p.name for p in (tmp_path / "out").glob("*.tar")) == ["train-000000.tar"]  # only the good one kept
     assert not (tmp_path / "out" / "train.json").exists()
+
+
+def test_a_label_that_is_not_an_integer_is_refused_by_both_readers(compose, tmp_path):
+    from vitcli.data import create_data
+    from vitcli.data.sources.wds import load_wds
+
+    root = tmp_path / "wds"
+    for split in ("train", "val"):
+        write_tar(root / f"{split}-000000.tar", [(f"{split}/a", {"png": solid(10, "png"), "json": b'{"label": 1}'}),
+                                                 (f"{split}/b", {"png": solid(20, "png"), "json": b'{"label": 2.5}'})],
+                  "tarwriter")
+        (root / f"{split}.json").write_text(json.dumps({"wids_version": 1, "shardlist": [
+            {"url": f"{split}-000000.tar", "nsamples": 2}]}))  # counts given: the stream reads no header first
+    overrides = ["data=wds", f"data.root={root}", "data.label_key=json.label", "data.num_classes=3", "data.img_size=8",
+                 "augmentation=none", "data.num_workers=0"]
+    with pytest.raises(UserError, match=r"sample 'train/b': the json field 'label' is not an integer class index"):
+        load_wds(compose("train", overrides).data)  # 2.5 is not class 2
+    stream = create_data(compose("train", [*overrides, "data.streaming=true"]), train=False)
+    with pytest.raises(UserError, match=r"sample 'val/b': the json field 'label' is not an integer class index"):
+        list(stream.loader("val"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tarfile
 from dataclasses import dataclass
 from typing import BinaryIO, Sequence
@@ -60,6 +61,8 @@ def check_name(name: str, shard: str) -> None:
 def read_members(path: str) -> tuple[BinaryIO, list[tarfile.TarInfo]]:
     """The open shard and its members (headers only; the data is not read), checked to be whole."""
     name = os.path.basename(path)
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
+        raise UserError(f"shard {path} is not a regular file; give tar files")
     f = open(path, "rb")
     try:
         size = os.fstat(f.fileno()).st_size

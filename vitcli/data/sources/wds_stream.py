@@ -14,7 +14,6 @@ number of steps. The epoch length comes from the sample counts of a wids descrip
 from __future__ import annotations
 
 import io
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,7 +29,7 @@ from vitcli.data.module import DataModule, eval_batch_size, train_drop_last
 from vitcli.data.prefetch import device_batches
 from vitcli.data.sources.shard_fetch import is_local, local_path, open_shard
 from vitcli.data.sources.shard_index import IMAGE_KEYS, LABEL_KEY, resolve_split
-from vitcli.data.sources.tar_members import shard_samples
+from vitcli.data.sources.tar_members import parse_label, shard_samples
 from vitcli.data.sources.wds import SPLITS, read_class_names, require, split_spec
 from vitcli.data.transforms import create_file_transform
 
@@ -66,17 +65,15 @@ def decode_sample(sample: dict, split: StreamSplit, transform: Callable) -> tupl
 
 
 def stream_label(sample: dict, split: StreamSplit) -> int:
+    """The label of a streamed sample, parsed as the indexed reader parses it."""
     key = split.label_key
-    if key.startswith("json."):
-        value = json.loads(sample["json"])
-        for part in key[5:].split("."):
-            value = value[part]
-        return int(value)
-    if key not in sample:
+    json_field = key[5:] if key.startswith("json.") else None
+    want = "json" if json_field else key
+    if want not in sample:
         if split.labelled:
-            raise UserError(f"sample '{sample.get('__key__')}' has no '{key}' member; set data.label_key=")
+            raise UserError(f"sample '{sample.get('__key__')}' has no '{want}' member; set data.label_key=")
         return -1
-    return int(bytes(sample[key]).decode().strip())
+    return parse_label(bytes(sample[want]), json_field, f"sample '{sample.get('__key__')}'")
 
 
 def open_shards(urls: Iterator[dict], commands: bool) -> Iterator[dict]:
