@@ -1,5 +1,6 @@
-"""Tar shards written the ways shards in the wild are written: webdataset's TarWriter (its default
-ustar headers, and PAX) and Python's tarfile in GNU and PAX format; and a loopback http server.
+"""Tar shards written the ways shards in the wild are written: webdataset's TarWriter (PAX headers,
+one per member for its float mtime) and Python's tarfile in ustar (long paths split into a name
+prefix), GNU (././@LongLink) and PAX format; and a loopback http server.
 
 Each sample's image is one solid grey level, so a sample read back can be told from any other
 (a lost, merged or swapped sample changes what a test sees)."""
@@ -17,7 +18,7 @@ from typing import Iterator
 
 from PIL import Image
 
-WRITERS = ("tarwriter", "tarwriter_pax", "tarfile_gnu", "tarfile_pax")
+WRITERS = ("tarwriter", "tarfile_ustar", "tarfile_gnu", "tarfile_pax")
 
 
 def solid(value: int, ext: str, size: int = 8) -> bytes:
@@ -37,14 +38,14 @@ def grey(data: bytes) -> int:
 def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]], writer: str) -> Path:
     """`samples` ([(key, {ext: bytes})]) as the tar `path`, members `<key>.<ext>` in order."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if writer.startswith("tarwriter"):
+    if writer == "tarwriter":
         import webdataset as wds
 
-        with wds.TarWriter(str(path), **({"format": "PAX_FORMAT"} if writer.endswith("pax") else {})) as sink:
+        with wds.TarWriter(str(path)) as sink:
             for key, members in samples:
                 sink.write({"__key__": key, **members})
         return path
-    fmt = {"tarfile_gnu": tarfile.GNU_FORMAT, "tarfile_pax": tarfile.PAX_FORMAT}[writer]
+    fmt = {"tarfile_ustar": tarfile.USTAR_FORMAT, "tarfile_gnu": tarfile.GNU_FORMAT, "tarfile_pax": tarfile.PAX_FORMAT}[writer]
     with tarfile.open(path, "w", format=fmt, encoding="utf-8") as tar:
         for key, members in samples:
             for ext, data in members.items():

@@ -14,29 +14,34 @@ from tar_builders import WRITERS, grey, sample, solid, write_tar
 
 from vitcli.core.errors import UserError
 
-LONG = "imagenet/train/n01440764/" + "0f3c9a2e-5b1d-4c6e-9a7f-" * 4  # > 100 bytes with its extension
+LONG = "imagenet/train/n01440764/" + "0f3c9a2e-5b1d-4c6e-9a7f-" * 3  # a path over 100 bytes (ustar: a prefix)
 # (key, image extension, label extension); keys 2 and 3 differ only in a non-ASCII letter
 NAMES = [(LONG + "a", "JPEG", "cls"), (LONG + "b", "jpg", "CLS"), ("train/café/ünï_é", "PNG", "cls"),
          ("train/café/ünï_è", "png", "cls"), ("train/日本/写真", "Jpeg", "cls"), ("train/UPPER/IMG_0001", "WEBP", "cls"),
          ("train/" + "é" * 60 + "/" + "ü" * 30, "png", "cls")]
+LONG_BASE = ("train/n01443537/" + "7" * 110, "JPEG", "cls")  # a base name over 100 bytes: not in ustar
 
 
-def expected_samples(split: str) -> list[tuple[str, str, int, int]]:
+def names_for(writer: str) -> list[tuple[str, str, str]]:
+    return NAMES if writer == "tarfile_ustar" else [*NAMES, LONG_BASE]
+
+
+def expected_samples(split: str, names: list[tuple[str, str, str]]) -> list[tuple[str, str, int, int]]:
     """(key, image ext, label, grey level) of each sample of a split: every one distinct."""
     out = []
-    for i, (key, ext, _) in enumerate(NAMES):
-        j = i + (len(NAMES) if split == "val" else 0)
-        out.append((key.replace("train/", f"{split}/"), ext, j % 5 if split == "train" else (len(NAMES) - 1 - i),
-                    10 + 17 * j))
+    for i, (key, ext, _) in enumerate(names):
+        j = i + (len(names) if split == "val" else 0)
+        out.append((key.replace("train/", f"{split}/"), ext, j % 5 if split == "train" else (len(names) - 1 - i),
+                    10 + 15 * j))
     return out
 
 
 def write_split(root: Path, split: str, writer: str, per_shard: int) -> dict[str, tuple[int, int]]:
     """The split's shards; returns {id: (label, grey)} as the reader must give them back."""
-    rows = expected_samples(split)
-    label_exts = [n[2] for n in NAMES]
+    names = names_for(writer)
+    rows = expected_samples(split, names)
     samples = [sample(key, value, label, ext, label_ext)
-               for (key, ext, label, value), label_ext in zip(rows, label_exts)]
+               for (key, ext, label, value), (_, _, label_ext) in zip(rows, names)]
     for j in range(0, len(samples), per_shard):
         write_tar(root / f"{split}-{j // per_shard:06d}.tar", samples[j:j + per_shard], writer)
     return {f"{key}.{ext}": (label, value) for key, ext, label, value in rows}
@@ -54,7 +59,7 @@ def test_every_sample_arrives_with_its_label_whoever_wrote_the_tar(compose, tmp_
 
     root = tmp_path / "wds"
     want = {"train": write_split(root, "train", writer, per_shard=4), "val": write_split(root, "val", writer, 7)}
-    overrides = ["data=wds", f"data.root={root}", "data.num_classes=7", "data.img_size=8", "augmentation=none",
+    overrides = ["data=wds", f"data.root={root}", "data.num_classes=8", "data.img_size=8", "augmentation=none",
                  "data.num_workers=0"]
     splits, _ = load_wds(compose("train", overrides).data)
     for name, split in splits.items():

@@ -124,11 +124,12 @@ class SplitWriter:
         return count
 
     def write(self, tmp: Path, rows: range) -> list[tuple[str, int, bytes | None]]:
-        """PAX headers (any name length, UTF-8 names); returns (key, label, image sha256) written."""
+        """Through webdataset's TarWriter (PAX headers: any name length, UTF-8 names); returns
+        (key, label, image sha256) of each sample written."""
         import webdataset as wds
 
         written: list[tuple[str, int, bytes | None]] = []
-        with wds.TarWriter(str(tmp), format="PAX_FORMAT") as sink:
+        with wds.TarWriter(str(tmp)) as sink:
             for i in rows:
                 try:
                     data, ext = encoded_image(self.split, self.read_raw, i)

@@ -25,6 +25,7 @@ from typing import BinaryIO, Sequence
 from vitcli.core.errors import UserError
 
 SKIP_META = re.compile(r"__[^/]*__($|/)")  # webdataset's tar_file_iterator skips these (its skip_meta)
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_LABEL_BYTES = 1 << 24  # a label member is a number or a small json; a larger one is not read
 
 
@@ -53,7 +54,7 @@ def check_name(name: str, shard: str) -> None:
     except UnicodeEncodeError:
         raise UserError(f"shard {shard}: member name {name!r} is not UTF-8; rewrite the shard with UTF-8 "
                         "names (vitcli prepare format=wds)") from None
-    if name.startswith("/") or ".." in name.split("/") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if name.startswith("/") or ".." in name.split("/") or CONTROL.search(name):
         raise UserError(f"shard {shard}: member name {name!r} is absolute, climbs out with '..' or holds control "
                         "characters; a shard may only hold relative names (rewrite it)")
 
