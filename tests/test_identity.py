@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from data_builders import digits_images, split_indices, write_folder, write_shards
+from tar_builders import sample, write_tar
 
 FOLDER = ["model=vit_pico", "model.patch_size=4", "data=imagefolder", "data.img_size=16", "data.batch_size=16",
           "data.num_workers=0", "augmentation=none", "trainer.epochs=1", "trainer.progress=none"]
@@ -165,8 +166,8 @@ def test_resume_stops_when_a_shard_glob_picks_up_a_new_shard(digits_set, cli, tm
     run = tmp_path / "run"
     cli("train", *[o for o in FOLDER if not o.startswith("data=")], "data=wds", f"data.root={root}",
         "data.train=train-*.tar", "data.val=val-*.tar", f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}")
-    extra = {"train": np.arange(4)}  # 4 more samples in a shard the glob now matches
-    write_shards(tmp_path / "more", images, labels, names, extra, per_shard=100, classes_file=False)
-    shutil.copy(tmp_path / "more" / "train-000000.tar", root / "train-000001.tar")
+    # 4 more samples (new keys) in a shard the glob now matches, written by webdataset's TarWriter
+    write_tar(root / "train-000001.tar", [sample(f"train/extra/{i:05d}", 40 * i, int(labels[i])) for i in range(4)],
+              "tarwriter")
     line = _one_line_error(cli("train", f"resume={run}", "trainer.epochs=2", check=False))
     assert "train holds other samples" in line or "4 train samples added" in line

@@ -106,7 +106,7 @@ def typed_runs(fake_run, tmp_path):
 
 
 def test_run_forms_resolve_to_one_run(typed_runs, monkeypatch):
-    from vitcli.core.runs import resolve_run
+    from vitcli.core.run_paths import resolve_run
 
     root, made = typed_runs
     monkeypatch.chdir(root.parent)
@@ -131,7 +131,7 @@ def test_run_forms_resolve_to_one_run(typed_runs, monkeypatch):
 ])
 def test_ambiguous_or_missing_run_is_one_line_naming_candidates(typed_runs, monkeypatch, typed, needles):
     from vitcli.core.errors import UserError
-    from vitcli.core.runs import resolve_run
+    from vitcli.core.run_paths import resolve_run
 
     root, _ = typed_runs
     monkeypatch.chdir(root.parent)
@@ -143,7 +143,7 @@ def test_ambiguous_or_missing_run_is_one_line_naming_candidates(typed_runs, monk
 
 def test_latest_without_runs_says_how_to_make_one(tmp_path):
     from vitcli.core.errors import UserError
-    from vitcli.core.runs import resolve_run
+    from vitcli.core.run_paths import resolve_run
 
     with pytest.raises(UserError, match=r"run=latest: no run under .*vitcli train"):
         resolve_run("latest", tmp_path / "runs")

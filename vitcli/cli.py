@@ -81,13 +81,14 @@ def command_help(command: str, args: list[str]) -> str:
 
 
 def resolve_run_dir_key(command: str, args: list[str]) -> list[str]:
-    """`vitcli train resume=latest` -> `resume='<its run dir>'` (run=, as core/runs.py resolve_run takes it)."""
+    """`vitcli train resume=latest` -> `resume='<its run dir>'` (run=, as core/run_paths.py resolve_run takes it)."""
     key = RUN_DIR_KEYS.get(command)
     typed = [a.split("=", 1)[1] for a in args if key and a.startswith(f"{key}=")]
     if len(typed) != 1 or typed[0] in ("", "null", "None") or "," in typed[0]:
         return args
     from vitcli.core.errors import report_user_errors
-    from vitcli.core.runs import CONFIG, display_path, resolve_run
+    from vitcli.core.run_paths import display_path, resolve_run
+    from vitcli.core.runs import CONFIG
 
     if (Path(typed[0]).expanduser() / CONFIG).is_file():
         return args

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import vitcli.core.config_store  # noqa: F401  (registers the schemas)
 from vitcli.core.errors import report_user_errors
-from vitcli.core.runs import resolve_run
+from vitcli.core.run_paths import resolve_run
 
 
 def typed_members(cfg: DictConfig) -> None:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 import vitcli.core.config_store  # noqa: F401  (registers the schemas)
 from vitcli.core.errors import report_user_errors
-from vitcli.core.runs import run_argument
+from vitcli.core.run_paths import run_argument
 
 log = logging.getLogger("vitcli")
 

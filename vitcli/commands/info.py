@@ -90,7 +90,7 @@ def cache_lines() -> list[str]:
 
 
 def runs_line(root: str) -> str:
-    from vitcli.core.runs import display_path, trained_runs
+    from vitcli.core.run_paths import display_path, trained_runs
 
     path = Path(root).expanduser()
     if not path.is_dir():

@@ -59,7 +59,7 @@ def require_logger(cfg: DictConfig) -> None:
 
 def next_steps(run_dir: str | Path) -> str:
     """What to run on a finished run, each command with the run's own path."""
-    from vitcli.core.runs import display_path
+    from vitcli.core.run_paths import display_path
 
     run = shlex.quote(display_path(Path(run_dir)))
     steps = [(f"vitcli eval run={run}", "metrics, per-class report, confusion matrix"),

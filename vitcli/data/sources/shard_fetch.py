@@ -74,7 +74,7 @@ def open_shard(url: str, commands: bool) -> BinaryIO:
         return fsspec.open(url, "rb").open()
     except ImportError as err:
         raise UserError(f"shard {shown(url)} needs fsspec and the package for its store ({err.name}): "
-                        "pip install fsspec s3fs / gcsfs / adlfs") from None
+                        "add fsspec and its store's package (s3fs, gcsfs or adlfs) to this environment") from None
 
 
 def fetch(url: str, cache: Path, commands: bool) -> str:
