@@ -166,18 +166,17 @@ def postgres_server(bindir: Path, databases: list[str]) -> Iterator[str]:
                                  "-k", str(root), "-c", "fsync=off", "-c", "max_connections=100"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=root, **_as_user(user))
     try:
-        import psycopg2
+        import psycopg  # the driver SQLAlchemy 2.1 uses for postgresql:// (optuna's and MLflow's)
 
         deadline = time.monotonic() + 60
         while True:
             try:
-                conn = psycopg2.connect(host="127.0.0.1", port=port, user="vitcli", dbname="postgres")
+                conn = psycopg.connect(host="127.0.0.1", port=port, user="vitcli", dbname="postgres", autocommit=True)
                 break
-            except psycopg2.OperationalError:
+            except psycopg.OperationalError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"postgres did not start:\n{log.read_text()[-3000:]}") from None
                 time.sleep(0.3)
-        conn.autocommit = True
         with conn.cursor() as cur:
             for name in databases:
                 cur.execute(f'CREATE DATABASE "{name}"')
