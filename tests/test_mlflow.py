@@ -101,7 +101,8 @@ def test_eval_adds_its_metrics_and_files_to_the_run_it_read(tracked_run, client,
 
 def test_a_resumed_run_continues_the_same_mlflow_run(server, client, cli, train_tiny, tmp_path):
     run_dir = tmp_path / "run"
-    common = ["logger=mlflow", f"logger.mlflow.tracking_uri={server}", "trainer.threads=1", "name=resumed"]
+    common = ["logger=[mlflow,tensorboard]", f"logger.mlflow.tracking_uri={server}", "trainer.threads=1",
+              "name=resumed"]
     train_tiny(run_dir, *common, "trainer.epochs=1")
     first = run_id_of(run_dir)
     cli("train", f"resume={run_dir}", "trainer.epochs=2", "trainer.threads=1")
@@ -115,6 +116,11 @@ def test_a_resumed_run_continues_the_same_mlflow_run(server, client, cli, train_
     assert [s for s, _ in history(client, first, "val_top1")] == [1, 2]
     # MLflow never changes a logged param: the resumed value is a tag
     assert run.data.params["trainer.epochs"] == "1" and run.data.tags["vitcli.resumed_with.trainer.epochs"] == "2"
+    # TensorBoard: the resumed process writes a second event file; together one series, no repeats
+    events = services.tensorboard_events(run_dir / "tensorboard")
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    assert services.same_series([(e.step, e.value) for e in events.Scalars("val/loss")],
+                                [(r["epoch"], r["val_loss"]) for r in records(run_dir, "epoch")])
 
 
 def test_a_sweep_is_a_parent_run_with_a_child_per_trial(server, client, cli, tiny_overrides, tmp_path, read_summary):
