@@ -84,3 +84,28 @@ def test_a_config_saved_before_logger_lists_keeps_its_tracker(tmp_path):
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"name": "old", "logger": {"name": "wandb", "project": "p"}}))
     assert active_backends(load_run_config(tmp_path)) == ["wandb"]
+
+
+def test_a_resume_drops_what_the_killed_process_logged_after_its_checkpoint(tmp_path):
+    """Killed at step 6 with last.pt at step 4: the resumed run's steps 5, 6 replace the old ones."""
+    from omegaconf import OmegaConf
+
+    from vitcli.engine.tracking.tensorboard_tracker import TensorBoardTracker
+
+    cfg = OmegaConf.create({"name": "x", "logger": {"tensorboard": {"images": True}}})
+    first = TensorBoardTracker(tmp_path, cfg)
+    for step in range(1, 7):
+        first.log_step({"kind": "step", "epoch": 1 + (step > 4), "global_step": step, "train_loss": 10.0 + step})
+    first.log_epoch({"epoch": 1, "val_loss": 3.0})
+    first.w.close()  # the process dies here; nothing else is written
+    resumed = TensorBoardTracker(tmp_path, cfg)
+    resumed.resume_at(epoch=1, step=4)
+    for step in range(5, 9):
+        resumed.log_step({"kind": "step", "epoch": 2, "global_step": step, "train_loss": 20.0 + step})
+    resumed.log_epoch({"epoch": 2, "val_loss": 2.0})
+    resumed.finish({"status": "completed", "epochs_completed": 2, "best": {}})
+    events = services.tensorboard_events(tmp_path / "tensorboard")
+    assert scalars(events, "train/loss") == [(1, 11.0), (2, 12.0), (3, 13.0), (4, 14.0), (5, 25.0), (6, 26.0),
+                                              (7, 27.0), (8, 28.0)]
+    assert scalars(events, "val/loss") == [(1, 3.0), (2, 2.0)]
+    assert not first.failed and not resumed.failed

@@ -122,6 +122,7 @@ def test_wandb_log_failure_mid_run_turns_the_sink_off(tmp_path, monkeypatch):
 
     class FlakyRun:
         summary: dict = {}
+        id = "flaky1"  # opens fine (its id is saved); the first log fails
 
         def define_metric(self, *args, **kwargs):
             pass
@@ -138,6 +139,7 @@ def test_wandb_log_failure_mid_run_turns_the_sink_off(tmp_path, monkeypatch):
         logger.log({"kind": "step", "epoch": 1, "global_step": step + 1, "train_loss": 1.0, "lr": 0.1})
     logger.finish({"status": "completed", "best": {}})
     assert logger.wandb.failed and len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    assert (tmp_path / "wandb" / "run_id").read_text() == "flaky1"  # it did open: the failure was mid-run
 
 
 def test_auto_mode_is_offline_without_credentials(tmp_path, monkeypatch):
