@@ -208,3 +208,35 @@ def test_the_mlflow_ui_shows_the_run_and_its_val_top1(tracked_run, server, clien
     row = re.search(r">val_top1</a>.*?role=\"cell\"[^>]*>.*?title=\"([^\"]+)\"", dom, re.S)
     assert row is not None, dom[-3000:]
     assert float(row.group(1)) == pytest.approx(run.data.metrics["val_top1"], rel=1e-3)
+
+
+def test_a_sweep_jobs_own_processes_nest_under_the_parent_run_in_the_default_store(tmp_path, monkeypatch):
+    """logger.mlflow's default store (sqlite under <runs_root>/mlruns). The torchrun ranks of a
+    trainer.devices=N sweep job are not Hydra multirun jobs: rank 0 finds the parent run through
+    the sweep dir (Hydra's multirun.yaml is there) and the trial through the environment."""
+    from mlflow import MlflowClient
+    from omegaconf import OmegaConf
+
+    from vitcli.engine.tracking import MetricsLogger, start_sweep
+
+    cfg = OmegaConf.create({"name": "x", "runs_root": str(tmp_path / "runs"), "model": {"name": "m"},
+                            "data": {"name": "d"}, "logger": {"name": "mlflow", "backends": {"mlflow": True},
+                                                             "mlflow": {"tracking_uri": None}}})
+    sweep_dir = tmp_path / "runs" / "x" / "multirun" / "stamp"
+    start_sweep(cfg, sweep_dir)  # what the sweep's callback does before its jobs start
+    (sweep_dir / "3").mkdir()
+    (sweep_dir / "multirun.yaml").write_text("hydra: {}\n")
+    monkeypatch.setenv("VITCLI_OPTUNA_TRIAL", json.dumps({"study_name": "s", "storage": "j", "number": 7, "pruner": {}}))
+    logger = MetricsLogger(sweep_dir / "3", cfg)
+    logger.log_epoch({"epoch": 1, "val_top1": 12.5})
+    logger.finish({"status": "pruned", "best": {"val_top1": 12.5}, "epochs_completed": 1})
+
+    store = tmp_path / "runs" / "mlruns"
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    parent = json.loads((sweep_dir / "mlflow_sweep.json").read_text())["run_id"]
+    child = client.get_run(run_id_of(sweep_dir / "3"))
+    assert child.data.tags["mlflow.parentRunId"] == parent and child.info.run_name == "stamp/3"
+    assert (child.data.tags["optuna.trial"], child.data.tags["vitcli.job"]) == ("7", "3")
+    assert child.data.tags["optuna.state"] == "PRUNED" and child.info.status == "FINISHED"
+    assert child.info.artifact_uri.startswith((store / "artifacts").as_uri())
+    assert history(client, child.info.run_id, "val_top1") == [(1, 12.5)]

@@ -4,7 +4,9 @@ metrics as trackers that group by prefix show them (train/*, val/*, epoch/*)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +15,8 @@ from vitcli.core.io import finite_or_none
 log = logging.getLogger("vitcli")
 
 TRACKERS = ("wandb", "mlflow", "tensorboard")
+MULTIRUN_RECORD = "multirun.yaml"  # Hydra writes it into a sweep dir before the jobs start
+TRIAL_ENV = "VITCLI_OPTUNA_TRIAL"  # hydra_plugins/vitcli_optuna_sweeper/trial.py: the job's trial, for its ranks
 
 
 def active_backends(cfg: Any) -> list[str]:
@@ -30,9 +34,11 @@ def active_backends(cfg: Any) -> list[str]:
     return on
 
 
-def one_line(err: BaseException) -> str:
+def one_line(err: BaseException, limit: int = 400) -> str:
+    """An error as one line of at most `limit` characters (client errors can be pages long)."""
     text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    line = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class Tracker:
@@ -122,18 +128,25 @@ def numeric(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and finite_or_none(v) is not None}
 
 
-def sweep_job() -> dict[str, Any] | None:
-    """This process's Hydra multirun job: its sweep dir, job number and optuna trial number; None
-    outside a multirun (or without Hydra)."""
+def sweep_job(run_dir: Path | None = None) -> dict[str, Any] | None:
+    """The Hydra multirun job this process runs: its sweep dir, job number and optuna trial number;
+    None outside a multirun. Processes the job started (the torchrun ranks of trainer.devices=N)
+    are not Hydra multirun jobs: for them it is the run dir's parent when Hydra's multirun.yaml is
+    there, with the trial from the environment the job passes on (engine/pruning.trial_env)."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-            return None
-        hc = HydraConfig.get()
-        trial = hc.sweeper.get("trial") if "sweeper" in hc else None
-        return {"sweep_dir": Path(str(hc.sweep.dir)), "job": int(hc.job.num),
-                "trial": None if trial is None else int(trial)}
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            hc = HydraConfig.get()
+            trial = hc.sweeper.get("trial") if "sweeper" in hc else None
+            return {"sweep_dir": Path(str(hc.sweep.dir)), "job": int(hc.job.num),
+                    "trial": None if trial is None else int(trial)}
     except Exception:  # no Hydra context (library use)
+        pass
+    if run_dir is None or not (Path(run_dir).parent / MULTIRUN_RECORD).is_file():
         return None
+    link = json.loads(os.environ.get(TRIAL_ENV) or "{}")
+    name = Path(run_dir).name
+    return {"sweep_dir": Path(run_dir).parent, "job": int(name) if name.isdigit() else None,
+            "trial": link.get("number")}

@@ -29,7 +29,7 @@ def tracking_uri(cfg: Any) -> str:
         path = Path(uri[len("sqlite:///"):]).expanduser().absolute()
         path.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
         return f"sqlite:///{path}"
-    if uri.startswith("file:") or "://" not in uri:  # MLflow's file store: the user asked for it
+    if uri.startswith("file:") or ("://" not in uri and not uri.startswith("databricks")):  # the file store: asked for
         os.environ.setdefault(FILE_STORE, "true")
         path = Path(re.sub(r"^file:(//)?", "", uri)).expanduser().absolute()
         return path.as_uri()
@@ -112,6 +112,10 @@ def tag_value(value: Any) -> str:
     return clip(value, _limits()[2])
 
 
+def param_value(value: Any) -> str:
+    return clip(value, _limits()[1])
+
+
 def flat_params(cfg: Any) -> dict[str, str]:
     """The resolved config flattened to dotted keys (model.name, optimizer.lr, ...), every value a
     string within MLflow's length limit."""
@@ -119,14 +123,13 @@ def flat_params(cfg: Any) -> dict[str, str]:
 
     container = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     out: dict[str, str] = {}
-    limit = _limits()[1]
 
     def walk(prefix: str, node: Any) -> None:
         if isinstance(node, dict) and node:
             for key, value in node.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), value)
         else:
-            out[safe_key(prefix)] = clip(node, limit)
+            out[safe_key(prefix)] = param_value(node)
 
     walk("", container)
     return out

@@ -34,7 +34,7 @@ def start_sweep(config: Any, sweep_dir: Path) -> None:
     overrides = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
     params = {f"sweep.{k}": str(v) for k, v in space.items()}
     params["overrides"] = " ".join(str(o) for o in overrides)
-    store.log_params(mlc, run.info.run_id, {store.safe_key(k): store.clip(v, 6000) for k, v in params.items()})
+    store.log_params(mlc, run.info.run_id, {store.safe_key(k): store.param_value(v) for k, v in params.items()})
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     store.write_record(Path(sweep_dir) / runs.MLFLOW_SWEEP, uri, exp, run.info.run_id)
     log.info(f"mlflow: sweep parent run {run.info.run_id} in experiment '{store.experiment_name(config)}' ({uri})")

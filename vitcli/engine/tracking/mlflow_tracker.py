@@ -41,7 +41,7 @@ class MlflowTracker(Tracker):
         super().__init__(run_dir, cfg)
         self.client: Any = None
         self.run_id: str | None = None
-        self.job = sweep_job()
+        self.job = sweep_job(self.run_dir)
 
     def _open(self) -> None:
         record = store.read_record(record_path(self.run_dir))
