@@ -109,3 +109,27 @@ def test_a_resume_drops_what_the_killed_process_logged_after_its_checkpoint(tmp_
                                               (7, 27.0), (8, 28.0)]
     assert scalars(events, "val/loss") == [(1, 3.0), (2, 2.0)]
     assert not first.failed and not resumed.failed
+
+
+def test_predict_probe_and_ensemble_add_to_the_runs_they_read(tb_run, cli, tmp_path):
+    import shutil
+
+    a = Path(shutil.copytree(tb_run, tmp_path / "a"))
+    b = Path(shutil.copytree(tb_run, tmp_path / "b"))
+    cli("predict", f"run={a}", "split=val")
+    cli("probe", f"run={a}", "method=knn")
+    cli("ensemble", f"runs=[{a},{b}]", "split=val", "weights_from=val", "predict_missing=true",
+        f"out={tmp_path / 'ens'}")
+    ens = json.loads((tmp_path / "ens" / "ensemble.json").read_text())["ensemble_scores"]["val"]
+    probe = json.loads((a / "probe" / "knn.json").read_text())
+    events = services.tensorboard_events(a / "tensorboard")
+    # predict on val: the same model and split as the run's own best -> its val top-1
+    assert scalars(events, "predict/val/top1") == [(2, pytest.approx(read(a)["best"]["val_top1"], abs=1e-4))]
+    assert scalars(events, "probe/knn/top1") == [(2, pytest.approx(probe["top1"]))]
+    for member in (a, b):  # each member of the ensemble gets its scores
+        member_events = services.tensorboard_events(member / "tensorboard")
+        assert scalars(member_events, "ensemble/val/top1") == [(2, pytest.approx(ens["top1"]))]
+
+
+def read(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
