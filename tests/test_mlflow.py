@@ -239,4 +239,6 @@ def test_a_sweep_jobs_own_processes_nest_under_the_parent_run_in_the_default_sto
     assert (child.data.tags["optuna.trial"], child.data.tags["vitcli.job"]) == ("7", "3")
     assert child.data.tags["optuna.state"] == "PRUNED" and child.info.status == "FINISHED"
     assert child.info.artifact_uri.startswith((store / "artifacts").as_uri())
+    # MLflow 3's UI opens the experiment in its model-training view
+    assert client.get_experiment(child.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert history(client, child.info.run_id, "val_top1") == [(1, 12.5)]

@@ -16,6 +16,8 @@ from vitcli.core.io import read_json, write_json
 TRUNCATED = "...[truncated]"  # the end of a param or tag value cut to MLflow's length limit
 FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"  # MLflow 3 refuses its file store unless this is set
 DATABASES = ("sqlite:", "postgresql", "mysql", "mssql")
+# MLflow 3's UI opens an experiment in its model-training view (runs, charts) rather than the GenAI one
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(cfg: Any) -> str:
@@ -60,7 +62,7 @@ def experiment_id(mlc: Any, name: str, location: str | None) -> str:
     exp = mlc.get_experiment_by_name(name)
     if exp is None:
         try:
-            return mlc.create_experiment(name, artifact_location=location)
+            return mlc.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
         except MlflowException:  # created meanwhile by another job of the sweep
             exp = mlc.get_experiment_by_name(name)
             if exp is None:
