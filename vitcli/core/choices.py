@@ -53,7 +53,7 @@ LrBaseScale = _choice("LrBaseScale", ["linear", "sqrt"])
 # timm create_scheduler_v2's names (tests/test_config.py checks timm accepts each)
 Scheduler = _choice("Scheduler", ["cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt",
                                  "constant", "none"])
-LoggerName = _choice("LoggerName", ["csv", "wandb"])
+LoggerName = _choice("LoggerName", ["csv", "wandb", "mlflow", "tensorboard"])
 WandbMode = _choice("WandbMode", ["auto", "online", "offline", "disabled"])
 DistillName = _choice("DistillName", ["none", "soft", "hard", "token"])
 DistillTarget = _choice("DistillTarget", ["soft", "hard"])

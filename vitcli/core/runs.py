@@ -39,6 +39,10 @@ PROBE = "probe"  # vitcli probe: features/<key>/<split>.npz, <method>.json, <met
 CALIBRATION = "calibration.json"  # eval.calibrate=temperature: the fitted temperature, keyed to the weights
 HYDRA = ".hydra"
 WANDB = "wandb"  # W&B's own files and run_id (logger=wandb)
+MLFLOW_RUN = "mlflow_run.json"  # logger=mlflow: tracking URI, experiment and run id (a resumed run continues it)
+MLFLOW_SWEEP = "mlflow_sweep.json"  # in a -m sweep dir: the parent run its jobs nest under
+TENSORBOARD = "tensorboard"  # logger=tensorboard: the run's event files
+MLRUNS = "mlruns"  # <runs_root>/mlruns: the default MLflow store (mlflow.db) and its artifacts
 CURVES = f"{PLOTS}/curves.png"
 CLASS_COUNTS = "class_counts.csv"  # train samples per class (index, name, count), written at the start
 # what a run directory holds, in the order the docs list it (the reference page is generated from this)
@@ -63,7 +67,8 @@ LAYOUT: dict[str, str] = {
     ".lock": "held while the run trains (one writer per run dir)",
 }
 # folders inside a run that never hold another run (the run browser does not descend into them)
-RUN_SUBDIRS = {PROBE, HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, WANDB, ".submitit", "__pycache__"}
+RUN_SUBDIRS = {PROBE, HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, WANDB, TENSORBOARD, MLRUNS,
+               ".submitit", "__pycache__"}
 
 
 def is_run_dir(path: str | Path) -> bool:

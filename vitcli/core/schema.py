@@ -200,9 +200,37 @@ class TrainerConfig:
 
 
 @dataclass
+class LoggerBackends:
+    """The trackers that run beside csv/jsonl. Each logger option turns its own on, so Hydra's list
+    selection logger=[wandb,mlflow] turns on both; logger.backends.<name>=true adds one (resume too)."""
+    wandb: bool = False
+    mlflow: bool = False
+    tensorboard: bool = False
+
+
+@dataclass
+class MlflowConfig:
+    # null: sqlite:///<runs_root>/mlruns/mlflow.db; or http(s)://server:5000, sqlite:///..., postgresql://..., file:...
+    tracking_uri: Optional[str] = None
+    experiment: Optional[str] = None  # null: the vitcli experiment name (`name`)
+    run_name: Optional[str] = None  # null: <run dir name> (sweep jobs: <sweep stamp>/<job>)
+    # where a new experiment keeps artifacts when tracking_uri is a database (a server picks its own);
+    # null: <runs_root>/mlruns/artifacts
+    artifact_location: Optional[str] = None
+    log_model: bool = True  # model.safetensors as an artifact (checkpoints are never uploaded)
+
+
+@dataclass
+class TensorBoardConfig:
+    images: bool = True  # the run's plots (curves, confusion, errors, explain) as images
+
+
+@dataclass
 class LoggerConfig:
-    name: LoggerName = LoggerName.csv  # csv (metrics.jsonl/csv, always on) | wandb (csv + Weights & Biases)
+    name: LoggerName = LoggerName.csv  # the option picked (the last of a list); `backends` says what runs
+    backends: LoggerBackends = field(default_factory=LoggerBackends)  # the trackers on beside csv/jsonl
     csv: bool = True  # metrics.csv beside metrics.jsonl
+    # W&B (logger=wandb)
     project: str = "vitcli"  # wandb only, like the fields below
     entity: Optional[str] = None  # W&B team or user (null: your default entity)
     group: Optional[str] = None  # null: <experiment>/<sweep stamp> for -m jobs, none otherwise
@@ -211,6 +239,8 @@ class LoggerConfig:
     notes: Optional[str] = None  # W&B run notes
     mode: WandbMode = WandbMode.auto  # auto: online with an API key, else offline
     init_timeout: float = 30.0  # seconds before an unreachable server falls back to offline
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)  # logger=mlflow
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)  # logger=tensorboard
 
 
 @dataclass

@@ -24,6 +24,7 @@ from vitcli.core.io import write_json
 from vitcli.core.predictions import Predictions, load_predictions, topk_accuracy
 from vitcli.data import create_data
 from vitcli.models.run_model import checkpoint_key
+from vitcli.engine.tracking import attach_to_run
 from vitcli.tasks import submission as sub
 from vitcli.tasks.ensemble_methods import (
     align,
@@ -241,6 +242,8 @@ def run_ensemble_job(cfg: DictConfig) -> dict[str, Any]:
         log.info(f"greedy kept round {how['greedy_best_round']}: counts {dict(zip(names, map(int, weights)))}")
     for path in written:
         log.info(f"wrote {path}")
+    for member in members:  # each member's trackers get the ensemble's scores and report
+        attach_to_run(member, "ensemble", ens[split], [p for p in written if p.suffix != ".npz"], tag=split, base=out)
     return record
 
 

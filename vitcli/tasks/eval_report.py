@@ -25,7 +25,7 @@ from vitcli.core.predictions import softmax
 from vitcli.data import create_data
 from vitcli.engine.evaluate import class_report
 from vitcli.engine.inference import run_split
-from vitcli.engine.tracking import WandbSink
+from vitcli.engine.tracking import attach_to_run
 from vitcli.tasks.calibration_run import add_calibration
 from vitcli.tasks.samples import gather_inputs
 from vitcli.viz.gallery import denormalize
@@ -134,11 +134,6 @@ def save_outputs(run_dir: Path, tag: str, split: str, result: dict[str, Any], re
     return [runs.eval_path(run_dir, f"{tag}.json"), *out]
 
 
-def log_to_wandb(run_dir: Path, metrics: dict[str, Any], images: list[Path]) -> None:
-    """Mirror an evaluation / explanation to W&B (job_type=eval) when the run was trained with logger=wandb."""
-    WandbSink.log_eval(Path(run_dir), runs.load_run_config(Path(run_dir)), metrics, images)
-
-
 def evaluate_and_report(run: str | Path, split: str = "val", checkpoint: str = "best", device: str = "auto",
                         batch_size: int | None = None, tta: str = "none", crop_fraction: float = 0.875,
                         precision: Any = None, worst: int = 10, save: bool = True, calibrate: str = "none",
@@ -173,5 +168,5 @@ def evaluate_and_report(run: str | Path, split: str = "val", checkpoint: str = "
         run_dir = Path(run)
         written = save_outputs(run_dir, tag, result["split"], result, rep, preds) + reliability
         log.info("wrote " + ", ".join(str(p.relative_to(run_dir)) for p in written) + f" in {run_dir}")
-        log_to_wandb(run_dir, {"tag": tag, **result}, [p for p in written if p.suffix == ".png"])
+        attach_to_run(run_dir, "eval", result, written, tag=tag)  # the trackers the run was trained with
     return result

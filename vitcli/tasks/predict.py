@@ -8,6 +8,7 @@ from typing import Any
 
 from vitcli.core import runs
 from vitcli.engine.inference import run_split
+from vitcli.engine.tracking import attach_to_run
 from vitcli.tasks import submission as sub
 
 
@@ -28,4 +29,5 @@ def predict_split(run: str | Path, split: str | None = None, checkpoint: str = "
     written = [preds.save(runs.predictions_path(run, split))]
     if sub.should_write(submission, result.get("data"), preds.ids):
         written += sub.write_submissions(run, split, preds.ids, preds.logits)
+    attach_to_run(run, "predict", result, [p for p in written if p.suffix != ".npz"], tag=split)  # the run's trackers
     return preds, result, written

@@ -23,6 +23,7 @@ from vitcli.core.predictions import Predictions, topk_accuracy
 from vitcli.core.runtime import Runtime
 from vitcli.data import create_data
 from vitcli.data.normalization import resolve_normalization
+from vitcli.engine.tracking import attach_to_run
 from vitcli.models.factory import create_model
 from vitcli.tasks import probe_methods as pm
 from vitcli.tasks.probe_features import (
@@ -88,6 +89,7 @@ def run_probe(cfg: Any, out_dir: str | Path) -> dict[str, Any]:
     result.update(top1=result["splits"]["val"]["top1"], top5=result["splits"]["val"]["top5"],
                   seconds=round(time.time() - start, 2))
     write_json(runs.probe_result_path(out, method), result)
+    attach_to_run(out, "probe", result, [runs.probe_result_path(out, method)], tag=method)  # a run's trackers
     log.info(f"probe {method} of {where}: val top1 {result['top1']:.2f}  top5 {result['top5']:.2f}  "
              f"({result['feature_dim']}-d {p.layers} features, {result['seconds']:.1f} s) -> "
              f"{runs.probe_result_path(out, method)}")
