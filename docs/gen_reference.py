@@ -332,6 +332,11 @@ RUN_FILES: dict[str, tuple[str, str, str]] = {
     "PROBE": ("{}/features/<key>/<split>.npz, {}/<method>.json, {}/<method>/predictions/",
               "cached frozen features, probe scores, probe predictions", "`vitcli probe`"),
     "WANDB": ("{}/", "W&B's own files and the run id (logger=wandb)", "`vitcli train`"),
+    "MLFLOW_RUN": ("{}", "the MLflow store and run id (logger=mlflow): a resumed run continues it", "`vitcli train`"),
+    "MLFLOW_SWEEP": ("{}", "in a sweep dir: the MLflow parent run its jobs nest under", "`vitcli train -m`"),
+    "TENSORBOARD": ("{}/", "TensorBoard event files (logger=tensorboard)", "`vitcli train`"),
+    "MLRUNS": ("<runs_root>/{}/", "the default MLflow store (mlflow.db) and its artifacts, beside the runs",
+               "`vitcli train logger=mlflow`"),
 }
 
 
