@@ -15,14 +15,33 @@ def test_early_stopping_counts_epochs_without_improvement():
     assert decisions[3].status == "completed" and "epoch 2" in decisions[3].reason
 
 
-def test_a_run_that_stops_improving_stops_early(make_trainer, tmp_path, read_summary):
+STALLED = ["trainer.epochs=8", "trainer.early_stop_patience=2", "scheduler=constant", "optimizer.lr=1e-12",
+           "scheduler.warmup_epochs=0"]
+
+
+def _epochs_logged(run) -> list[int]:
+    import json
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["epoch"] for r in records if r.get("kind") == "epoch"]
+
+
+def test_a_run_that_stops_improving_stops_early_and_stays_stopped(make_trainer, cli, tmp_path, read_summary):
     # lr 1e-12: the weights barely move, so epoch 1 stays the best and patience 2 ends the run after epoch 3
-    make_trainer(tmp_path / "run", "trainer.epochs=8", "trainer.early_stop_patience=2", "scheduler=constant",
-                 "optimizer.lr=1e-12", "scheduler.warmup_epochs=0").fit()
-    summary = read_summary(tmp_path / "run")
+    run = tmp_path / "run"
+    make_trainer(run, *STALLED).fit()
+    summary = read_summary(run)
     assert summary["status"] == "completed" and summary["epochs_completed"] == 3
     assert summary["stopped"]["by"] == "early_stop" and summary["stopped"]["epoch"] == 3
     assert summary["best"]["epoch"] == 1
+    # the same command again (a requeued job, a rerun): the run stays stopped, nothing more trains
+    make_trainer(run, *STALLED).fit()
+    again = read_summary(run)
+    assert again["epochs_completed"] == 3 and again["stopped"] == summary["stopped"] and _epochs_logged(run) == [1, 2, 3]
+    # to train on, deliberately: resume with a larger patience (3: one more epoch without improvement)
+    cli("train", f"resume={run}", "trainer.early_stop_patience=3", "trainer.progress=none")
+    more = read_summary(run)
+    assert more["epochs_completed"] == 4 and more["stopped"]["epoch"] == 4 and _epochs_logged(run) == [1, 2, 3, 4]
 
 
 def test_patience_must_be_positive(compose):

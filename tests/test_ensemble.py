@@ -215,3 +215,47 @@ def test_ensemble_errors_are_one_line(predicted_run, cli, compose, tmp_path, cap
     assert needle in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# ---- cached predictions must come from the weights and TTA asked for ----------------------
+
+def test_predictions_of_other_weights_or_tta_are_predicted_again_or_refused(tiny_run_copy, cli, tmp_path):
+    import shutil
+
+    from vitcli.models.run_model import checkpoint_key
+
+    a = tiny_run_copy
+    b = shutil.copytree(a, tmp_path / "b")
+    for run in (a, b):
+        cli("predict", f"run={run}", "split=val", "checkpoint=best")
+    cached = load_predictions(a / "predictions" / "val.npz")
+    assert cached.source["checkpoint_key"] == checkpoint_key(a, "best") and cached.source["tta"] == "none"
+    assert cached.source["data_identity"]["count"] == 32
+    base = (f"runs=[{a},{b}]", "split=val", "method=mean_prob")
+    for asked, needle in ((["checkpoint=last"], "was made by other weights (best: sha256:"),
+                          (["eval.tta=flip"], "was made with eval.tta=none, not eval.tta=flip")):
+        proc = cli("ensemble", *base, *asked, "predict_missing=false", f"out={tmp_path / 'refused'}", check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert needle in proc.stderr and f"vitcli predict run={a} split=val" in proc.stderr
+    assert not (tmp_path / "refused").exists()
+    proc = cli("ensemble", *base, "eval.tta=flip", f"out={tmp_path / 'flip'}")
+    assert "was made with eval.tta=none, not eval.tta=flip: predicting it again" in proc.stdout
+    again = load_predictions(a / "predictions" / "val.npz")
+    assert again.source["tta"] == "flip" and not np.allclose(again.logits, cached.logits)
+    cli("ensemble", *base, "eval.tta=flip", f"out={tmp_path / 'cached'}")  # now they match: read, not predicted
+    assert np.array_equal(load_predictions(a / "predictions" / "val.npz").logits, again.logits)
+    legacy = Predictions(cached.logits, cached.ids, cached.class_names, cached.labels, {"checkpoint": "best"})
+    legacy.save(a / "predictions" / "val.npz")
+    proc = cli("ensemble", *base, "predict_missing=false", f"out={tmp_path / 'legacy'}", check=False)
+    assert proc.returncode == 2 and "records no checkpoint content key (written by an older vitcli)" in proc.stderr
+
+
+def test_members_that_label_a_split_differently_are_refused(predicted_run, tmp_path, cli):
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 6, 20)
+    logits = rng.normal(size=(20, 6)).astype(np.float32)
+    a = predicted_run(tmp_path / "a", {"val": logits}, {"val": y})
+    b = predicted_run(tmp_path / "b", {"val": logits}, {"val": (y + 1) % 6})
+    proc = cli("ensemble", f"runs=[{a},{b}]", "split=val", f"out={tmp_path / 'out'}", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "label val differently (sample 'val/00000001.jpg'" in proc.stderr

@@ -117,7 +117,7 @@ def test_onnx_parity_failure_is_refused(family_runs, tmp_path, monkeypatch):
 def test_bad_input_is_one_line(cli, family_runs, tmp_path, monkeypatch):
     cases = [
         (["export", f"run={tmp_path / 'nope'}"], "no such directory"),
-        (["export", f"run={family_runs['vit']}", "format=onnx"], "vitcli[export]"),
+        (["export", f"run={family_runs['vit']}", "format=onnx"], "pip install -e '.[export]'"),
     ]
     for args, message in cases:
         with monkeypatch.context() as m:

@@ -119,3 +119,60 @@ def _png(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_splits_whose_class_labels_differ_are_refused(compose, tmp_path):
+    import datasets
+
+    from vitcli.core.errors import UserError
+    from vitcli.data.sources.hf import load_hf
+
+    images, labels, _ = digits_images(16, per_class=2)
+    rows = {"image": [{"bytes": _png(im), "path": None} for im in images], "label": labels.tolist()}
+    names = [f"d{c}" for c in range(10)]
+    swapped = [names[1], names[0], *names[2:]]  # the same classes, 0 and 1 the other way round
+
+    def part(class_names):
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=class_names)})
+        return datasets.Dataset.from_dict(rows, features=features)
+
+    datasets.DatasetDict({"train": part(names), "validation": part(swapped)}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(UserError, match=r"\[validation\]: its ClassLabel names the classes differently from the "
+                                        r"first split's \(class 0 is 'd0' there, 'd1' here"):
+        load_hf(compose("train", ["data=hf", f"data.dataset={tmp_path / 'ds'}"]).data)
+    datasets.DatasetDict({"train": part(names), "validation": part(names)}).save_to_disk(str(tmp_path / "same"))
+    assert load_hf(compose("train", ["data=hf", f"data.dataset={tmp_path / 'same'}"]).data)[1] == names
+
+
+def test_trust_remote_code_false_is_passed_and_accepted(compose, digits_hf, tmp_path, monkeypatch):
+    """datasets 3.x falls back to HF_DATASETS_TRUST_REMOTE_CODE (or a prompt) without it; the installed
+    version must take the explicit False and load the files."""
+    import datasets
+
+    from vitcli.data.sources.hf import load_hf
+
+    saved = datasets.load_from_disk(str(digits_hf["hf"]))
+    for name, part in saved.items():
+        part.to_parquet(str(tmp_path / "pq" / f"{name}-00000-of-00001.parquet"))
+    calls, real = [], datasets.load_dataset
+
+    def recording(*args, **kwargs):  # the real loader, its keyword arguments noted
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", recording)
+    monkeypatch.setenv("HF_DATASETS_TRUST_REMOTE_CODE", "1")
+    splits, names = load_hf(compose("train", ["data=hf", f"data.dataset={tmp_path / 'pq'}",
+                                              f"data.cache_dir={tmp_path / 'cache'}"]).data)
+    assert len(splits["train"]) == 160 and names == digits_hf["names"]
+    assert calls and all(c.get("trust_remote_code") is False for c in calls)
+
+
+def test_a_hub_id_without_network_is_one_line(cli_process, tmp_path):
+    proc = cli_process("train", "data=hf", "data.dataset=timm/mini-imagenet", f"data.cache_dir={tmp_path}",
+                       f"hydra.run.dir={tmp_path / 'run'}", env={"HF_HUB_OFFLINE": "1"}, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "vitcli: error: data.dataset=timm/mini-imagenet could not be loaded: Couldn't reach 'timm/mini-imagenet' on "
+        "the Hub (OfflineModeIsEnabled); a hub id needs the network once (then datasets' cache), or give a "
+        "save_to_disk folder or parquet/arrow files"]

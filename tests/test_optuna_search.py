@@ -86,13 +86,30 @@ def test_optuna_config_composes(compose):
     cfg = compose("train", return_hydra_config=True, overrides=["hparams_search=optuna", "hydra/sweeper/pruner=hyperband"])
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.vitcli_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    assert sweeper.direction == "maximize" and sweeper.storage == "sqlite:///runs/default/optuna.db"
+    assert sweeper.direction == "maximize" and sweeper.storage == "runs/default/optuna_journal.log"  # a journal
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 42
     assert sweeper.pruner._target_ == "optuna.pruners.HyperbandPruner"
     params = dict(sweeper.params)
     assert set(params) == {"optimizer.lr", "regularization.weight_decay", "model.drop_path_rate"}
     task = compose("train", overrides=[f"{key}=0.01" for key in params])  # every searched key is a train option
     assert task.model.drop_path_rate == 0.01
+
+
+def test_the_default_study_is_a_journal_file_a_rerun_resumes(cli, tiny_overrides, tmp_path):
+    """hparams_search=optuna without a storage: a journal file under runs/<name>/ (shareable by SLURM jobs
+    on several nodes over NFS, unlike sqlite); the same command with more n_trials adds only the missing."""
+    runs = tmp_path / "runs"
+    fast = [*tiny_overrides, "data.num_samples=64", "trainer.epochs=1", "trainer.progress=none",
+            "trainer.export_safetensors=false", "hparams_search=optuna", "hydra.sweeper.plots=false", "name=tiny",
+            f"runs_root={runs}"]
+    cli("train", "-m", *fast, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 'a'}", cwd=tmp_path)
+    journal = runs / "tiny" / "optuna_journal.log"
+    assert journal.is_file() and not list(runs.rglob("*.db"))
+    proc = cli("train", "-m", *fast, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'b'}", cwd=tmp_path)
+    assert "1 trials so far" in proc.stdout + proc.stderr
+    study = optuna.load_study(study_name="tiny", storage=open_storage(str(journal)))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.is_dir()) == ["1"]  # only trial 1 ran
 
 
 @pytest.mark.parametrize("direction", ["minimize", "[maximize,minimize]"])

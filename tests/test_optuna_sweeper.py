@@ -194,6 +194,18 @@ def test_two_sweeps_share_one_study(tmp_path):
     assert sorted(toy_json(tmp_path / "a")) == [0] and sorted(toy_json(tmp_path / "b")) == [1]
 
 
+@pytest.mark.parametrize("sampler", ["hydra.sweeper.sampler=grid", "hydra/sweeper/sampler=grid"])
+def test_grid_sampler_runs_each_grid_point_once_however_it_is_chosen(tmp_path, sampler):
+    """2 x 3 grid points and n_trials=10: six trials, never a grid point twice (by name or by group)."""
+    sweep = tmp_path / "s"
+    proc = toy(sampler, "x=1.0,2.0", "y=0,1,3", "hydra.sweeper.n_trials=10", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert "6 grid points, so n_trials=6" in proc.stdout + proc.stderr
+    record = (sweep / RECORD).read_text()
+    study = load(str(sweep / "optuna_journal.log"), record.split("study_name: ")[1].split()[0])
+    points = [(t.params["x"], t.params["y"]) for t in study.trials]
+    assert len(points) == 6 and len(set(points)) == 6 and sorted(toy_json(sweep)) == list(range(6))
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["hydra.sweeper.pruner=medain"], "hydra.sweeper.pruner=medain: unknown pruner; choose one of none, median"),
     (["hydra.sweeper.storage=/proc/nope/study.log"], "cannot write /proc/nope/study.log"),

@@ -45,11 +45,67 @@ def test_family_defaults_and_a_family_without_them(compose):
     assert any("layer1.0.conv1.lora_A" in n for n, _ in resnet.named_parameters())
 
 
+# A ResNet of the resnet18 preset, narrowed (91k parameters): BatchNorm after every convolution.
+TINY_RESNET = ["model=resnet18", "model.patch_size=null", "+model.kwargs.layers=[1,1,1,1]",
+               "+model.kwargs.channels=[8,16,32,64]", "+model.kwargs.stem_width=8", "model.lora.targets=[conv1,conv2]"]
+X = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+class _EpochEndLogits:
+    """A stopper that never stops: the training process's eval logits of X at each epoch end, after
+    that epoch's checkpoints are written (fit() later loads best.pt into the model for the export)."""
+
+    def __init__(self, model):
+        self.model, self.logits = model, None
+
+    def after_epoch(self, epoch, record):
+        self.model.eval()
+        with torch.no_grad():
+            self.logits = self.model(X)
+
+
+def _train_lora(run: Path, make_trainer, *overrides: str) -> dict:
+    """Train a LoRA run; return its dir, the training process's eval logits of X after the last epoch and
+    which running statistics (BatchNorm) the model has and which of them changed in training."""
+    trainer = make_trainer(run, *LORA, *overrides)
+    model = trainer.parts.model
+    norms = {n: m.running_mean.clone() for n, m in model.named_modules() if getattr(m, "running_mean", None) is not None}
+    capture = _EpochEndLogits(model)
+    trainer.stoppers.append(capture)
+    trainer.fit()
+    drifted = [n for n, m in model.named_modules() if n in norms and not torch.equal(m.running_mean, norms[n])]
+    return {"run": run, "logits": capture.logits, "norms": len(norms), "drifted": drifted}
+
+
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory, make_trainer):
-    run = tmp_path_factory.mktemp("lora") / "run"
-    make_trainer(run, *LORA).fit()
-    return run
+def lora_trained(tmp_path_factory, make_trainer):
+    """vit_pico (LayerNorm only) with LoRA, trained two epochs."""
+    return _train_lora(tmp_path_factory.mktemp("lora") / "run", make_trainer)
+
+
+@pytest.fixture(scope="module")
+def lora_run(lora_trained):
+    return lora_trained["run"]
+
+
+@pytest.fixture(scope="module")
+def lora_bn_trained(tmp_path_factory, make_trainer):
+    """A BatchNorm CNN with LoRA, trained two epochs."""
+    return _train_lora(tmp_path_factory.mktemp("lora_bn") / "run", make_trainer, *TINY_RESNET)
+
+
+@pytest.mark.parametrize("which", ["lora_bn_trained", "lora_trained"])
+def test_eval_of_a_lora_run_gives_the_training_process_logits(which, request):
+    """The frozen base's BatchNorm statistics do not drift in training (they would change the logits:
+    the adapter checkpoint does not carry them, eval rebuilds the base from the config)."""
+    from vitcli.models.run_model import load_run_model
+
+    trained = request.getfixturevalue(which)
+    assert (trained["norms"] > 0) == (which == "lora_bn_trained") and trained["drifted"] == []
+    for merge in (False, True):
+        _, model, _, _ = load_run_model(trained["run"], "last", device="cpu", merge=merge)
+        with torch.no_grad():
+            torch.testing.assert_close(model(X), trained["logits"], rtol=1e-4, atol=1e-5)
 
 
 def test_lora_trains_far_fewer_parameters_with_small_checkpoints(lora_run, tiny_run, read_summary):
@@ -116,3 +172,78 @@ def test_merged_export_reloads_in_plain_timm_with_the_runs_logits(lora_run, comp
                    check=True, env=env, cwd=tmp_path, timeout=300)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
     assert json.loads((Path(out) / "config.json").read_text())["architecture"] == "vit_tiny_patch16_224"
+
+
+def test_grad_checkpointing_trains_the_adapters_on_every_admitted_timm(make_trainer, tmp_path):
+    """Reentrant checkpointing (timm < 1.0.13 always; TIMM_REENTRANT_CKPT=1 since) gives no gradient to the
+    adapters inside a block whose input needs none (the frozen patch embedding's output): only the head
+    would train. vitcli checkpoints non-reentrantly, and pyproject admits no timm that ignores the switch."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    from timm.layers import set_reentrant_ckpt, use_reentrant_ckpt
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    timm_req = next(Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("timm"))
+    assert not timm_req.specifier.contains("1.0.12")  # calls torch's checkpoint reentrantly, no switch
+    assert timm_req.specifier.contains(Version("1.0.13"))
+    saved = use_reentrant_ckpt()
+    set_reentrant_ckpt(True)  # what the old timm did, and what TIMM_REENTRANT_CKPT=1 does
+    try:
+        trainer = make_trainer(tmp_path / "run", *LORA, "trainer.grad_checkpointing=true")
+        model = trainer.parts.model
+        adapters = {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_B." in n}
+        trainer.prepare_epoch(0)
+        for step, (x, y) in zip(range(3), trainer.parts.train_loader):
+            trainer.forward_backward(x, y)
+            trainer.optimizer_step()
+    finally:
+        set_reentrant_ckpt(saved)
+    assert model.base_model.model.grad_checkpointing and len(adapters) == 4 * 6  # qkv, proj, fc1, fc2 x 6 blocks
+    unchanged = [n for n, p in model.named_parameters() if n in adapters and torch.equal(p, adapters[n])]
+    assert unchanged == []
+
+
+def test_the_classifier_trains_under_lora_and_is_merged_into_model_safetensors(lora_run):
+    """peft trains the head through modules_to_save; without it the head stays at its initial weights."""
+    from safetensors.torch import load_file
+
+    from vitcli.core.runs import load_run_config
+    from vitcli.models.factory import create_model
+    from vitcli.models.lora import merge_lora
+
+    cfg = load_run_config(lora_run)
+    initial = merge_lora(create_model(cfg.model, 10, cfg.regularization, seed=int(cfg.trainer.seed))).state_dict()
+    best = torch.load(lora_run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    exported = load_file(lora_run / "model.safetensors")
+    for name in ("head.weight", "head.bias"):
+        trained = best[f"base_model.model.{name.replace('.', '.modules_to_save.default.')}"]
+        assert not torch.allclose(trained, initial[name], atol=1e-4), f"{name} did not train"
+        assert torch.equal(exported[name], trained)
+    blocks = [k for k in exported if k.startswith("blocks.0.attn.qkv.weight")]
+    assert blocks and not torch.allclose(exported[blocks[0]], initial[blocks[0]])  # the adapters, merged
+
+
+def _write_base(path: Path, compose, seed: int) -> Path:
+    """A local weights file of the tiny ViT's architecture (no classifier), drawn from `seed`."""
+    from safetensors.torch import save_file
+
+    from vitcli.models.factory import create_model
+
+    torch.manual_seed(seed)
+    cfg = compose("train", ["model=vit_pico", "model.patch_size=4", "data.img_size=16"])
+    state = {k: v.contiguous() for k, v in create_model(cfg.model, 10).state_dict().items() if not k.startswith("head")}
+    save_file(state, str(path))
+    return path
+
+
+def test_resume_refuses_adapters_trained_on_another_base(make_trainer, compose, tmp_path):
+    run, weights = tmp_path / "run", _write_base(tmp_path / "base.safetensors", compose, seed=1)
+    make_trainer(run, *LORA, f"model.weights={weights}", "trainer.epochs=1").fit()
+    saved = (run / "checkpoints" / "last.pt").read_bytes()
+    make_trainer(run, *LORA, f"model.weights={weights}", "trainer.epochs=1").fit()  # the same base: resumes
+    _write_base(weights, compose, seed=2)  # the weights file is replaced
+    with pytest.raises(UserError, match=r"checkpoints/last.pt: the base weights rebuilt from the run's config.yaml"):
+        make_trainer(run, *LORA, f"model.weights={weights}", "trainer.epochs=2").fit()
+    assert (run / "checkpoints" / "last.pt").read_bytes() == saved

@@ -31,8 +31,50 @@ def test_knn_votes_are_temperature_weighted_and_fewshot_recovers_clusters():
     x = centres[y] + rng.normal(0, 1, (120, 16))
     idx = pm.sample_shots(y, 5, seed=0)
     assert np.bincount(y[idx]).tolist() == [5] * 4
-    scores, = pm.fewshot_scores(x[idx], y[idx], [x], 4)
-    assert (scores.argmax(axis=2) == y).mean(axis=1).max() > 0.95
+    predictions = pm.fewshot_fit(x[idx], y[idx], 4).predictions(x)
+    assert predictions.shape == (len(pm.FEWSHOT_L2), 120) and (predictions == y).mean(axis=1).max() > 0.95
+
+
+def _overlapping_classes(classes: int, per_class: int, dim: int, seed: int):
+    """Samples of Gaussian classes (the same centres for every seed) that overlap: predictions can differ."""
+    centres = np.random.default_rng(0).normal(0, 1, (classes, dim))
+    labels = np.repeat(np.arange(classes), per_class)
+    return centres[labels] + np.random.default_rng(seed).normal(0, 1.6, (len(labels), dim)), labels
+
+
+@pytest.mark.parametrize("shots", [2, 10])  # N = 24 < D + 1 = 41, and N = 120 > 41
+def test_fewshot_primal_and_dual_forms_predict_the_same(shots):
+    train, labels = _overlapping_classes(12, shots, 40, seed=shots)
+    queries, truth = _overlapping_classes(12, 25, 40, seed=100 + shots)
+    primal = pm.fewshot_fit(train, labels, 12, form="primal")
+    dual = pm.fewshot_fit(train, labels, 12, form="dual")
+    assert pm.fewshot_fit(train, labels, 12).form == ("primal" if shots == 10 else "dual")
+    assert primal.eigs.shape == (41,) and dual.eigs.shape == (12 * shots,)
+    predicted = primal.predictions(queries, chunk=64)
+    np.testing.assert_array_equal(predicted, dual.predictions(queries, chunk=64))
+    assert len({tuple(row) for row in predicted}) > 2  # the penalty changes the predictions
+    assert 0.2 < (predicted == truth).mean(axis=1).max() < 0.95  # neither trivial nor random
+    for reg in (pm.FEWSHOT_L2[0], pm.FEWSHOT_L2[8], pm.FEWSHOT_L2[-1]):
+        np.testing.assert_allclose(primal.scores(queries, reg), dual.scores(queries, reg), rtol=1e-4, atol=1e-5)
+
+
+def test_fewshot_memory_is_bounded_by_the_features_not_queries_x_classes():
+    """3,000 shots of 300 classes, 3,000 queries: an N x N Gram matrix would take 72 MB and the scores of
+    every penalty 115 MB; the primal form and chunked scoring stay far below either."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    train, labels = rng.normal(size=(3000, 20)).astype(np.float16), np.repeat(np.arange(300), 10)
+    queries = rng.normal(size=(3000, 20)).astype(np.float16)
+    tracemalloc.start()
+    try:
+        fit = pm.fewshot_fit(train, labels, 300)
+        fit.predictions(queries)
+        fit.scores(queries, 1.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fit.form == "primal" and peak < 20e6, f"peak {peak / 1e6:.1f} MB"
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +140,36 @@ def test_probe_command_and_an_ensemble_of_a_probe_with_its_run(cli, tiny_run_cop
     assert (tmp_path / "ens" / "predictions" / "val.npz").is_file(), ens.stdout + ens.stderr
     bad = cli("probe", f"run={run}", "probe.layers=tokens", "probe.blocks=99", check=False)
     assert bad.returncode != 0 and "probe.blocks=99" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_feature_cache_key_of_a_batchnorm_model_follows_its_statistics():
+    """BatchNorm's 0-d num_batches_tracked is hashed too (it once stopped `vitcli probe` of any CNN)."""
+    import timm
+    import torch
+
+    from vitcli.tasks.probe_features import weights_hash
+
+    model = timm.create_model("resnet18", layers=[1, 1, 1, 1], channels=[8, 16, 32, 64], stem_width=8)
+    before = weights_hash(model)
+    model.bn1.running_var.mul_(2.0)  # statistics change the features, so they must change the key
+    assert weights_hash(model) != before
+    model.bn1.running_var.div_(2.0)
+    assert weights_hash(model) == before
+    assert torch.equal(model.bn1.num_batches_tracked, torch.tensor(0))
+
+
+def test_probes_of_fp16_features_standardise_in_float64():
+    """The feature cache is fp16: 1,000 features of spread 10 sum to squares past fp16's 65,504, whose
+    std was inf (every feature 0, chance accuracy) when the statistics were taken in fp16."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 250)
+    x16 = (rng.normal(0, 8, (4, 8))[labels] + rng.normal(0, 10, (1000, 8))).astype(np.float16)
+    x64 = x16.astype(np.float64)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(x16.std(axis=0)).all()  # the overflow this guards against
+    np.testing.assert_array_equal(pm.fewshot_fit(x16, labels, 4).predictions(x16),
+                                  pm.fewshot_fit(x64, labels, 4).predictions(x64))
+    clf16, prep16, _ = pm.linear_probe(x16[::2], labels[::2], x16[1::2], labels[1::2], cs=(1.0,))
+    clf64, prep64, _ = pm.linear_probe(x64[::2], labels[::2], x64[1::2], labels[1::2], cs=(1.0,))
+    np.testing.assert_array_equal(clf16.predict(prep16(x16)), clf64.predict(prep64(x64)))
+    assert (clf16.predict(prep16(x16)) == labels).mean() > 0.5  # well above chance (0.25)

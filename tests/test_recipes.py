@@ -233,3 +233,17 @@ def test_experiment_presets_compose(compose, experiment):
     text = resources.files("vitcli.conf").joinpath("experiment", f"{experiment}.yaml").read_text()
     comments = [l for l in text.splitlines() if l.startswith("#") and not l.startswith("# @package")]
     assert comments[0].startswith("# vitcli train ") and f"experiment={experiment}" in comments[0]
+
+
+@pytest.mark.parametrize("recipe,paper_lr", [("deit_s_imagenet", 5e-4 * 1024 / 512), ("deit_t_imagenet", 5e-4 * 1024 / 512),
+                                             ("swin_t_imagenet", 1e-3 * 1024 / 1024)])
+def test_imagenet_recipes_scale_the_lr_with_the_global_batch(compose, recipe, paper_lr):
+    """DeiT: 5e-4 x global batch / 512; Swin: 1e-3 at 1024. At 8 devices x 128 (and on fewer, with
+    gradient accumulation to the same global batch) the run gets the paper's rate."""
+    from vitcli.engine.optim import global_batch_size, scaled_lr
+
+    cfg = compose("train", [f"experiment={recipe}"])
+    assert cfg.data.batch_size == 128
+    assert scaled_lr(cfg.optimizer, global_batch_size(128, 8, 1)) == pytest.approx(paper_lr)
+    assert scaled_lr(cfg.optimizer, global_batch_size(128, 2, 4)) == pytest.approx(paper_lr)
+    assert scaled_lr(cfg.optimizer, global_batch_size(128, 1, 1)) == pytest.approx(paper_lr / 8)

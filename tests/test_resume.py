@@ -75,5 +75,9 @@ def test_resume_rejects_group_overrides_and_missing_runs(cli, train_tiny, tmp_pa
     proc = cli("train", f"resume={run}", "model=vit_s", check=False)
     assert proc.returncode == 2 and "only dotted overrides" in proc.stderr
     proc = cli("train", f"resume={tmp_path / 'missing'}", check=False)
-    # Hydra creates its run dir (here: the resume path) before the job starts, so it exists but is empty
+    # resolved before Hydra makes its run dir from it: nothing is created
+    assert proc.returncode == 2 and "no such directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "empty").mkdir()
+    proc = cli("train", f"resume={tmp_path / 'empty'}", check=False)
     assert proc.returncode == 2 and "not a vitcli run directory" in proc.stderr and "Traceback" not in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,100 @@ def test_plot_curves_from_metrics(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = plot_curves(tmp_path, steps_per_epoch=2)
     assert out == tmp_path / "plots" / "curves.png" and out.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- run=: what a user types (core/runs.py resolve_run) ----
+
+@pytest.fixture
+def typed_runs(fake_run, tmp_path):
+    """runs/ with two experiments; the newest run (by when its config.yaml was written) is not the one
+    that sorts last by name, so name order and age order disagree."""
+    import os
+
+    root = tmp_path / "runs"
+    made = {}
+    for age, rel in enumerate(["exp/2026-01-02_00-00-00", "exp/2026-01-01_00-00-00", "other/2026-01-03_00-00-00",
+                               "exp/multirun/2026-01-04_00-00-00/0"]):
+        made[rel] = fake_run(root / rel)
+        stamp = 1_700_000_000 - 1000 * age  # the first listed is the newest
+        os.utime(made[rel] / "config.yaml", (stamp, stamp))
+    return root, made
+
+
+def test_run_forms_resolve_to_one_run(typed_runs, monkeypatch):
+    from vitcli.core.run_paths import resolve_run
+
+    root, made = typed_runs
+    monkeypatch.chdir(root.parent)
+
+    def resolved(typed: str) -> str:
+        return str(resolve_run(typed, root).resolve().relative_to(root.resolve()))
+
+    assert resolved("latest") == "exp/2026-01-02_00-00-00"
+    assert resolved("exp") == "exp/2026-01-02_00-00-00"  # an experiment name: its newest run
+    assert resolved("runs/exp") == "exp/2026-01-02_00-00-00"  # the same folder, as a path
+    assert resolved("other") == "other/2026-01-03_00-00-00"
+    assert resolved("runs/exp/2026-01-01") == "exp/2026-01-01_00-00-00"  # a prefix, from here
+    assert resolved("exp/2026-01-01") == "exp/2026-01-01_00-00-00"  # a prefix, from the runs root
+    assert resolved("2026-01-03") == "other/2026-01-03_00-00-00"  # a prefix of a run's name
+    assert resolved(str(made["exp/2026-01-01_00-00-00"])) == "exp/2026-01-01_00-00-00"  # a run dir itself
+
+
+@pytest.mark.parametrize("typed, needles", [
+    ("runs/exp/2026", ["fits 2 runs: runs/exp/2026-01-02_00-00-00, runs/exp/2026-01-01_00-00-00;"]),  # newest first
+    ("2026-01-0", ["fits 3 runs", "runs/other/2026-01-03_00-00-00"]),  # by name: the multirun job is named 0
+    ("nothing", ["no such directory", "newest under runs/: runs/exp/2026-01-02_00-00-00"]),
+])
+def test_ambiguous_or_missing_run_is_one_line_naming_candidates(typed_runs, monkeypatch, typed, needles):
+    from vitcli.core.errors import UserError
+    from vitcli.core.run_paths import resolve_run
+
+    root, _ = typed_runs
+    monkeypatch.chdir(root.parent)
+    with pytest.raises(UserError) as err:
+        resolve_run(typed, "runs")
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and all(n in message for n in needles), message
+
+
+def test_latest_without_runs_says_how_to_make_one(tmp_path):
+    from vitcli.core.errors import UserError
+    from vitcli.core.run_paths import resolve_run
+
+    with pytest.raises(UserError, match=r"run=latest: no run under .*vitcli train"):
+        resolve_run("latest", tmp_path / "runs")
+
+
+def test_commands_take_latest_and_names(cli, tiny_run, tmp_path):
+    """eval through the CLI with run=latest and run=<experiment>; train resume=<experiment> continues
+    that run; a resume= that names nothing stops before Hydra creates any folder."""
+    root = tmp_path / "runs"
+    run = Path(shutil.copytree(tiny_run, root / "tiny" / "2026-01-01_00-00-00"))
+    proc = cli("eval", "run=latest", f"runs_root={root}", "save=false")
+    assert f"run=latest: {run}" in proc.stdout and "top1" in proc.stdout
+    assert f"run=tiny: {run}" in cli("eval", "run=tiny", f"runs_root={root}", "save=false").stdout
+
+    proc = cli("train", "resume=tiny", f"runs_root={root}", "trainer.epochs=3", cwd=tmp_path)
+    assert "resumed from" in proc.stdout and json.loads((run / "summary.json").read_text())["epochs_completed"] == 3
+
+    before = sorted(tmp_path.rglob("*"))
+    proc = cli("train", "resume=nothere", f"runs_root={root}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "resume=nothere: no such directory" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and sorted(tmp_path.rglob("*")) == before
+
+
+def test_ensemble_members_resolve_like_run(typed_runs, monkeypatch, cli):
+    from vitcli.commands.ensemble import typed_members
+    from vitcli.core.task_schemas import EnsembleConfig
+
+    root, made = typed_runs
+    monkeypatch.chdir(root.parent)
+    cfg = OmegaConf.merge(OmegaConf.structured(EnsembleConfig),
+                          {"runs": ["latest", "other", "runs/exp/multirun/2026-01-04_00-00-00", "runs/*/2026*"]})
+    typed_members(cfg)
+    members = list(cfg.runs)
+    assert [Path(m).resolve() for m in members[:2]] == [made["exp/2026-01-02_00-00-00"].resolve(),
+                                                        made["other/2026-01-03_00-00-00"].resolve()]
+    assert members[2:] == ["runs/exp/multirun/2026-01-04_00-00-00", "runs/*/2026*"]  # paths and globs kept
+    proc = cli("ensemble", "runs=[latest,nothere]", cwd=root.parent, check=False)  # the command resolves them
+    assert proc.returncode == 2 and "runs=nothere: no such directory, and no run under runs/" in proc.stderr

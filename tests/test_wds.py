@@ -1,5 +1,5 @@
 """data=wds: WebDataset shards (written with webdataset's own ShardWriter) read at random through
-wids, the cached shard index, `vitcli prepare format=wds`, streaming, and the rules on `pipe:`."""
+the shard index (wids' descriptor format), the cached index, `vitcli prepare format=wds`, streaming, and the rules on `pipe:`."""
 
 from __future__ import annotations
 
@@ -153,8 +153,8 @@ def test_missing_extra_is_one_line(compose, monkeypatch, digits_sets):
     from vitcli.data.sources.wds import load_wds
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wids" else real(name, *a))
-    with pytest.raises(UserError, match=r"data=wds needs the 'wids' package: pip install 'vitcli\[data\]'"):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "webdataset" else real(name, *a))
+    with pytest.raises(UserError, match=r"data=wds needs the 'webdataset' package: pip install -e '\.\[data\]'"):
         load_wds(compose("train", ["data=wds", f"data.root={digits_sets['wds']}"]).data)
 
 

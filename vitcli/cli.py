@@ -1,6 +1,7 @@
 """`vitcli <command> [hydra overrides]`: dispatch to one Hydra app per command.
 
-Kept free of torch/timm/hydra imports so that `vitcli --help` stays instant.
+Kept free of torch/timm/hydra imports so that `vitcli --help` stays instant; `vitcli <command> --help`
+is answered from core/reference.py (the schemas and conf/ files, read as they are) without composing.
 """
 
 from __future__ import annotations
@@ -8,23 +9,15 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
-# command -> (module under vitcli.commands, one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train", "train a model (distils when distill=... is set; -m for sweeps)"),
-    "eval": ("evaluate", "metrics of a trained run on a split: vitcli eval run=DIR"),
-    "predict": ("predict", "logits for a split -> predictions/<split>.npz; images=PATH: top-k CSV of your own images"),
-    "explain": ("explain", "attention rollout / Grad-CAM grid of a run's images: vitcli explain run=DIR"),
-    "preview": ("preview", "one training batch as the model sees it -> runs/previews/<stamp>/plots/preview.png"),
-    "ensemble": ("ensemble", "vote / weighted vote / mean prob / greedy over runs' predictions"),
-    "prepare": ("prepare", "pack a dataset into uint8 arrays for the fast path (then data.format=packed)"),
-    "models": ("models", "model presets and the timm names behind them"),
-    "runs": ("runs", "table of runs under runs/ with their best metrics: vitcli runs [sort=val_top1]"),
-    "probe": ("probe", "frozen features scored by k-NN / linear / few-shot probes: vitcli probe run=DIR"),
-    "export": ("export", "a run's model as a timm folder (config.json + safetensors) or ONNX: vitcli export run=DIR"),
-}
+from vitcli.core.command_list import COMMANDS  # command -> (module under vitcli.commands, summary)
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
+# the keys whose run a command's own run dir is derived from (conf/train.yaml, conf/probe.yaml): resolved
+# here, before Hydra makes that dir, so `resume=latest` names the real run and a typo creates nothing
+RUN_DIR_KEYS = {"train": "resume", "probe": "run"}
+HELP_FLAGS = ("-h", "--help")
 
 
 def usage() -> str:
@@ -35,8 +28,9 @@ def usage() -> str:
         "commands:",
         *(f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()),
         "",
-        "Each command is a Hydra app: `vitcli <command> --help` shows its config groups,",
-        "`--cfg job` prints the composed config, `-m` runs a sweep.",
+        "`vitcli <command> --help` lists its config groups and keys (type, default, what each does) and examples.",
+        "Each command is a Hydra app: key=value and group=option override, `--cfg job` prints the composed",
+        "config, `-m` runs a sweep. run= takes a run dir, latest, an experiment name (its newest run) or a prefix.",
         'Tab completion: eval "$(vitcli train -sc install=bash)" (or zsh, fish).',
     ]
     return "\n".join(lines)
@@ -69,6 +63,42 @@ def complete(argv: list[str]) -> None:
     module.main()
 
 
+def command_help(command: str, args: list[str]) -> str:
+    """`vitcli <command> [group=option ...] --help`: the reference of the command, with the defaults of
+    the options named on the line."""
+    from vitcli.core.reference import format_help
+
+    choices = {}
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if eq and key.isidentifier() and "," not in value:  # model=swin_t (not model.x=1, not a -m list)
+            choices[key] = value
+    try:
+        return format_help(command, choices)
+    except KeyError as err:
+        print(f"vitcli: error: {err.args[0]}", file=sys.stderr)
+        sys.exit(2)
+
+
+def resolve_run_dir_key(command: str, args: list[str]) -> list[str]:
+    """`vitcli train resume=latest` -> `resume='<its run dir>'` (run=, as core/run_paths.py resolve_run takes it)."""
+    key = RUN_DIR_KEYS.get(command)
+    typed = [a.split("=", 1)[1] for a in args if key and a.startswith(f"{key}=")]
+    if len(typed) != 1 or typed[0] in ("", "null", "None") or "," in typed[0]:
+        return args
+    from vitcli.core.errors import report_user_errors
+    from vitcli.core.run_paths import display_path, resolve_run
+    from vitcli.core.runs import CONFIG
+
+    if (Path(typed[0]).expanduser() / CONFIG).is_file():
+        return args
+    root = next((a.split("=", 1)[1] for a in args if a.startswith("runs_root=")), "runs")
+    run = report_user_errors(resolve_run)(typed[0], root, key)
+    print(f"{key}={typed[0]}: {display_path(run)}")
+    quoted = str(run).replace("\\", "\\\\").replace("'", "\\'")
+    return [f"{key}='{quoted}'" if a.startswith(f"{key}=") else a for a in args]
+
+
 def hold_slurm_warning() -> None:
     """SLURM's time-limit warning (SIGUSR2) may come while torch is still importing, and would end
     the process: from here on it only raises vitcli's stop flag (launch/interrupts.py, torch-free)."""
@@ -84,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in COMPLETION_FLAGS:
         complete(argv)
         return
+    if len(argv) > 1 and argv[0] == "help" and argv[1] in COMMANDS:  # vitcli help train
+        argv = [argv[1], "--help"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         sys.exit(0 if argv else 2)
@@ -100,8 +132,12 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    if any(a in HELP_FLAGS for a in argv[1:]) and "--hydra-help" not in argv:
+        print(command_help(command, argv[1:]))
+        return
     if command == "train" and "SLURM_JOB_ID" in os.environ:
         hold_slurm_warning()
+    argv = [command, *resolve_run_dir_key(command, argv[1:])]
     module = importlib.import_module(f"vitcli.commands.{COMMANDS[command][0]}")
     # Hydra parses sys.argv itself; show the command in its usage lines. Completion
     # scripts take their program name from argv[0]: register them for `vitcli` itself.

@@ -63,7 +63,7 @@ class StudySweep:
             raise SweeperConfigError("nothing to search: give hydra.sweeper.params (e.g. "
                                      "optimizer.lr: tag(log, interval(1e-5, 1e-2))) or sweeps on the command line")
         study, record = self._open_study(directions, space)
-        target = self._target_trials(space)
+        target = self._target_trials(space, study.sampler)
         done = len(study.get_trials(deepcopy=False, states=COUNTED))
         log.info(f"optuna study '{record.study_name}' in {record.storage}: {done} trials so far, "
                  f"n_trials={target}; sampler {type(study.sampler).__name__}, pruner {type(study.pruner).__name__}, "
@@ -94,10 +94,11 @@ class StudySweep:
         record.write(self.sweep_dir)
         return study, record
 
-    def _target_trials(self, space: SearchSpace) -> int:
+    def _target_trials(self, space: SearchSpace, sampler: optuna.samplers.BaseSampler) -> int:
+        """n_trials, capped at the grid's size for a grid sampler (given by group, by name or by _target_):
+        trials past it would rerun grid points."""
         grid = space.grid()
-        is_grid = "GridSampler" in str(getattr(self.s.sampler, "_target_", self.s.sampler))
-        if is_grid and grid is not None:
+        if isinstance(sampler, optuna.samplers.GridSampler) and grid is not None:
             size = 1
             for values in grid.values():
                 size *= len(values)

@@ -46,7 +46,9 @@ class OptunaSweeper(Sweeper):
         except ImportError as err:
             from ._errors import SweeperConfigError
 
-            raise SweeperConfigError(f"hydra/sweeper=optuna needs optuna >= 4 ({err}): pip install 'vitcli[sweeps]'") from err
+            # the sweeper imports nothing from vitcli: the hint is written as core/errors.py install_hint writes it
+            raise SweeperConfigError(f"hydra/sweeper=optuna needs optuna >= 4 ({err}): "
+                                     "pip install -e '.[sweeps]' (in the vitcli clone)") from err
         from ._sweep import StudySweep
 
         assert self.config is not None and self.launcher is not None

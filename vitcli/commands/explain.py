@@ -7,18 +7,18 @@ CNNs (vitcli/tasks/saliency.py); images=PATH explains the user's own files.
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import vitcli.core.config_store  # noqa: F401  (registers the schemas)
-from vitcli.core.errors import UserError, report_user_errors
+from vitcli.core.errors import report_user_errors
+from vitcli.core.run_paths import run_argument
 
 
 @report_user_errors
 def run_explain(cfg: DictConfig):
     from vitcli.tasks.explain import explain_run
 
-    if OmegaConf.is_missing(cfg, "run"):
-        raise UserError("run=DIR is missing: vitcli explain run=runs/<experiment>/<timestamp> (`vitcli runs` lists them)")
+    run_argument(cfg, "explain")
     return explain_run(cfg.run, split=cfg.split, n=cfg.n, method=cfg.method, images=cfg.images,
                        checkpoint=cfg.checkpoint, device=cfg.device, seed=cfg.seed, precision=cfg.precision)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import vitcli.core.config_store  # noqa: F401  (registers the schemas)
-from vitcli.core.errors import UserError, report_user_errors
+from vitcli.core.errors import report_user_errors
+from vitcli.core.run_paths import run_argument
 
 log = logging.getLogger("vitcli")
 
@@ -21,9 +22,8 @@ log = logging.getLogger("vitcli")
 def run_export(cfg: DictConfig):
     from vitcli.tasks.export import export_run
 
-    if OmegaConf.is_missing(cfg, "run"):
-        raise UserError("run=DIR is missing: vitcli export run=runs/<experiment>/<timestamp> format=timm")
-    out = export_run(cfg.run, cfg.checkpoint, cfg.format, cfg.out, cfg.device)
+    run_argument(cfg, "export")
+    out = export_run(cfg.run, cfg.checkpoint, cfg.format, cfg.out, cfg.device, cfg.data_check)
     if cfg.format == "timm":
         log.info(f"wrote {out}  (load it: timm.create_model('local-dir:{out}', pretrained=True))")
     else:

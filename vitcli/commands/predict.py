@@ -11,25 +11,25 @@ from __future__ import annotations
 import logging
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import vitcli.core.config_store  # noqa: F401  (registers the schemas)
-from vitcli.core.errors import UserError, report_user_errors
+from vitcli.core.errors import report_user_errors
+from vitcli.core.run_paths import run_argument
 
 log = logging.getLogger("vitcli")
 
 
 @report_user_errors
 def run_predict(cfg: DictConfig) -> dict:
-    if OmegaConf.is_missing(cfg, "run"):
-        raise UserError("run=DIR is missing: vitcli predict run=runs/<experiment>/<timestamp> split=test")
+    run_argument(cfg, "predict")
     if cfg.images:
         return predict_files(cfg)
     from vitcli.tasks.predict import predict_split
 
     preds, result, written = predict_split(cfg.run, cfg.split, cfg.checkpoint, cfg.device, cfg.batch_size,
                                            cfg.eval.tta, cfg.eval.crop_fraction, cfg.submission,
-                                           cfg.precision)
+                                           cfg.precision, cfg.data_check)
     scored = (f"top1 {result['top1']:.2f}  top5 {result['top5']:.2f}" if preds.labels is not None
               else "labels unknown")
     log.info(f"{cfg.run} [{cfg.checkpoint}, {result['split']}, tta {cfg.eval.tta}]  {len(preds)} samples  {scored}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,9 +15,10 @@ from omegaconf import DictConfig
 
 import vitcli.core.config_store  # noqa: F401  (registers the schemas)
 from hydra_plugins.vitcli_launcher import register as register_slurm_launcher
-from vitcli.core.errors import report_user_errors
+from vitcli.core.errors import UserError, install_hint, report_user_errors
 
 register_slurm_launcher()  # hydra/launcher=slurm
+log = logging.getLogger("vitcli")
 
 
 def fit_run(cfg: DictConfig) -> float:
@@ -33,10 +37,11 @@ def fit_run(cfg: DictConfig) -> float:
     # warning may come before training starts: it is kept and acted on at the first step.
     with run_lock(run_dir) if torchrun.takes_run_lock() else nullcontext(), \
             interrupts.stop_requests((signal.SIGUSR2,)):
-        if cfg.resume:  # hydra.run.dir already points at the resumed run (conf/train.yaml)
+        if cfg.resume:  # hydra.run.dir already points at the resumed run (conf/train.yaml; cli.py resolved it)
             from vitcli.core.runs import resume_config
 
             cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
+        require_logger(cfg)
         if torchrun.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
             return torchrun.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
         try:
@@ -44,6 +49,26 @@ def fit_run(cfg: DictConfig) -> float:
         except interrupts.TrainingInterrupted as err:
             requeue.requeue(err.plan, run_dir)  # rank 0 under SLURM: the job runs again (JobRequeued)
             raise
+
+
+def require_logger(cfg: DictConfig) -> None:
+    """logger=wandb without the wandb package: say how to install it before any work."""
+    if cfg.logger.name == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise UserError(f"logger=wandb needs the wandb package: {install_hint('wandb')}; or train with logger=csv")
+
+
+def next_steps(run_dir: str | Path) -> str:
+    """What to run on a finished run, each command with the run's own path."""
+    from vitcli.core.run_paths import display_path
+
+    run = shlex.quote(display_path(Path(run_dir)))
+    steps = [(f"vitcli eval run={run}", "metrics, per-class report, confusion matrix"),
+             (f"vitcli predict run={run} split=test", "predictions (and the submission files for MiniPlaces)"),
+             (f"vitcli predict run={run} images=DIR", "top-k classes of your own images"),
+             (f"vitcli export run={run}", "a folder plain timm loads (format=onnx: an ONNX file)"),
+             (f"vitcli explain run={run}", "where the model looks (attention rollout / Grad-CAM)")]
+    width = max(len(command) for command, _ in steps)
+    return "\n".join(["next:", *(f"  {command:<{width}}  # {what}" for command, what in steps)])
 
 
 def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
@@ -64,7 +89,7 @@ def run_training(cfg: DictConfig) -> float:
     from vitcli.launch.torchrun import RELAUNCHED, RanksFailed
 
     try:
-        return fit_run(cfg)
+        best = fit_run(cfg)
     except RanksFailed as err:  # one line, with the failed rank's exit code
         print(f"vitcli: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
@@ -72,6 +97,11 @@ def run_training(cfg: DictConfig) -> float:
         if err.plan is not None and not os.environ.get(RELAUNCHED):  # rank 0, or trainer.devices=N's parent
             print(interrupted_line(err), file=sys.stderr)
         sys.exit(err.exit_code)
+    if not os.environ.get(RELAUNCHED) and os.environ.get("RANK", "0") == "0":  # one process says it
+        from hydra.core.hydra_config import HydraConfig
+
+        log.info(next_steps(HydraConfig.get().runtime.output_dir))
+    return best
 
 
 def interrupted_line(err: Any) -> str:

@@ -3,10 +3,16 @@
 Loads use `torch.load(weights_only=True)`: a file that carries pickled Python
 objects is refused with a clear error instead of being executed. A run's best
 weights are also written as model.safetensors, which plain timm loads.
+
+`file_key` names a checkpoint by its content: what calibration.json and
+predictions/<split>.npz are keyed to, so a best.pt rewritten by a resumed run
+never inherits the temperature or the predictions of the one it replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -22,12 +28,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A vitcli checkpoint as a dict of plain tensors and numbers (mmap: tensors read on first use)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise UserError(
             f"refusing to load {path}: it holds pickled Python objects that weights_only loading does not allow "
@@ -45,3 +52,16 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path, metadata: 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     data = save(tensors, metadata=metadata)
     atomic_write(Path(path), lambda f: f.write(data))
+
+
+_KEYS: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime) -> key: one hash per file version
+
+
+def file_key(path: Path) -> str:
+    """`sha256:` and 16 hex digits of the file's bytes (about a second per GB; once per file version)."""
+    st = os.stat(path)
+    version = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if version not in _KEYS:
+        with open(path, "rb") as f:
+            _KEYS[version] = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()[:16]
+    return _KEYS[version]

@@ -11,19 +11,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from vitcli.core.schema import TrainConfig
-from vitcli.core.task_schemas import (
-    EnsembleConfig,
-    EvalConfig,
-    ExplainConfig,
-    ExportConfig,
-    ModelsConfig,
-    PredictConfig,
-    PrepareConfig,
-    PreviewConfig,
-    ProbeConfig,
-    RunsConfig,
-)
+from vitcli.core.task_schemas import SCHEMAS
 
 
 def _or_default(value: Any, default: Any) -> Any:
@@ -49,17 +37,8 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("run_stamp"):
         OmegaConf.register_new_resolver("run_stamp", _run_stamp, use_cache=True)
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="eval_schema", node=EvalConfig)
-    cs.store(name="predict_schema", node=PredictConfig)
-    cs.store(name="explain_schema", node=ExplainConfig)
-    cs.store(name="preview_schema", node=PreviewConfig)
-    cs.store(name="probe_schema", node=ProbeConfig)
-    cs.store(name="ensemble_schema", node=EnsembleConfig)
-    cs.store(name="export_schema", node=ExportConfig)
-    cs.store(name="models_schema", node=ModelsConfig)
-    cs.store(name="runs_schema", node=RunsConfig)
-    cs.store(name="prepare_schema", node=PrepareConfig)
+    for name, node in SCHEMAS.items():
+        cs.store(name=name, node=node)
     # Group options are typed through train_schema's fields (model: ModelConfig, ...); storing
     # per-group schemas as well would list them as choices ("model_schema") in Hydra's errors.
 

@@ -36,3 +36,9 @@ def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs one of pyproject's optional extras into a clone's environment
+    (vitcli is installed from its clone, not from PyPI): `pip install -e '.[peft]'`."""
+    return f"pip install -e '.[{extra}]' (in the vitcli clone)"

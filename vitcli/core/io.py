@@ -1,4 +1,4 @@
-"""Small file helpers every layer shares: atomic writes and JSON / JSONL / CSV records.
+"""Small file helpers every layer shares: atomic writes, JSON / JSONL / CSV records, vitcli's cache dir.
 
 An atomic write goes to a temp file beside the target, is fsynced and renamed over
 it, so a reader (or a crash) never sees half a file: checkpoints, summaries,
@@ -15,6 +15,16 @@ import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
+
+
+def cache_dir(setting: str | None = None) -> Path:
+    """Where vitcli caches indexes: `data.cache_dir`, else $VITCLI_CACHE, else $XDG_CACHE_HOME/vitcli
+    (~/.cache/vitcli)."""
+    if setting:
+        return Path(setting).expanduser()
+    if os.environ.get("VITCLI_CACHE"):
+        return Path(os.environ["VITCLI_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vitcli"
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:

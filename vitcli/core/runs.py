@@ -1,14 +1,14 @@
-"""The run directory contract: every file name a run keeps, finding runs, loading them back.
+"""The run directory contract: every file name a run keeps (LAYOUT says what each holds), finding
+runs, loading them back (what a user types for `run=` is resolved in run_paths.py).
 
-    runs/<experiment>/<stamp>/
-      config.yaml  summary.json  metrics.jsonl  metrics.csv  train.log  model.safetensors
-      checkpoints/{last,best}.pt  predictions/<split>.npz  submission/  eval/  plots/  .hydra/
+    runs/<name>/<YYYY-MM-DD_HH-MM-SS>/    (-m: runs/<name>/multirun/<stamp>/<job>/; a SLURM job: slurm-<jobid>)
 
 Every module that reads or writes one of these asks this module for its path.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,9 @@ from omegaconf import OmegaConf
 from vitcli.core.errors import UserError
 from vitcli.core.io import read_json, write_json
 from vitcli.core.schema import TrainConfig
+
+log = logging.getLogger("vitcli")
+_warned: set[str] = set()  # stale-temperature lines already logged by this process
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
@@ -33,13 +36,39 @@ EVAL = "eval"
 EXPORT = "export"  # vitcli export: <checkpoint>_timm/ and <checkpoint>.onnx
 PLOTS = "plots"
 PROBE = "probe"  # vitcli probe: features/<key>/<split>.npz, <method>.json, <method>/predictions/
-CALIBRATION = "calibration.json"  # eval.calibrate=temperature: the fitted temperature
+CALIBRATION = "calibration.json"  # eval.calibrate=temperature: the fitted temperature, keyed to the weights
 HYDRA = ".hydra"
 WANDB = "wandb"  # W&B's own files and run_id (logger=wandb)
+MLFLOW_RUN = "mlflow_run.json"  # logger=mlflow: tracking URI, experiment and run id (a resumed run continues it)
+MLFLOW_SWEEP = "mlflow_sweep.json"  # in a -m sweep dir: the parent run its jobs nest under
+TENSORBOARD = "tensorboard"  # logger=tensorboard: the run's event files
+MLRUNS = "mlruns"  # <runs_root>/mlruns: the default MLflow store (mlflow.db) and its artifacts
 CURVES = f"{PLOTS}/curves.png"
 CLASS_COUNTS = "class_counts.csv"  # train samples per class (index, name, count), written at the start
+# what a run directory holds, in the order the docs list it (the reference page is generated from this)
+LAYOUT: dict[str, str] = {
+    f"{HYDRA}/": "Hydra's own record: the composed config, hydra.yaml, the command line's overrides",
+    CONFIG: "the resolved config (written at every start and resume; commands that read the run load it)",
+    SUMMARY: "best and final metrics, epochs, wall time, images/s, status (completed, failed, ...), SLURM job",
+    METRICS_JSONL: "one record per logged step and per epoch",
+    METRICS_CSV: "the epoch records as a table (logger.csv=true)",
+    CLASS_COUNTS: "train samples per class (index, name, count), written at the start",
+    TRAIN_LOG: "the run's log",
+    f"{CHECKPOINTS}/": "last.pt and best.pt (atomic; weights_only loads; class names and data identity inside)",
+    MODEL_WEIGHTS: "the best weights (LoRA merged), loadable by plain timm",
+    f"{PREDICTIONS}/": "<split>.npz: logits, ids, labels, class names (vitcli predict); <name>.csv for images=",
+    f"{SUBMISSION}/": "<split>_top5.txt (devkit format) and <split>_kaggle.csv (MiniPlaces)",
+    f"{EVAL}/": "vitcli eval: <tag>.json, <tag>_per_class.csv, <tag>_confusion.csv",
+    CALIBRATION: "vitcli eval eval.calibrate=temperature: the temperature, keyed to its checkpoint",
+    f"{PLOTS}/": "curves.png, confusion_<tag>.png, errors_<tag>.png, reliability_<tag>.png, explain_<split>_<method>.png",
+    f"{PROBE}/": "vitcli probe: features/ (cached), <method>.json, <method>/predictions/<split>.npz",
+    f"{EXPORT}/": "vitcli export: <checkpoint>_timm/ and <checkpoint>.onnx",
+    f"{WANDB}/": "W&B's own files and run_id (logger=wandb)",
+    ".lock": "held while the run trains (one writer per run dir)",
+}
 # folders inside a run that never hold another run (the run browser does not descend into them)
-RUN_SUBDIRS = {PROBE, HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, WANDB, ".submitit", "__pycache__"}
+RUN_SUBDIRS = {PROBE, HYDRA, CHECKPOINTS, PREDICTIONS, SUBMISSION, EVAL, EXPORT, PLOTS, WANDB, TENSORBOARD, MLRUNS,
+               ".submitit", "__pycache__"}
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -48,19 +77,23 @@ def is_run_dir(path: str | Path) -> bool:
     return path.name != HYDRA and ((path / CONFIG).is_file() or (path / SUMMARY).is_file())
 
 
-def find_run_dirs(root: str | Path) -> list[Path]:
-    """Every run dir at or below `root` (a run dir is not searched further), in no set order."""
-    found, stack = [], [Path(root)]
+def find_run_dirs(root: str | Path, max_depth: int | None = None) -> list[Path]:
+    """Every run dir at or below `root` (a run dir is not searched further; nor folders more than
+    `max_depth` levels down, when given), in no set order."""
+    found, stack = [], [(Path(root), 0)]
     while stack:
-        d = stack.pop()
+        d, depth = stack.pop()
         if is_run_dir(d):
             found.append(d)
+            continue
+        if max_depth is not None and depth >= max_depth:
             continue
         try:
             entries = list(os.scandir(d))
         except OSError:
             continue
-        stack.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and e.name not in RUN_SUBDIRS)
+        stack.extend((Path(e.path), depth + 1) for e in entries
+                     if e.is_dir(follow_symlinks=False) and e.name not in RUN_SUBDIRS)
     return found
 
 
@@ -82,13 +115,41 @@ def probe_predictions_path(run_dir: str | Path, method: str, split: str) -> Path
     return Path(run_dir) / PROBE / method / PREDICTIONS / f"{split}.npz"
 
 
-def read_temperature(run_dir: str | Path, checkpoint: str = "best") -> float | None:
-    """The temperature `vitcli eval eval.calibrate=temperature` stored for this checkpoint, else None."""
+def read_calibration(run_dir: str | Path, key: str | None, tta: str = "none") -> dict[str, Any] | None:
+    """The calibration record `vitcli eval eval.calibrate=temperature` wrote for these weights (their
+    content key, models/run_model.py `checkpoint_key`) under this TTA, else None. One fitted on other
+    weights (best.pt rewritten by a resumed run) or another TTA is ignored, with one line saying so."""
     path = Path(run_dir) / CALIBRATION
     if not path.is_file():
         return None
     record = read_json(path)
-    return float(record["temperature"]) if record.get("checkpoint") == str(checkpoint) else None
+    fitted_key, fitted_tta = record.get("checkpoint_key"), str(record.get("tta", "none"))
+    if key is not None and fitted_key == key and fitted_tta == str(tta):
+        return record
+    if fitted_key == key:
+        why = f"eval.tta={fitted_tta}, not eval.tta={tta}"
+    else:
+        was = fitted_key or "no content key: an older vitcli"
+        why = f"checkpoints/{record.get('checkpoint', 'best')}.pt as it was then ({was}), not these weights ({key})"
+    warning = (f"ignoring the temperature in {path}: it was fitted with {why}; refit it with "
+               f"`vitcli eval run={run_dir} eval.calibrate=temperature`")
+    if warning not in _warned:
+        _warned.add(warning)
+        log.warning(warning)
+    return None
+
+
+def read_temperature(run_dir: str | Path, key: str | None, tta: str = "none") -> float | None:
+    """The temperature of `read_calibration`, else None."""
+    record = read_calibration(run_dir, key, tta)
+    return None if record is None else float(record["temperature"])
+
+
+def write_temperature(run_dir: str | Path, record: dict[str, Any]) -> Path:
+    """calibration.json: the temperature with the content key and TTA of the weights it was fitted on."""
+    path = Path(run_dir) / CALIBRATION
+    write_json(path, record)
+    return path
 
 
 def eval_path(run_dir: str | Path, name: str) -> Path:
@@ -103,7 +164,8 @@ def require_run_dir(run: str | Path, setting: str = "run") -> Path:
     """A run dir that exists and holds config.yaml, else a UserError saying what to pass."""
     run_dir = Path(run).expanduser()
     if not run_dir.is_dir():
-        raise UserError(f"{setting}={run}: no such directory (pass a run directory such as runs/default/<timestamp>; `vitcli runs` lists them)")
+        raise UserError(f"{setting}={run}: no such directory (pass a run directory such as runs/default/<timestamp>, "
+                        "or latest; `vitcli runs` lists them)")
     if not (run_dir / CONFIG).is_file():
         raise UserError(f"{setting}={run}: no {CONFIG} there, so it is not a vitcli run directory")
     return run_dir
@@ -146,7 +208,7 @@ def resume_config(cfg: Any, overrides: list[str]):
     saved = load_run_config(run_dir)
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element()
-        if key.startswith("hydra") or key == "resume":
+        if key.startswith("hydra") or key in ("resume", "runs_root", "data_check"):
             continue
         if "." not in key:
             raise UserError(
@@ -154,6 +216,7 @@ def resume_config(cfg: Any, overrides: list[str]):
             )
         OmegaConf.update(saved, key, override.value(), merge=True)
     saved.resume = str(run_dir)
+    saved.data_check = cfg.data_check  # this command's own: a data change accepted once is not accepted for good
     return saved
 
 

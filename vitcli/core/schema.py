@@ -18,6 +18,7 @@ from omegaconf import MISSING
 from vitcli.core.choices import (
     ClassBalance,
     DataFormat,
+    DataCheck,
     Difficulty,
     DistillName,
     DistillTarget,
@@ -56,19 +57,19 @@ class ModelConfig:
     patch_size: Optional[int] = None  # overrides the patch size (small inputs)
     drop_path_rate: Optional[float] = None  # null: taken from the regularization group
     drop_rate: Optional[float] = None  # null: taken from the regularization group
-    head: Head = Head.linear
+    head: Head = Head.linear  # classifier on the pooled features: one linear layer | mlp (one hidden layer)
     head_hidden_dim: Optional[int] = None  # mlp head width (default: the feature width)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm constructor kwargs
-    peft: PeftMethod = PeftMethod.none  # lora: train low-rank adapters and the classifier only (vitcli[peft])
+    peft: PeftMethod = PeftMethod.none  # lora: train low-rank adapters and the classifier only (the peft extra)
     lora: LoraOptions = field(default_factory=LoraOptions)
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING  # digits | synthetic | imagefolder | miniplaces | imagenet | wds | hf
-    root: Optional[str] = None
-    format: DataFormat = DataFormat.files
-    img_size: int = 32
+    root: Optional[str] = None  # the dataset folder (file datasets, wds shards); unused by digits / synthetic
+    format: DataFormat = DataFormat.files  # files: decode images per sample | packed: the arrays `vitcli prepare` wrote
+    img_size: int = 32  # side of the square images the model sees
     num_classes: Optional[int] = None  # derived from the data where possible
     # auto: the weights' own statistics (model.pretrained / model.weights, via timm), else the
     # dataset's default; the run's config.yaml records the resolved numbers (data/normalization.py)
@@ -83,7 +84,7 @@ class DataConfig:
     native_size: int = 32  # synthetic only: generated resolution
     difficulty: Difficulty = Difficulty.hard  # synthetic only: hard (a ViT needs epochs) | easy (100% after one epoch)
     train_split: str = "train"  # file datasets: list-file / folder name of each split
-    val_split: str = "val"
+    val_split: str = "val"  # file datasets: list-file / folder name of the validation split
     test_split: Optional[str] = "test"  # unlabelled split, enumerated when present (null: none)
     class_map: Optional[str] = None  # imagefolder/imagenet: file, one class folder per line (label order)
     minival_fraction: float = 0.0  # carve this stratified share of train into a 'minival' split (0: off)
@@ -94,8 +95,8 @@ class DataConfig:
     # wds: shard patterns ('train-{000000..000127}.tar', a list, or a wids .json), relative to root;
     # null: <root>/<split>.json as `vitcli prepare format=wds` writes it, else <root>/<split>-*.tar
     train: Any = None
-    val: Any = None
-    test: Any = None
+    val: Any = None  # wds: the val split's shards (as train)
+    test: Any = None  # wds: the test split's shards (as train)
     streaming: bool = False  # wds: read shards as a stream (remote / too many to index; not bitwise-resumable)
     shuffle_buffer: int = 2000  # wds streaming: samples in the shuffle buffer
     dataset: Optional[str] = None  # hf: a save_to_disk folder, parquet/arrow file(s) or a hub id
@@ -111,58 +112,61 @@ class AugmentationConfig:
     sample on image files, as batch ops on in-memory / packed arrays (data/batch_transforms.py).
     MixUp/CutMix and Gaussian noise act on the batch in the train loop for both."""
 
-    name: str = "none"
+    name: str = "none"  # the option chosen in the augmentation group
     scale: Optional[List[float]] = None  # RandomResizedCrop scale range (null: no RRC)
     ratio: List[float] = field(default_factory=lambda: [0.75, 1.3333333])  # RandomResizedCrop aspect range (w/h)
     random_crop_padding: int = 0  # RandomCrop with zero padding (when scale is null; 0: off)
-    hflip: float = 0.0
+    hflip: float = 0.0  # horizontal flip probability
     color_jitter: Optional[float] = None  # brightness/contrast/saturation strength (timm: unused beside RandAugment)
     gaussian_noise: float = 0.0  # std of noise added to normalized inputs (0: off)
     auto_augment: Optional[str] = None  # timm policy string, e.g. rand-m9-mstd0.5-inc1
     interpolation: Any = "auto"  # auto: the weights' own (pretrained / model.weights), else bicubic
     re_prob: float = 0.0  # RandomErasing probability
-    re_mode: EraseMode = EraseMode.pixel
-    re_count: int = 1
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    cutmix_minmax: Optional[List[float]] = None
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    mixup_mode: MixupMode = MixupMode.batch
+    re_mode: EraseMode = EraseMode.pixel  # RandomErasing fill: per-pixel noise | per-channel random | zeros
+    re_count: int = 1  # RandomErasing: most boxes erased per image
+    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) (0: off)
+    cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha) (0: off)
+    cutmix_minmax: Optional[List[float]] = None  # CutMix box size range as image fractions (replaces cutmix_alpha)
+    mixup_prob: float = 1.0  # probability that a batch (pair, element) is mixed
+    mixup_switch_prob: float = 0.5  # with both on: probability of CutMix instead of MixUp
+    mixup_mode: MixupMode = MixupMode.batch  # one draw per batch | per pair | per element
     mixup_off_epoch: int = 0  # stop mixing from this epoch on (0: never)
     crop_pct: Any = "auto"  # eval: resize to img_size / crop_pct, centre crop (auto: the weights' own, else 1.0)
 
 
 @dataclass
 class RegularizationConfig:
-    name: str = "none"
-    weight_decay: float = 0.0
-    drop_path_rate: float = 0.0
-    drop_rate: float = 0.0
-    label_smoothing: float = 0.0
+    """Weight decay, stochastic depth, dropout and label smoothing (after Steiner et al., "How to train
+    your ViT?"); model.drop_path_rate / model.drop_rate, when a preset sets them, win over these."""
+
+    name: str = "none"  # the option chosen in the regularization group
+    weight_decay: float = 0.0  # weight decay (1-d params, norms and biases, are not decayed)
+    drop_path_rate: float = 0.0  # stochastic depth rate of the last block (unless model.drop_path_rate is set)
+    drop_rate: float = 0.0  # dropout before the classifier (unless model.drop_rate is set)
+    label_smoothing: float = 0.0  # share of the target spread over all classes
 
 
 @dataclass
 class OptimizerConfig:
     name: str = "adamw"  # any timm create_optimizer_v2 name
-    lr: float = 1e-3
-    momentum: float = 0.9
-    betas: Optional[List[float]] = None
-    eps: Optional[float] = None
+    lr: float = 1e-3  # peak learning rate (after warmup)
+    momentum: float = 0.9  # sgd (and other momentum optimizers)
+    betas: Optional[List[float]] = None  # adam-family betas (null: the optimizer's default)
+    eps: Optional[float] = None  # adam-family epsilon (null: the optimizer's default)
     layer_decay: Optional[float] = None  # layer-wise lr decay (e.g. 0.65 for fine-tuning ViT-B)
     head_lr_mult: float = 1.0  # classifier lr = lr x this (e.g. 10 when fine-tuning)
     lr_base: Optional[float] = None  # set: lr = lr_base x scale(global batch / lr_base_size), replacing lr (timm, DeiT)
     lr_base_size: int = 256  # the global batch lr_base was tuned for
     lr_base_scale: LrBaseScale = LrBaseScale.linear  # sqrt is usual for adaptive optimizers at large batch
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # more create_optimizer_v2 args
 
 
 @dataclass
 class SchedulerConfig:
     name: Scheduler = Scheduler.cosine  # any timm create_scheduler_v2 name
-    warmup_epochs: float = 1.0
-    warmup_lr: float = 1e-6
-    min_lr: float = 1e-6
+    warmup_epochs: float = 1.0  # linear warmup from warmup_lr to optimizer.lr (fractions allowed)
+    warmup_lr: float = 1e-6  # learning rate at the first step
+    min_lr: float = 1e-6  # floor of the decay (cosine ends here)
     decay_epochs: Optional[float] = None  # step: decay every N epochs (null: timm's 90); wsd/rsqrt: decay length
     decay_rate: float = 0.1  # step / multistep / plateau: multiply by this; poly: the power
     decay_milestones: List[float] = field(default_factory=lambda: [30.0, 60.0])  # multistep: epochs to decay at
@@ -172,19 +176,19 @@ class SchedulerConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 40
-    seed: int = 42
+    epochs: int = 40  # training epochs (a resumed run counts those already done)
+    seed: int = 42  # model init, data order and augmentation draws (the split has data.split_seed)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_interval: int = 20  # optimizer steps between log points (loss read back from the device, log lines)
     progress: Progress = Progress.auto  # auto: a bar on a terminal, plain lines elsewhere
     threads: Optional[int] = None  # torch CPU threads (null: torch default)
     precision: Precision = Precision.fp32  # 32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
     compile: bool = False  # torch.compile the model
-    channels_last: bool = False
+    channels_last: bool = False  # NHWC memory format (faster convolutions on recent GPUs)
     grad_accum: int = 1  # micro-batches per optimizer step
     clip_grad: Optional[float] = None  # max gradient norm
     ema: bool = False  # keep an EMA of the weights (timm ModelEmaV3), evaluated every epoch
-    ema_decay: float = 0.9998
+    ema_decay: float = 0.9998  # EMA weight of the previous average per step
     ema_warmup: bool = True  # ramp the decay up over the first steps
     freeze_backbone_epochs: int = 0  # train only the classifier for the first N epochs
     ckpt_interval_steps: int = 0  # also save last.pt every N optimizer steps (0: at epoch ends only)
@@ -196,23 +200,53 @@ class TrainerConfig:
 
 
 @dataclass
+class LoggerBackends:
+    """The trackers that run beside csv/jsonl. Each logger option turns its own on, so Hydra's list
+    selection logger=[wandb,mlflow] turns on both; logger.backends.<name>=true adds one (resume too)."""
+    wandb: bool = False
+    mlflow: bool = False
+    tensorboard: bool = False
+
+
+@dataclass
+class MlflowConfig:
+    # null: sqlite:///<runs_root>/mlruns/mlflow.db; or http(s)://server:5000, sqlite:///..., postgresql://..., file:...
+    tracking_uri: Optional[str] = None
+    experiment: Optional[str] = None  # null: the vitcli experiment name (`name`)
+    run_name: Optional[str] = None  # null: <run dir name> (sweep jobs: <sweep stamp>/<job>)
+    # where a new experiment keeps artifacts when tracking_uri is a database (a server picks its own);
+    # null: <runs_root>/mlruns/artifacts
+    artifact_location: Optional[str] = None
+    log_model: bool = True  # model.safetensors as an artifact (checkpoints are never uploaded)
+
+
+@dataclass
+class TensorBoardConfig:
+    images: bool = True  # the run's plots (curves, confusion, errors, explain) as images
+
+
+@dataclass
 class LoggerConfig:
-    name: LoggerName = LoggerName.csv  # csv (metrics.jsonl/csv, always on) | wandb (csv + Weights & Biases)
-    csv: bool = True
+    name: LoggerName = LoggerName.csv  # the option picked (the last of a list); `backends` says what runs
+    backends: LoggerBackends = field(default_factory=LoggerBackends)  # the trackers on beside csv/jsonl
+    csv: bool = True  # metrics.csv beside metrics.jsonl
+    # W&B (logger=wandb)
     project: str = "vitcli"  # wandb only, like the fields below
     entity: Optional[str] = None  # W&B team or user (null: your default entity)
     group: Optional[str] = None  # null: <experiment>/<sweep stamp> for -m jobs, none otherwise
-    tags: List[str] = field(default_factory=list)
+    tags: List[str] = field(default_factory=list)  # W&B run tags, e.g. [baseline,vit]
     run_name: Optional[str] = None  # null: <experiment>/<run dir name>
-    notes: Optional[str] = None
+    notes: Optional[str] = None  # W&B run notes
     mode: WandbMode = WandbMode.auto  # auto: online with an API key, else offline
     init_timeout: float = 30.0  # seconds before an unreachable server falls back to offline
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)  # logger=mlflow
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)  # logger=tensorboard
 
 
 @dataclass
 class DistillConfig:
     """Knowledge distillation from a frozen teacher (DeiT; vitcli/loss/distill.py)."""
-    name: DistillName = DistillName.none
+    name: DistillName = DistillName.none  # none | soft / hard (targets from the teacher) | token (DeiT distillation token)
     teacher: Any = None  # a run dir, model:<preset or timm name>, or a list of either (ensemble)
     teacher_weights: Any = None  # state dict FILE for a model: teacher (a list when teacher is a list)
     teacher_checkpoint: RunCheckpoint = RunCheckpoint.best  # run-dir teachers
@@ -225,8 +259,11 @@ class DistillConfig:
 @dataclass
 class TrainConfig:
     name: str = "default"  # experiment name: runs/<name>/<stamp>
-    runs_root: str = "runs"
+    runs_root: str = "runs"  # where runs are written (and run=latest / run=<name> look)
     resume: Optional[str] = None  # a run dir to continue (its config, overrides on top)
+    # resume: data that differs from what last.pt records (class names, samples, order) stops the run;
+    # warn: log it and continue on the new data (this command only: resume= takes it from the command line)
+    data_check: DataCheck = DataCheck.strict
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

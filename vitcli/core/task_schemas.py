@@ -12,6 +12,7 @@ from omegaconf import MISSING
 from vitcli.core.choices import (
     Calibrate,
     Checkpoint,
+    DataCheck,
     EnsembleMethod,
     ExplainMethod,
     ExportFormat,
@@ -31,7 +32,8 @@ class EvalOptions:
     tta: Tta = Tta.none  # test-time augmentation (averages probabilities over views)
     crop_fraction: float = 0.875  # multicrop: crop side as a fraction of the image side
     calibrate: Calibrate = Calibrate.none  # temperature: fit T on calibrate_split, store it (calibration.json)
-    calibrate_split: str = "val"  # the labelled split the temperature is fitted on
+    # the labelled split the temperature is fitted on (null: minival when the run carved one, else val)
+    calibrate_split: Optional[str] = None
 
 
 @dataclass
@@ -47,11 +49,13 @@ class ProbeOptions:
 
 @dataclass
 class EvalConfig:
-    run: str = MISSING  # a training run directory
-    split: str = "val"
-    checkpoint: Checkpoint = Checkpoint.best
-    batch_size: Optional[int] = None
-    device: str = "auto"
+    run: str = MISSING  # a training run: its directory, latest, an experiment name (its newest run) or a unique prefix
+    runs_root: str = "runs"  # where run=latest / run=<name> / a prefix look for runs
+    split: str = "val"  # train | val | test | minival (a labelled split)
+    checkpoint: Checkpoint = Checkpoint.best  # best (top-1 on val) | last | ema (trainer.ema=true runs)
+    data_check: DataCheck = DataCheck.strict  # data differing from what the checkpoint records stops (warn: go on)
+    batch_size: Optional[int] = None  # null: the run's data.eval_batch_size (else 2 x data.batch_size)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Optional[Precision] = None  # null: the precision the run trained with
     eval: EvalOptions = field(default_factory=EvalOptions)
     worst: int = 10  # rows in the worst-classes table
@@ -60,11 +64,13 @@ class EvalConfig:
 
 @dataclass
 class PredictConfig:
-    run: str = MISSING  # a training run directory
+    run: str = MISSING  # a training run: its directory, latest, an experiment name (its newest run) or a unique prefix
+    runs_root: str = "runs"  # where run=latest / run=<name> / a prefix look for runs
     split: Optional[str] = None  # null: test when the data has one, else val
-    checkpoint: Checkpoint = Checkpoint.best
-    batch_size: Optional[int] = None
-    device: str = "auto"
+    checkpoint: Checkpoint = Checkpoint.best  # best (top-1 on val) | last | ema (trainer.ema=true runs)
+    data_check: DataCheck = DataCheck.strict  # data differing from what the checkpoint records stops (warn: go on)
+    batch_size: Optional[int] = None  # null: the run's data.eval_batch_size (else 2 x data.batch_size)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Optional[Precision] = None  # null: the precision the run trained with
     eval: EvalOptions = field(default_factory=EvalOptions)
     submission: Submission = Submission.auto  # auto: for MiniPlaces data
@@ -75,21 +81,24 @@ class PredictConfig:
 
 @dataclass
 class ExplainConfig:
-    run: str = MISSING  # a training run directory
+    run: str = MISSING  # a training run: its directory, latest, an experiment name (its newest run) or a unique prefix
+    runs_root: str = "runs"  # where run=latest / run=<name> / a prefix look for runs
     split: str = "val"  # split whose samples are explained (ignored with images=)
     n: int = 16  # images in the grid
     method: ExplainMethod = ExplainMethod.auto  # rollout | attention (last-layer CLS) | gradcam; auto picks
     images: Optional[str] = None  # explain these files instead: a file, a folder or a glob
-    checkpoint: Checkpoint = Checkpoint.best
+    checkpoint: Checkpoint = Checkpoint.best  # best | last | ema
     seed: int = 0  # which samples are drawn (mistakes and correct ones)
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Optional[Precision] = None  # null: the precision the run trained with
 
 
 @dataclass
 class ExportConfig:
-    run: str = MISSING  # a training run directory
-    checkpoint: Checkpoint = Checkpoint.best
+    run: str = MISSING  # a training run: its directory, latest, an experiment name (its newest run) or a unique prefix
+    runs_root: str = "runs"  # where run=latest / run=<name> / a prefix look for runs
+    checkpoint: Checkpoint = Checkpoint.best  # best | last | ema
+    data_check: DataCheck = DataCheck.strict  # data differing from what the checkpoint records stops (warn: go on)
     format: ExportFormat = ExportFormat.timm  # timm: a folder for timm.create_model("local-dir:...") | onnx
     out: Optional[str] = None  # null: RUN/export/<checkpoint>_timm or RUN/export/<checkpoint>.onnx
     device: str = "cpu"  # where the checkpoint is loaded (exports are written from CPU fp32)
@@ -97,23 +106,29 @@ class ExportConfig:
 
 @dataclass
 class EnsembleConfig:
-    runs: Any = MISSING  # list of run dirs, a glob, or a multirun dir
-    method: EnsembleMethod = EnsembleMethod.mean_prob
+    runs: Any = MISSING  # list of runs (each as run= takes it: a dir, latest, a name, a prefix), a glob, or a multirun dir
+    method: EnsembleMethod = EnsembleMethod.mean_prob  # vote | weighted_vote (by accuracy) | mean_prob | mean_logit | greedy (Caruana)
     split: Optional[str] = None  # null: test when the members have it, else val
     weights_from: str = "val"  # split that weights / selects members (val | minival)
     weights: Optional[List[float]] = None  # explicit member weights (override weights_from)
     temperatures: Optional[List[float]] = None  # per-member softmax temperature (mean_prob, greedy)
     greedy_steps: int = 25  # greedy: forward-selection rounds (with replacement)
     greedy_metric: GreedyMetric = GreedyMetric.nll  # nll: log loss, then top-1 | top1: top-1, then log loss
-    checkpoint: Checkpoint = Checkpoint.best  # for members predicted on the fly
+    checkpoint: Checkpoint = Checkpoint.best  # members' predictions must come from it (else predicted again)
+    data_check: DataCheck = DataCheck.strict  # data differing from what the checkpoint records stops (warn: go on)
     predict_missing: bool = True  # predict members lacking predictions/<split>.npz
-    batch_size: Optional[int] = None
-    device: str = "auto"
+    batch_size: Optional[int] = None  # members predicted on the fly (null: each run's own)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Optional[Precision] = None  # null: the precision the run trained with
     eval: EvalOptions = field(default_factory=EvalOptions)
-    submission: Submission = Submission.auto
-    runs_root: str = "runs"
+    submission: Submission = Submission.auto  # auto: for MiniPlaces data | always | never
+    runs_root: str = "runs"  # out's default root; where latest / <name> / a prefix in runs= look
     out: Optional[str] = None  # output dir (conf/ensemble.yaml: runs/ensembles/<stamp>)
+
+
+@dataclass
+class InfoConfig:
+    runs_root: str = "runs"  # where `vitcli train` writes runs (reported with how many it holds)
 
 
 @dataclass
@@ -140,7 +155,7 @@ class ProbeConfig(TrainConfig):
     """`vitcli probe`: a run (run=DIR) or the composed model preset, scored by frozen-feature probes."""
 
     run: Optional[str] = None  # a training run directory (null: probe the model preset as composed)
-    method: ProbeMethod = ProbeMethod.knn
+    method: ProbeMethod = ProbeMethod.knn  # knn: weighted k-NN | linear: logistic regression | fewshot: n samples per class
     checkpoint: Checkpoint = Checkpoint.best  # run=: which weights
     precision: Optional[Precision] = None  # null: the run's (or trainer.precision)
     probe: ProbeOptions = field(default_factory=ProbeOptions)
@@ -161,3 +176,13 @@ class PrepareConfig:
     out: Optional[str] = None  # where to write (default: data.packed_dir or <root>/packed; format=wds needs it)
     data: DataConfig = field(default_factory=DataConfig)
     prepare: PackOptions = field(default_factory=PackOptions)
+
+
+# every primary config's schema under the name its defaults list gives (conf/<command>.yaml lists
+# <command>_schema first); core/config_store.py registers them, core/reference.py documents them
+SCHEMAS: dict[str, type] = {
+    "train_schema": TrainConfig, "eval_schema": EvalConfig, "predict_schema": PredictConfig,
+    "explain_schema": ExplainConfig, "preview_schema": PreviewConfig, "probe_schema": ProbeConfig,
+    "ensemble_schema": EnsembleConfig, "export_schema": ExportConfig, "models_schema": ModelsConfig,
+    "runs_schema": RunsConfig, "prepare_schema": PrepareConfig, "info_schema": InfoConfig,
+}

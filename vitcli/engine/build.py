@@ -79,12 +79,10 @@ def validate_trainer_cfg(tcfg: TrainerConfig) -> None:
 
 def validate_lora_cfg(cfg: TrainConfig) -> None:
     """Settings that would silently do nothing on a LoRA run (peft decides what trains; its parameter
-    names carry peft's prefix, which timm's layer-decay grouping does not know)."""
+    names carry peft's prefix, which timm's layer-decay grouping does not know). freeze_backbone_epochs
+    applies: the head trains alone for those epochs, then with the adapters (models/factory.py)."""
     if str(cfg.model.peft) != "lora":
         return
-    if cfg.trainer.freeze_backbone_epochs:
-        raise UserError(f"trainer.freeze_backbone_epochs={cfg.trainer.freeze_backbone_epochs} does not apply with "
-                        "model.peft=lora (the backbone is frozen, only adapters and head train); set it to 0")
     if cfg.optimizer.layer_decay is not None:
         raise UserError(f"optimizer.layer_decay={cfg.optimizer.layer_decay} does not apply with model.peft=lora "
                         "(the frozen blocks have no learning rate); set optimizer.layer_decay=null")

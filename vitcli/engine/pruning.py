@@ -14,7 +14,7 @@ import logging
 import os
 from typing import Any, Iterator
 
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, install_hint
 
 log = logging.getLogger("vitcli")
 
@@ -42,7 +42,7 @@ def open_trial() -> Any | None:
         trial = link.open()
     except ImportError as err:  # optuna missing in a job of an optuna sweep
         raise UserError(f"this job belongs to an optuna sweep but cannot import optuna ({err}): "
-                        "pip install 'vitcli[sweeps]'") from err
+                        f"{install_hint('sweeps')}") from err
     except (KeyError, OSError, ValueError) as err:  # the study or trial is gone, the storage unreadable
         raise UserError(f"cannot reach this job's optuna trial ({type(err).__name__}: {err})") from err
     if trial.directions != [DIRECTION]:

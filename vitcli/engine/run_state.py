@@ -1,6 +1,9 @@
 """What a run carries between processes and leaves on disk: its position (epoch, batch, step),
-best result and throughput, saved with every RNG in checkpoints, and summary.json,
-plots/curves.png and model.safetensors written from it.
+best result and throughput, saved with every RNG and the identity of its data (data/module.py)
+in checkpoints, and summary.json, plots/curves.png and model.safetensors written from it.
+
+A run that resumes compares the data it is given with the identity last.pt records (class
+names; per split the samples, their labels and their order) before anything is loaded or written.
 
 `RunState` is handed everything it reads (the config, the run's built parts, the runtime,
 the metrics logger and the loss window); the loop advances its counters.
@@ -20,10 +23,12 @@ from vitcli.core.io import read_jsonl, write_csv, write_json
 from vitcli.core.rng import rng_state, set_rng_state
 from vitcli.core.runtime import Runtime
 from vitcli.data.balance import counts_table
+from vitcli.data.module import IDENTITY_KEY, check_data, data_identity, describe_data
 from vitcli.launch import comm
 from vitcli.engine.loss_window import LossWindow
 from vitcli.models.lora import (
     base_hash,
+    check_base_hash,
     is_lora,
     load_model_state,
     merge_lora,
@@ -67,6 +72,21 @@ class RunState:
         self.summary_fields: dict[str, Any] = {}  # extra summary.json entries (e.g. why the run stopped)
         self.trainable_params = trainable_params(parts.model)
         self.lora_base_hash = base_hash(parts.model) if is_lora(parts.model) else None
+        self.data_identity = data_identity(parts.data)  # written into every checkpoint
+        self.resume_from = self.checked_last()
+
+    def checked_last(self) -> dict[str, Any] | None:
+        """last.pt when the run dir has one, after checking that the data it was trained on is the
+        data given now (what training reads: train and the validation splits, in the same order)."""
+        last = runs.checkpoint_path(self.run_dir, "last")
+        if not last.is_file():
+            return None
+        state = load_checkpoint(last, map_location=self.runtime.device)
+        data = self.parts.data
+        check_data(state, data, [s for s in data.loaders if s != "test"], str(last), describe_data(self.cfg.data),
+                   str(self.cfg.get("data_check", "strict")), order=True,
+                   fix="restore the data it was trained on, or train a new run on the new data")
+        return state
 
     # ---- checkpoints ------------------------------------------------------------
     def state_dict(self, rank_rngs: list[Any] | None = None) -> dict[str, Any]:
@@ -85,7 +105,8 @@ class RunState:
             "epoch_loss_sum": loss_sum, "epoch_seen": seen,
             **{key: getattr(self, key) for key in COUNTERS},
             "best": dict(self.best), "config": self.config_yaml, "class_names": list(p.data.class_names),
-            "num_classes": p.data.num_classes, "rng": rng_state(), "train_seconds": self.train_seconds,
+            "num_classes": p.data.num_classes, IDENTITY_KEY: self.data_identity, "rng": rng_state(),
+            "train_seconds": self.train_seconds,
         }
         if p.ema is not None:
             state["model_ema"] = model_state_dict(p.ema.module)
@@ -109,6 +130,8 @@ class RunState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         p = self.parts
+        if self.lora_base_hash is not None:  # the adapters were trained on this base (the weights file may have changed)
+            check_base_hash(state.get("lora_base_hash"), self.lora_base_hash, "checkpoints/last.pt")
         load_model_state(p.model, state["model"], "checkpoints/last.pt")
         p.optimizer.load_state_dict(state["optimizer"])
         if p.ema is not None and "model_ema" in state:
@@ -128,10 +151,10 @@ class RunState:
 
     def maybe_resume(self) -> bool:
         """Continue from checkpoints/last.pt when the run dir has one (metrics after it are dropped)."""
-        last = runs.checkpoint_path(self.run_dir, "last")
-        if not last.is_file():
+        last, state = runs.checkpoint_path(self.run_dir, "last"), self.resume_from
+        if state is None:
             return False
-        state = load_checkpoint(last, map_location=self.runtime.device)
+        self.resume_from = None  # held only until loaded
         self.load_state_dict(state)
         if getattr(self.metrics, "wandb", None) is not None:
             self.metrics.wandb.restore_id(state.get("wandb_run_id"))

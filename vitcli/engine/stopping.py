@@ -8,15 +8,23 @@ best weights exported and summary.json recording who stopped it, why, and at whi
 
 Under DDP only rank 0 asks the stoppers, and its decision is sent to every rank, so all
 ranks stop after the same epoch.
+
+A rerun of a run dir (resume) replays the epochs it already has through the stoppers
+(`replay`): a run that early stopping ended stays ended, with the same decision. To train
+on deliberately, resume with another patience: `vitcli train resume=RUN_DIR
+trainer.early_stop_patience=0` (off) or a larger one.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from vitcli.core.errors import UserError
 from vitcli.engine.pruning import METRIC, open_trial, selection_value
+
+log = logging.getLogger("vitcli")
 
 
 @dataclass
@@ -56,10 +64,11 @@ class EarlyStopping:
     def score(record: dict[str, Any]) -> float:
         return max(float(record["val_top1"]), float(record.get("ema_top1", float("-inf"))))
 
-    def resume(self, history: list[dict[str, Any]]) -> None:
-        """Replay the epochs a resumed run already has, so patience counts as if it had never stopped."""
-        for record in history:
-            self.after_epoch(int(record["epoch"]), record)
+    def resume(self, history: list[dict[str, Any]]) -> StopDecision | None:
+        """Replay the epochs a resumed run already has, so patience counts as if it had never stopped;
+        the decision it took on them (the run already ended), or None."""
+        decisions = [self.after_epoch(int(record["epoch"]), record) for record in history]
+        return next((d for d in decisions if d is not None), None)
 
     def after_epoch(self, epoch: int, record: dict[str, Any]) -> StopDecision | None:
         score = self.score(record)
@@ -71,6 +80,17 @@ class EarlyStopping:
         return StopDecision("completed", "early_stop", f"val top-1 has not improved on {self.best:.2f} (epoch "
                             f"{self.best_epoch}) for {epoch - self.best_epoch} epochs (trainer.early_stop_patience="
                             f"{self.patience})")
+
+
+def replay(stoppers: list[EpochStopper], history: list[dict[str, Any]]) -> StopDecision | None:
+    """A resumed run's epochs (metrics.jsonl records up to its checkpoint) replayed through the stoppers
+    that count epochs: the first decision they already took (the run stays stopped), or None."""
+    decisions = [getattr(stopper, "resume", lambda history: None)(history) for stopper in stoppers]
+    decision = next((d for d in decisions if d is not None), None)
+    if decision is not None:
+        log.info(f"this run was already stopped ({decision.by}): nothing to train; to train on, resume it with another "
+                 "patience: vitcli train resume=RUN_DIR trainer.early_stop_patience=0 (off) or a larger one")
+    return decision
 
 
 def create_stoppers(cfg: Any) -> list[EpochStopper]:

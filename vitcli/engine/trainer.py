@@ -31,9 +31,9 @@ from vitcli.engine.loss_window import LossWindow
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.engine.run_state import RunState
 from vitcli.launch.runlock import check_one_run
-from vitcli.engine.stopping import StopDecision, create_stoppers
+from vitcli.engine.stopping import StopDecision, create_stoppers, replay
 from vitcli.engine.tracking import MetricsLogger, NullMetrics
-from vitcli.models.factory import set_backbone_trainable
+from vitcli.models.factory import set_backbone_trainable, set_train_mode
 
 if TYPE_CHECKING:
     from vitcli.core.schema import TrainConfig
@@ -116,7 +116,7 @@ class Trainer:
         set_backbone_trainable(p.model, not frozen)
         if frozen and state.batch_in_epoch == 0:
             log.info(f"epoch {epoch + 1}: backbone frozen, training the classifier only")
-        p.model.train()
+        set_train_mode(p.model)  # a LoRA model's frozen BatchNorms stay in eval mode
         p.train_loader.set_epoch(epoch, state.batch_in_epoch)
 
     def train_one_epoch(self, epoch: int) -> dict[str, Any]:
@@ -207,9 +207,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / runs.CONFIG).write_text(state.config_yaml)
             state.write_class_counts()
-        if state.maybe_resume():
-            for stopper in self.stoppers:  # stoppers that count epochs replay the ones already run
-                getattr(stopper, "resume", lambda history: None)(state.history)
+        # a rerun of a run that a stopper ended stays ended (engine/stopping.py: how to train on)
+        stop: StopDecision | None = replay(self.stoppers, state.history) if state.maybe_resume() else None
+        stop = broadcast_from_main(stop) if self.runtime.distributed else stop
         epochs = self.cfg.trainer.epochs
         data = self.parts.data
         log.info(
@@ -218,10 +218,9 @@ class Trainer:
             f"for {epochs} epochs on {self.runtime.device}; run dir {self.run_dir}"
         )
         state.write_summary("running")
-        stop: StopDecision | None = None
         try:
             with interrupts.stop_requests():
-                for epoch in range(state.epoch, epochs):
+                for epoch in range(state.epoch, epochs if stop is None else state.epoch):
                     stop = self.run_epoch(epoch)
                     if stop is not None:
                         break

@@ -162,13 +162,23 @@ def head_parameter_names(model) -> set[str]:
 def set_backbone_trainable(model, trainable: bool) -> None:
     """Freeze or unfreeze everything but the classifier. Frozen parameters get no
     gradient, so the optimizer skips them (no update, no weight decay) and its
-    state for them starts fresh when they unfreeze."""
-    if hasattr(model, "peft_config"):  # LoRA: peft decides what trains (adapters and the classifier)
-        return
+    state for them starts fresh when they unfreeze. A LoRA model's base stays frozen
+    whatever `trainable` says: here only its adapters are frozen or unfrozen."""
     head = head_parameter_names(model)
+    lora = hasattr(model, "peft_config")
     for name, param in model.named_parameters():
-        if name not in head:
+        if name not in head and (not lora or ".lora_" in name):
             param.requires_grad_(trainable)
+
+
+def set_train_mode(model) -> None:
+    """model.train(), except a LoRA model's frozen BatchNorm layers, which keep their (pretrained)
+    running statistics: no adapter checkpoint carries statistics drifted in training (models/lora.py)."""
+    model.train()
+    if hasattr(model, "peft_config"):
+        from vitcli.models.lora import freeze_norm_statistics
+
+        freeze_norm_statistics(model)
 
 
 def attach_mlp_head(model, num_classes: int, hidden_dim: int | None, drop_rate: float = 0.0) -> None:
@@ -190,7 +200,13 @@ def count_params(model) -> int:
 
 def enable_grad_checkpointing(model, preset: str) -> None:
     """trainer.grad_checkpointing=true: timm's set_grad_checkpointing() (blocks recompute their
-    activations in backward: less memory, ~30% more compute). Models without it stop the run."""
+    activations in backward: less memory, ~30% more compute). Models without it stop the run.
+
+    Non-reentrant checkpointing, explicitly: the reentrant kind (TIMM_REENTRANT_CKPT=1, and every
+    timm before 1.0.13, which pyproject.toml no longer admits) gives no gradient to the parameters
+    inside a block whose input needs none, which under LoRA (frozen patch embedding) are the adapters."""
+    from timm.layers import set_reentrant_ckpt
+
     setter = getattr(model, "set_grad_checkpointing", None)
     try:
         if setter is None:
@@ -199,3 +215,4 @@ def enable_grad_checkpointing(model, preset: str) -> None:
     except (AssertionError, NotImplementedError) as err:
         raise UserError(f"trainer.grad_checkpointing=true: model={preset} ({type(model).__name__}) does not support "
                         "gradient checkpointing in timm; set trainer.grad_checkpointing=false") from err
+    set_reentrant_ckpt(False)

@@ -1,4 +1,4 @@
-"""LoRA fine-tuning through Hugging Face `peft` (the optional extra `vitcli[peft]`).
+"""LoRA fine-tuning through Hugging Face `peft` (the optional extra `peft`).
 
 `model.peft=lora` wraps the built timm model with `peft.get_peft_model`: every module whose
 dotted name ends with one of `model.lora.targets` (default: its family's, models/families.py)
@@ -6,8 +6,13 @@ gets a low-rank adapter, the classifier is trained in full (peft's `modules_to_s
 everything else is frozen. A run's checkpoints then hold only the adapters and the head
 (`adapter_state_dict`) plus a hash of the frozen base weights, which are rebuilt from the
 run's config (hub weights, `model.weights`, or a random init drawn from `trainer.seed`) and
-must hash the same. For inference and export the adapters are merged into the base weights
-(`merge_lora`), which leaves a plain timm model.
+must hash the same, at every load and at resume (`check_base_hash`). For inference and export the
+adapters are merged into the base weights (`merge_lora`), which leaves a plain timm model.
+
+The frozen base's normalisation layers that keep running statistics (BatchNorm in CNNs) stay in
+eval mode while the adapters train (`freeze_norm_statistics`): their statistics are part of the
+base the checkpoint's hash certifies, so training, resume, eval and the merged export all normalise
+with the same (pretrained) statistics, which no adapter-only checkpoint would otherwise carry.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, Iterator
 
 import torch
 
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, install_hint
 from vitcli.models.families import model_family
 
 _ADAPTER_MARKERS = (".lora_", ".modules_to_save.")
@@ -57,7 +62,7 @@ def apply_lora(model, lora_cfg: Any, preset: str, classifiers: list[str]):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as err:
-        raise UserError("model.peft=lora needs the peft package: pip install 'vitcli[peft]'") from err
+        raise UserError(f"model.peft=lora needs the peft package: {install_hint('peft')}") from err
 
     if lora_cfg.r < 1 or lora_cfg.alpha <= 0 or not 0.0 <= lora_cfg.dropout < 1.0:
         raise UserError(f"model.lora: r={lora_cfg.r} must be >= 1, alpha={lora_cfg.alpha} > 0 and "
@@ -102,7 +107,7 @@ def base_hash(model) -> str:
             continue
         t = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
     return digest.hexdigest()
 
 
@@ -123,6 +128,31 @@ def load_model_state(model, state: dict[str, torch.Tensor], where: str = "checkp
         raise UserError(f"{where} does not hold this model's LoRA adapters ({detail}); was it trained with the same "
                         "model.peft / model.lora settings?")
     model.load_state_dict(state, strict=False)
+
+
+def check_base_hash(expected: str | None, actual: str, where: str) -> None:
+    """Stop when a LoRA model's rebuilt base (`actual`: its base_hash) differs from the one its checkpoint's
+    adapters were trained on (`expected`: the checkpoint's lora_base_hash; None before it was recorded)."""
+    if expected and actual != expected:
+        raise UserError(f"{where}: the base weights rebuilt from the run's config.yaml (model.pretrained, "
+                        "model.weights, trainer.seed) differ from those its LoRA adapters were trained on; restore "
+                        "the original weights file or settings, or train into a new run dir")
+
+
+def freeze_norm_statistics(model) -> list[str]:
+    """Put the frozen normalisation layers with running statistics (BatchNorm; none in ViTs, whose
+    LayerNorms keep no statistics) in eval mode, after `model.train()`; returns their names.
+
+    A frozen layer is one none of whose own parameters trains (so a BatchNorm inside the trained
+    classifier copy keeps learning its statistics)."""
+    frozen = []
+    for name, module in model.named_modules():
+        if not getattr(module, "track_running_stats", False) or getattr(module, "running_mean", None) is None:
+            continue
+        if not any(p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()
+            frozen.append(name)
+    return frozen
 
 
 def merge_lora(model):

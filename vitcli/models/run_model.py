@@ -1,5 +1,9 @@
 """A trained run's model, loaded back for inference: its config, checkpoint (best | last | ema),
-weights and precision. Distillation teachers, eval, predict, explain and export all load runs here."""
+weights and precision. Distillation teachers, eval, predict, explain and export all load runs here.
+
+The checkpoint dict handed back carries `checkpoint_key` and `checkpoint_name` (not stored in the
+file): the content key of the weights used (core/checkpoint.py `file_key`, `:ema` for the EMA
+copy), which calibration.json and predictions/<split>.npz are keyed to, and how messages name them."""
 
 from __future__ import annotations
 
@@ -7,27 +11,39 @@ from pathlib import Path
 from typing import Any
 
 from vitcli.core import runs
-from vitcli.core.checkpoint import load_checkpoint
+from vitcli.core.checkpoint import file_key, load_checkpoint
 from vitcli.core.errors import UserError
 from vitcli.core.runtime import Runtime
 from vitcli.models.factory import create_model
-from vitcli.models.lora import base_hash, load_model_state, merge_lora
+from vitcli.models.lora import base_hash, check_base_hash, load_model_state, merge_lora
+
+
+def checkpoint_file(run_dir: Path, checkpoint: str) -> tuple[Path, str]:
+    """(the file, the entry holding the weights) for best | last | ema. EMA weights travel inside
+    best.pt, else last.pt, as "model_ema" (looked up with a memory-mapped load: no weights read)."""
+    if checkpoint != "ema":
+        return runs.require_checkpoint(run_dir, checkpoint), "model"
+    for which in ("best", "last"):
+        path = runs.checkpoint_path(run_dir, which)
+        if path.is_file() and load_checkpoint(path, mmap=True).get("model_ema"):
+            return path, "model_ema"
+    raise UserError(f"{run_dir} has no EMA weights (train with EMA enabled, or use checkpoint=best or checkpoint=last)")
+
+
+def checkpoint_key(run_dir: str | Path, checkpoint: str = "best") -> str:
+    """The content key of a run's best | last | ema weights (what its predictions and temperature match)."""
+    path, entry = checkpoint_file(Path(run_dir), str(checkpoint))
+    return file_key(path) + (":ema" if entry == "model_ema" else "")
 
 
 def _load_state(run_dir: Path, checkpoint: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """(checkpoint path, full checkpoint dict, the model state dict to load) for best | last | ema."""
-    if checkpoint != "ema":
-        path = runs.require_checkpoint(run_dir, checkpoint)
-        state = load_checkpoint(path, map_location="cpu")
-        return path, state, state["model"]
-    # EMA weights travel inside best.pt / last.pt as "model_ema".
-    for which in ("best", "last"):
-        path = runs.checkpoint_path(run_dir, which)
-        if path.is_file():
-            state = load_checkpoint(path, map_location="cpu")
-            if state.get("model_ema"):
-                return path, state, state["model_ema"]
-    raise UserError(f"{run_dir} has no EMA weights (train with EMA enabled, or use checkpoint=best or checkpoint=last)")
+    """(checkpoint path, full checkpoint dict with its checkpoint_key, the model state dict to load)."""
+    path, entry = checkpoint_file(run_dir, checkpoint)
+    state = load_checkpoint(path, map_location="cpu")
+    ema = entry == "model_ema"
+    state["checkpoint_key"] = file_key(path) + (":ema" if ema else "")
+    state["checkpoint_name"] = f"{path}" + (" (its EMA weights)" if ema else "")  # for messages
+    return path, state, state[entry]
 
 
 def load_run_model(run_dir: Path, checkpoint: str = "best", device: str = "auto", precision: Any = None,
@@ -67,10 +83,6 @@ def _load_lora(cfg: Any, state: dict[str, Any], weights: dict[str, Any], path: P
     checkpoint recorded, the adapters and head loaded, and (merge) folded into a plain timm model."""
 
     model = create_model(cfg.model, int(state["num_classes"]), cfg.regularization, seed=int(cfg.trainer.seed))
-    expected = state.get("lora_base_hash")
-    if expected and base_hash(model) != expected:
-        raise UserError(f"{path}: the base weights rebuilt from the run's config.yaml (model.pretrained, model.weights, "
-                        "trainer.seed) differ from those its LoRA adapters were trained on; restore the original "
-                        "weights file or settings")
+    check_base_hash(state.get("lora_base_hash"), base_hash(model), str(path))
     load_model_state(model, weights, str(path))
     return merge_lora(model) if merge else model

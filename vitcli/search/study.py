@@ -15,8 +15,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from hydra_plugins.vitcli_optuna_sweeper.plots import write_study_plots
-from vitcli.core.errors import EXIT_USER_ERROR, UserError, full_errors
+from vitcli.core.errors import EXIT_USER_ERROR, UserError, full_errors, install_hint
 from vitcli.engine.pruning import DIRECTION, METRIC
+from vitcli.engine.tracking import active_backends
 
 log = logging.getLogger("vitcli")
 
@@ -51,7 +52,7 @@ def sweep_study(sweep_dir: Path) -> Any | None:
     try:
         import optuna  # noqa: F401
     except ImportError:
-        log.warning(f"{sweep_dir} holds an optuna study, but optuna is not installed (pip install 'vitcli[sweeps]')")
+        log.warning(f"{sweep_dir} holds an optuna study, but optuna is not installed ({install_hint('sweeps')})")
         return None
     return study_of_sweep(Path(sweep_dir))
 
@@ -79,7 +80,7 @@ def draw(study: Any, sweep_dir: Path) -> list[Path]:
 def log_to_wandb(cfg: Any, sweep_dir: Path, study: Any, images: list[Path]) -> None:
     """One job_type=sweep W&B run in the sweep's group (<experiment>/<stamp>, the jobs' group)
     holding the study plots and the best trial; never fails the sweep."""
-    if cfg.get("logger") is None or cfg.logger.get("name") != "wandb" or not images:
+    if "wandb" not in active_backends(cfg) or not images:  # logger=wandb, or a list holding it
         return
     try:
         import wandb

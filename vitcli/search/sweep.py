@@ -5,7 +5,9 @@ Registered in conf/train.yaml under hydra.callbacks; it reads only the job direc
 (.hydra/overrides.yaml and summary.json), so it works with any launcher (basic, joblib,
 submitit) and any sweeper (basic grid, optuna). Pruned trials are listed as `pruned`, with
 the epochs they trained, and are not failures. For vitcli's optuna sweeper it also checks
-the study's direction up front and sends the study plots to W&B (search/study.py).
+the study's direction up front and sends the study plots to W&B (search/study.py). With
+logger=mlflow the sweep is a parent run whose children are the jobs, and with logger=tensorboard
+each job gets an hparams row (engine/tracking: start_sweep, finish_sweep).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from vitcli.core import runs
 from vitcli.core.errors import full_errors
 from vitcli.launch.interrupts import TrainingInterrupted
 from vitcli.engine.pruning import trial_env
+from vitcli.engine.tracking import finish_sweep, start_sweep
 from vitcli.launch.requeue import JobRequeued
 from vitcli.search.study import check_direction, describe, log_to_wandb, sweep_study
 
@@ -179,6 +182,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         check_direction(config)  # an optuna study must maximize what the train task returns
+        start_sweep(config, Path(str(config.hydra.sweep.dir)))  # MLflow: the parent run the jobs nest under
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
 
@@ -196,6 +200,7 @@ class SweepSummary(Callback):
                      f"{f', {pruned} pruned' if pruned else ''}; sorted by {self.metric} ({self.mode})")
             print_table(rows, keys, title)
             log.info(f"sweep summary: {sweep_dir / SUMMARY_CSV}")
+            finish_sweep(config, sweep_dir, rows, keys, self.metric)  # MLflow parent run, TensorBoard hparams
             study = sweep_study(sweep_dir)
             if study is not None:
                 log.info(describe(study))

@@ -1,5 +1,6 @@
 """An ensemble job: resolve member runs, load their id-aligned predictions (predicting the
-missing ones), weight and combine them, score, and write the report and predictions.
+missing ones, and those another checkpoint or TTA made), weight and combine them, score, and
+write the report and predictions.
 
 The arithmetic (softmax, voting, greedy selection) lives in vitcli/tasks/ensemble_methods.py.
 """
@@ -22,6 +23,8 @@ from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
 from vitcli.core.predictions import Predictions, load_predictions, topk_accuracy
 from vitcli.data import create_data
+from vitcli.models.run_model import checkpoint_key
+from vitcli.engine.tracking import attach_to_run
 from vitcli.tasks import submission as sub
 from vitcli.tasks.ensemble_methods import (
     align,
@@ -65,16 +68,41 @@ def resolve_runs(spec: Any) -> list[Path]:
     return out
 
 
+def stale_reason(source: dict[str, Any], key: str, tta: str) -> str | None:
+    """Why a saved prediction set is not what was asked (None: it is): other weights or another TTA."""
+    if not source.get("checkpoint_key"):
+        return "records no checkpoint content key (written by an older vitcli)"
+    if source["checkpoint_key"] != key:
+        return (f"was made by other weights ({source.get('checkpoint')}: {source['checkpoint_key']}) than "
+                f"the checkpoint asked for ({key})")
+    if str(source.get("tta", "none")) != str(tta):
+        return f"was made with eval.tta={source.get('tta')}, not eval.tta={tta}"
+    return None
+
+
 def member_predictions(run: Path, split: str, cfg: DictConfig):
-    """The run's predictions/<split>.npz, predicted now when missing and predict_missing=true."""
-    if runs.predictions_path(run, split).is_file():
-        return load_predictions(runs.predictions_path(run, split))
-    if not cfg.predict_missing or not (run / runs.CONFIG).is_file():
-        raise UserError(f"{run} has no predictions/{split}.npz; run `vitcli predict run={run} split={split}` "
-                        "first (or set predict_missing=true)")
-    log.info(f"predicting {run} on split {split} (no predictions/{split}.npz yet)")
+    """The run's predictions/<split>.npz when the asked checkpoint and TTA made it, else predicted now
+    (predict_missing=true) or refused. A member without checkpoints (a probe's predictions) is taken
+    as it is: there are no weights to compare them with."""
+    path = runs.predictions_path(run, split)
+    has_config = (run / runs.CONFIG).is_file()
+    again = f"`vitcli predict run={run} split={split} checkpoint={cfg.checkpoint} eval.tta={cfg.eval.tta}`"
+    if path.is_file():
+        preds = load_predictions(path)
+        stale = stale_reason(preds.source, checkpoint_key(run, str(cfg.checkpoint)), str(cfg.eval.tta)) \
+            if (run / runs.CHECKPOINTS).is_dir() else None
+        if stale is None:
+            return preds
+        if not cfg.predict_missing:
+            raise UserError(f"{path} {stale}; run {again} first (or set predict_missing=true)")
+        log.info(f"{path} {stale}: predicting it again")
+    elif not cfg.predict_missing or not has_config:
+        raise UserError(f"{run} has no predictions/{split}.npz; run {again} first (or set predict_missing=true)")
+    else:
+        log.info(f"predicting {run} on split {split} (no predictions/{split}.npz yet)")
     preds, _, _ = predict_split(run, split, cfg.checkpoint, cfg.device, cfg.batch_size, cfg.eval.tta,
-                                cfg.eval.crop_fraction, submission="never", precision=cfg.precision)
+                                cfg.eval.crop_fraction, submission="never", precision=cfg.precision,
+                                data_check=cfg.data_check)
     return preds
 
 
@@ -93,6 +121,11 @@ def load_split(members: list[Path], split: str, cfg: DictConfig):
             p.logits = p.logits[order]
             p.ids = list(ref.ids)
             p.labels = None if p.labels is None else p.labels[order]
+        if ref.labels is not None and p.labels is not None and not np.array_equal(ref.labels, p.labels):
+            i = int(np.flatnonzero(ref.labels != p.labels)[0])
+            raise UserError(f"{members[0]} and {run} label {split} differently (sample {ref.ids[i]!r}: "
+                            f"{int(ref.labels[i])} vs {int(p.labels[i])}); their data differs: predict them on "
+                            "the same data")
     return preds, np.stack([p.logits for p in preds])
 
 
@@ -106,12 +139,14 @@ def default_split(first: Path) -> str:
     return "test" if "test" in data.loaders else "val"
 
 
-def member_temperatures(members: list[Path], given: Any, checkpoint: str = "best") -> list[float] | None:
-    """temperatures=[...] as given, else each member's stored temperature (eval.calibrate=temperature; 1 for
-    members without one), or None when no member has one."""
+def member_temperatures(members: list[Path], given: Any, sources: list[dict[str, Any]]) -> list[float] | None:
+    """temperatures=[...] as given, else the temperature each member stored for the weights and TTA its
+    predictions came from (eval.calibrate=temperature; 1 for members without one), or None when no
+    member has one."""
     if given is not None:
         return [float(t) for t in given]
-    stored = [runs.read_temperature(m, checkpoint) for m in members]
+    stored = [runs.read_temperature(m, s.get("checkpoint_key"), str(s.get("tta", "none")))
+              for m, s in zip(members, sources)]
     return None if all(t is None for t in stored) else [1.0 if t is None else t for t in stored]
 
 
@@ -186,7 +221,7 @@ def run_ensemble_job(cfg: DictConfig) -> dict[str, Any]:
     wlabels = wpreds[0].labels
     if wlabels is None:
         raise UserError(f"weights_from={cfg.weights_from} has no labels in {members[0]}; use a labelled split (val, minival)")
-    temps = member_temperatures(members, cfg.temperatures, str(cfg.checkpoint))
+    temps = member_temperatures(members, cfg.temperatures, [p.source for p in tpreds])
     weights, how = member_weights(cfg, wstack, wlabels, temps)
     logits = combine(cfg.method, tstack, weights, temps)
     tlabels = tpreds[0].labels
@@ -207,6 +242,8 @@ def run_ensemble_job(cfg: DictConfig) -> dict[str, Any]:
         log.info(f"greedy kept round {how['greedy_best_round']}: counts {dict(zip(names, map(int, weights)))}")
     for path in written:
         log.info(f"wrote {path}")
+    for member in members:  # each member's trackers get the ensemble's scores and report
+        attach_to_run(member, "ensemble", ens[split], [p for p in written if p.suffix != ".npz"], tag=split, base=out)
     return record
 
 

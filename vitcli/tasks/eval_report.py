@@ -25,7 +25,7 @@ from vitcli.core.predictions import softmax
 from vitcli.data import create_data
 from vitcli.engine.evaluate import class_report
 from vitcli.engine.inference import run_split
-from vitcli.engine.tracking import WandbSink
+from vitcli.engine.tracking import attach_to_run
 from vitcli.tasks.calibration_run import add_calibration
 from vitcli.tasks.samples import gather_inputs
 from vitcli.viz.gallery import denormalize
@@ -134,21 +134,18 @@ def save_outputs(run_dir: Path, tag: str, split: str, result: dict[str, Any], re
     return [runs.eval_path(run_dir, f"{tag}.json"), *out]
 
 
-def log_to_wandb(run_dir: Path, metrics: dict[str, Any], images: list[Path]) -> None:
-    """Mirror an evaluation / explanation to W&B (job_type=eval) when the run was trained with logger=wandb."""
-    WandbSink.log_eval(Path(run_dir), runs.load_run_config(Path(run_dir)), metrics, images)
-
-
 def evaluate_and_report(run: str | Path, split: str = "val", checkpoint: str = "best", device: str = "auto",
                         batch_size: int | None = None, tta: str = "none", crop_fraction: float = 0.875,
                         precision: Any = None, worst: int = 10, save: bool = True, calibrate: str = "none",
-                        calibrate_split: str = "val") -> dict[str, Any]:
+                        calibrate_split: str | None = None, data_check: str = "strict") -> dict[str, Any]:
     """`vitcli eval`: score a run on a split, print the summary line and the worst classes, and
-    (save=True) write the JSON, CSVs and plots into the run. Returns the result dict."""
+    (save=True) write the JSON, CSVs and plots into the run. Returns the result dict.
 
-
+    data_check: strict stops when the split or the class names differ from what the checkpoint
+    records; warn logs the difference and scores anyway (with the checkpoint's class names).
+    """
     result, preds = run_split(run, split=split, checkpoint=checkpoint, device=device, batch_size=batch_size,
-                              tta=tta, crop_fraction=crop_fraction, precision=precision)
+                              tta=tta, crop_fraction=crop_fraction, precision=precision, data_check=data_check)
     if preds.labels is None:
         raise UserError(f"split {split} of {run} has no labels, so it cannot be scored; "
                         f"use `vitcli predict run={run} split={split}` for its predictions")
@@ -165,11 +162,11 @@ def evaluate_and_report(run: str | Path, split: str = "val", checkpoint: str = "
     )
     tag = eval_tag(split, checkpoint, tta)
     reliability = add_calibration(result, preds, run, str(checkpoint), tag, str(calibrate), calibrate_split, save,
-                                  device=device, batch_size=batch_size, precision=precision)
+                                  device=device, batch_size=batch_size, precision=precision, data_check=data_check)
     Console(width=120).print(worst_table(rep, preds.class_names, worst, f"worst classes ({tag})"))
     if save:
         run_dir = Path(run)
         written = save_outputs(run_dir, tag, result["split"], result, rep, preds) + reliability
         log.info("wrote " + ", ".join(str(p.relative_to(run_dir)) for p in written) + f" in {run_dir}")
-        log_to_wandb(run_dir, {"tag": tag, **result}, [p for p in written if p.suffix == ".png"])
+        attach_to_run(run_dir, "eval", result, written, tag=tag)  # the trackers the run was trained with
     return result

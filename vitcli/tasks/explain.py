@@ -21,8 +21,8 @@ from vitcli.data import create_data
 from vitcli.data.files import find_image_files
 from vitcli.data.transforms import create_file_transform
 from vitcli.engine.evaluate import evaluate
+from vitcli.engine.tracking import attach_to_run
 from vitcli.models.run_model import load_run_model
-from vitcli.tasks.eval_report import log_to_wandb
 from vitcli.tasks.saliency import explain_maps, resolve_method
 from vitcli.tasks.samples import gather_inputs, load_images, pick_samples
 from vitcli.viz.gallery import denormalize, draw_grid
@@ -106,5 +106,5 @@ def explain_run(run: str | Path, split: str = "val", n: int = 16, method: str = 
                     captions, title, overlays=maps, colors=colors)
     log.info(f"wrote {out} ({len(x)} images, method={method})")
 
-    log_to_wandb(run_dir, {}, [out])
+    attach_to_run(run_dir, "explain", {}, [out])  # the trackers the run was trained with
     return out

@@ -5,6 +5,10 @@ with the architecture, num_classes, label_names, model_args and the data config)
 then rebuilds it with `timm.create_model("local-dir:OUT", pretrained=True)` and
 refuses the export unless the logits match. format=onnx traces the model with a
 dynamic batch axis and checks onnxruntime against torch on validation images.
+
+The label names are the checkpoint's, compared first with the run's data like eval does
+(class names and the val split; data_check=warn goes on). Data that can no longer be read
+is no reason to refuse an export: the recorded names are exported, with one line saying so.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from omegaconf import OmegaConf
 from timm.models import save_for_hf
 
 from vitcli.core import runs
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, install_hint
 from vitcli.data import create_data
+from vitcli.data.module import check_data, describe_data
 from vitcli.models.factory import timm_kwargs
 from vitcli.models.run_model import load_run_model
 
@@ -41,14 +46,15 @@ def default_out(run_dir: Path, checkpoint: str, fmt: str) -> Path:
 
 
 def export_run(run: str | Path, checkpoint: str = "best", fmt: str = "timm", out: str | None = None,
-               device: str = "cpu") -> Path:
+               device: str = "cpu", data_check: str = "strict") -> Path:
     """Export a run's checkpoint; returns the folder (timm) or file (onnx) written."""
     if fmt == "onnx":
         require_onnx()
     cfg, model, state, runtime = load_run_model(Path(run), checkpoint, device)
+    names = class_names(cfg, state, state["checkpoint_name"], str(data_check))
     target = Path(out).expanduser() if out else default_out(Path(run), checkpoint, fmt)
     if fmt == "timm":
-        export_timm(model, cfg, class_names(cfg, state), target)
+        export_timm(model, cfg, names, target)
     else:
         export_onnx(model, cfg, target, runtime.device)
     return target
@@ -60,15 +66,26 @@ def require_onnx() -> None:
         import onnxruntime  # noqa: F401
     except ImportError as err:
         raise UserError(f"format=onnx needs onnx and onnxruntime ({err}); install the extra: "
-                        "pip install 'vitcli[export]'") from err
+                        f"{install_hint('export')}") from err
 
 
-def class_names(cfg: Any, state: dict[str, Any]) -> list[str]:
-    names = state.get("class_names")
-    if names:
-        return [str(n) for n in names]
-
-    return [str(n) for n in create_data(cfg, train=False).class_names]
+def class_names(cfg: Any, state: dict[str, Any], where: str, data_check: str = "strict") -> list[str]:
+    """The label names to export: the checkpoint's, once compared with the run's data (check_data);
+    the data's for a checkpoint that records none."""
+    names = [str(n) for n in state.get("class_names") or []]
+    try:
+        data = create_data(cfg, train=False)
+    except UserError as err:
+        if not names:
+            raise UserError(f"{where} records no class names and the run's data cannot be read to find them "
+                            f"({err})") from err
+        log.warning(f"exporting the class names {where} records, unchecked: the run's data cannot be read ({err})")
+        return names
+    check_data(state, data, ["val"], where, describe_data(cfg.data), data_check,
+               fix="restore the data the run was trained on")
+    if not names:
+        log.warning(f"{where} records no class names: exporting those of {describe_data(cfg.data)}")
+    return names or [str(n) for n in data.class_names]
 
 
 def data_config(cfg: Any) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def predict_images(run: str | Path, images: str, topk: int = 5, checkpoint: str 
     cfg, model, state, runtime = load_run_model(Path(run), checkpoint, device)  # at the run's precision
     class_names = [str(n) for n in (state.get("class_names") or range(int(state["num_classes"])))]
     k = min(topk, len(class_names))
-    temperature = runs.read_temperature(run, str(checkpoint)) or 1.0  # eval.calibrate=temperature
+    # eval.calibrate=temperature, when fitted on these very weights (without TTA: one view per image here)
+    temperature = runs.read_temperature(run, state["checkpoint_key"], "none") or 1.0
     transform = create_file_transform(cfg.augmentation, cfg.data, train=False)
     step = int(batch_size or cfg.data.eval_batch_size or 2 * cfg.data.batch_size)
     result = ImagePredictions([], [], [])

@@ -23,6 +23,7 @@ from vitcli.core.predictions import Predictions, topk_accuracy
 from vitcli.core.runtime import Runtime
 from vitcli.data import create_data
 from vitcli.data.normalization import resolve_normalization
+from vitcli.engine.tracking import attach_to_run
 from vitcli.models.factory import create_model
 from vitcli.tasks import probe_methods as pm
 from vitcli.tasks.probe_features import (
@@ -88,6 +89,7 @@ def run_probe(cfg: Any, out_dir: str | Path) -> dict[str, Any]:
     result.update(top1=result["splits"]["val"]["top1"], top5=result["splits"]["val"]["top5"],
                   seconds=round(time.time() - start, 2))
     write_json(runs.probe_result_path(out, method), result)
+    attach_to_run(out, "probe", result, [runs.probe_result_path(out, method)], tag=method)  # a run's trackers
     log.info(f"probe {method} of {where}: val top1 {result['top1']:.2f}  top5 {result['top5']:.2f}  "
              f"({result['feature_dim']}-d {p.layers} features, {result['seconds']:.1f} s) -> "
              f"{runs.probe_result_path(out, method)}")
@@ -141,25 +143,28 @@ def fewshot(feats: dict[str, FeatureSet], num_classes: int, p: Any, select: str)
     splits = _eval_splits(feats)
     regs = pm.FEWSHOT_L2
     per_shot: dict[str, Any] = {}
-    last_scores: dict[str, np.ndarray] = {}
     for n in shots:
-        runs_scores = []  # [seed][split] -> (R, N, C)
-        for seed in range(int(p.seeds)):
-            idx = pm.sample_shots(train.labels, n, seed)
-            runs_scores.append(dict(zip(splits, pm.fewshot_scores(train.features[idx], train.labels[idx],
-                                                                  [feats[s].features for s in splits], num_classes))))
-        sel_acc = np.array([[100.0 * (sc[select][r].argmax(1) == feats[select].labels).mean() for r in range(len(regs))]
-                            for sc in runs_scores])  # (seeds, R)
-        r = int(sel_acc.mean(axis=0).argmax())
-        entry: dict[str, Any] = {"l2_reg": regs[r]}
-        for s in splits:
-            if feats[s].labelled:
-                accs = [100.0 * float((sc[s][r].argmax(1) == feats[s].labels).mean()) for sc in runs_scores]
-                entry[s] = {"top1_mean": float(np.mean(accs)), "top1_std": float(np.std(accs)), "top1_per_seed": accs}
-        per_shot[str(n)] = entry
-        last_scores = {s: np.mean([sc[s][r] for sc in runs_scores], axis=0).astype(np.float32) for s in splits}
-    return last_scores, {"shots": shots, "seeds": int(p.seeds), "per_shot": per_shot,
-                         "predictions_from": f"{shots[-1]} per class, scores averaged over the seeds"}
+        fits = [pm.fewshot_fit(train.features[idx], train.labels[idx], num_classes)
+                for idx in (pm.sample_shots(train.labels, n, seed) for seed in range(int(p.seeds)))]
+        labelled = [s for s in splits if feats[s].labelled]
+        # top-1 in % of every draw, split and penalty: (seeds, R) per split; only class indices are kept
+        acc = {s: np.array([100.0 * (fit.predictions(feats[s].features, regs) == feats[s].labels).mean(axis=1)
+                            for fit in fits]) for s in labelled}
+        r = int(acc[select].mean(axis=0).argmax())
+        per_shot[str(n)] = {"l2_reg": regs[r], "form": fits[0].form, **{
+            s: {"top1_mean": float(acc[s][:, r].mean()), "top1_std": float(acc[s][:, r].std()),
+                "top1_per_seed": [float(a) for a in acc[s][:, r]]} for s in labelled}}
+    scores = {s: _mean_scores(fits, feats[s].features, regs[r]) for s in splits}  # the largest n's fits, penalty
+    return scores, {"shots": shots, "seeds": int(p.seeds), "per_shot": per_shot,
+                    "predictions_from": f"{shots[-1]} per class, scores averaged over the seeds"}
+
+
+def _mean_scores(fits: list[pm.FewshotFit], features: np.ndarray, l2_reg: float) -> np.ndarray:
+    """(M, C) float32 scores averaged over the draws, one (M, C) array in memory besides the total."""
+    total = fits[0].scores(features, l2_reg)
+    for fit in fits[1:]:
+        total += fit.scores(features, l2_reg)
+    return total / len(fits)
 
 
 METHODS = {"knn": knn, "linear": linear, "fewshot": fewshot}

@@ -8,12 +8,17 @@ and closed-form few-shot regression. Features in, (N, C) scores out; no model, n
   heads' hyper-parameters on val the same way).
 - Few-shot follows big_vision's fewshot_lsr: standardised features plus a large constant bias
   feature, least squares onto {-1, +1} one-hot targets with an L2 penalty, solved through one
-  eigendecomposition of the (N x N) Gram matrix for every penalty at once.
+  eigendecomposition for every penalty at once: of the (D x D) covariance X^T X when there are at
+  least as many shots as feature dimensions (1,000 classes x 25 shots of 768-d features: 769 x 769
+  rather than 25,000 x 25,000), else of the (N x N) Gram matrix X X^T. Both give the same weights,
+  (X^T X + l2 I)^-1 X^T Y = X^T (X X^T + l2 I)^-1 Y. Queries are scored in chunks, so memory stays
+  bounded by the features, never by queries x classes x penalties.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -57,12 +62,6 @@ def votes_to_logits(scores: np.ndarray) -> np.ndarray:
     return np.log(np.clip(scores, 1e-12, None)).astype(np.float32)
 
 
-def _standardize(train: np.ndarray, *others: np.ndarray):
-    mean = train.mean(axis=0, keepdims=True)
-    std = train.std(axis=0, keepdims=True) + 1e-5
-    return [(np.asarray(x, np.float64) - mean) / std for x in (train, *others)]
-
-
 def linear_probe(train: np.ndarray, train_labels: np.ndarray, select: np.ndarray, select_labels: np.ndarray,
                  cs=LINEAR_CS, max_iter: int = 1000):
     """Fit a logistic regression for every C; keep the one with the best top-1 on the selection split.
@@ -76,8 +75,9 @@ def linear_probe(train: np.ndarray, train_labels: np.ndarray, select: np.ndarray
     True
     """
 
-    mean = train.mean(axis=0, keepdims=True)
-    std = train.std(axis=0, keepdims=True) + 1e-5
+    # float64 statistics: the feature cache is fp16, whose sums of squares overflow to inf (std inf, features 0)
+    mean = np.asarray(train, np.float64).mean(axis=0, keepdims=True)
+    std = np.asarray(train, np.float64).std(axis=0, keepdims=True) + 1e-5
 
     def prep(x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, np.float64) - mean) / std
@@ -118,30 +118,78 @@ def sample_shots(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
-def fewshot_scores(train: np.ndarray, train_labels: np.ndarray, queries: list[np.ndarray], num_classes: int,
-                   l2_regs=FEWSHOT_L2) -> list[np.ndarray]:
-    """Least-squares regression onto {-1, +1} targets: for each query set, (R, N, C) scores for
-    every L2 penalty in `l2_regs`.
+@dataclass
+class FewshotFit:
+    """A few-shot least-squares fit for every L2 penalty at once: a query q (standardised, bias
+    appended) scores (q @ proj) / (eigs + l2) @ coef, with proj (D+1, K), eigs (K,), coef (K, C)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    proj: np.ndarray
+    eigs: np.ndarray
+    coef: np.ndarray
+    form: str  # primal (eigenvectors of X^T X) | dual (of X X^T)
+
+    def _projected(self, queries: np.ndarray, chunk: int):
+        for start in range(0, len(queries), chunk):
+            q = (np.asarray(queries[start:start + chunk], np.float64) - self.mean) / self.std
+            yield start, np.pad(q, ((0, 0), (0, 1)), constant_values=_BIAS) @ self.proj
+
+    def predictions(self, queries: np.ndarray, l2_regs=FEWSHOT_L2, chunk: int = 2048) -> np.ndarray:
+        """(R, M) predicted class of every query for every L2 penalty."""
+        out = np.empty((len(l2_regs), len(queries)), np.int64)
+        with _blas_threads(queries):
+            for start, z in self._projected(queries, chunk):
+                for r, reg in enumerate(l2_regs):
+                    out[r, start:start + len(z)] = ((z / (self.eigs + reg)) @ self.coef).argmax(1)
+        return out
+
+    def scores(self, queries: np.ndarray, l2_reg: float, chunk: int = 2048) -> np.ndarray:
+        """(M, C) float32 scores of every query for one L2 penalty."""
+        out = np.empty((len(queries), self.coef.shape[1]), np.float32)
+        with _blas_threads(queries):
+            for start, z in self._projected(queries, chunk):
+                out[start:start + len(z)] = (z / (self.eigs + l2_reg)) @ self.coef
+        return out
+
+
+def _standardized_with_bias(train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D + 1) float64 standardised features with the bias column, built in one array; mean, std."""
+    n, d = train.shape
+    x = np.empty((n, d + 1))
+    x[:, :d] = train
+    mean = x[:, :d].mean(axis=0, keepdims=True)
+    std = x[:, :d].std(axis=0, keepdims=True) + 1e-5
+    x[:, :d] -= mean
+    x[:, :d] /= std
+    x[:, d] = _BIAS
+    return x, mean, std
+
+
+def fewshot_fit(train: np.ndarray, train_labels: np.ndarray, num_classes: int, form: str = "auto") -> FewshotFit:
+    """Least-squares regression onto {-1, +1} targets, decomposed once for every L2 penalty.
+
+    Args:
+        form: primal (a (D+1)^2 eigendecomposition), dual (N^2), or auto: primal when N >= D + 1.
 
     >>> x = np.array([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9]])
-    >>> s, = fewshot_scores(x, np.array([0, 0, 1, 1]), [np.array([[1.0, 0.0]])], 2, l2_regs=(1.0,))
-    >>> s[0].argmax(1)
-    array([0])
+    >>> fit = fewshot_fit(x, np.array([0, 0, 1, 1]), 2)
+    >>> fit.form, fit.predictions(np.array([[1.0, 0.0], [0.0, 0.8]]), l2_regs=(1.0,)).tolist()
+    ('primal', [[0, 1]])
     """
-    with _blas_threads(train):
-        return _fewshot_scores(train, train_labels, queries, num_classes, l2_regs)
-
-
-def _fewshot_scores(train, train_labels, queries, num_classes, l2_regs):
-    x, *qs = _standardize(train, *queries)
-    x = np.pad(x, ((0, 0), (0, 1)), constant_values=_BIAS)
-    qs = [np.pad(q, ((0, 0), (0, 1)), constant_values=_BIAS) for q in qs]
-    y = 2.0 * np.eye(num_classes)[np.asarray(train_labels)] - 1.0
-    # N <= D here: W = X^T (X X^T + l2 I)^-1 Y, with X X^T = V diag(e) V^T computed once
-    eigs, vecs = np.linalg.eigh(x @ x.T)
-    vty = vecs.T @ y
-    out = []
-    for q in qs:
-        qk = (q @ x.T) @ vecs  # (M, N)
-        out.append(np.stack([qk @ (vty / (eigs + reg)[:, None]) for reg in l2_regs]))
-    return out
+    x, mean, std = _standardized_with_bias(train)
+    labels = np.asarray(train_labels)
+    if form == "auto":
+        form = "primal" if x.shape[0] >= x.shape[1] else "dual"
+    with _blas_threads(x):
+        if form == "primal":  # W = (X^T X + l2 I)^-1 X^T Y, X^T X = U diag(e) U^T
+            eigs, vecs = np.linalg.eigh(x.T @ x)
+            sums = np.zeros((num_classes, x.shape[1]))
+            np.add.at(sums, labels, x)  # X^T Y = 2 (class sums)^T - column sums: no (N, C) targets
+            proj, coef = vecs, vecs.T @ (2.0 * sums.T - x.sum(axis=0)[:, None])
+        elif form == "dual":  # W = X^T (X X^T + l2 I)^-1 Y, X X^T = V diag(e) V^T (N < D: small)
+            eigs, vecs = np.linalg.eigh(x @ x.T)
+            proj, coef = x.T @ vecs, vecs.T @ (2.0 * np.eye(num_classes)[labels] - 1.0)
+        else:
+            raise ValueError(f"form={form!r}: primal, dual or auto")
+    return FewshotFit(mean, std, proj, eigs, coef, form)

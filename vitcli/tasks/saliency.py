@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from timm.utils import AttentionExtract
 
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, install_hint
 
 ATTENTION_METHODS = ("rollout", "attention")
 
@@ -150,7 +150,7 @@ def gradcam_map(model, x: torch.Tensor, classes: list[int]) -> np.ndarray:
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     except ImportError as err:
-        raise UserError("Grad-CAM needs the grad-cam package: pip install 'vitcli[explain]'") from err
+        raise UserError(f"Grad-CAM needs the grad-cam package: {install_hint('explain')}") from err
 
     layer, layout = gradcam_target(model)
     with GradCAM(model=model, target_layers=[layer], reshape_transform=_reshape(model, layout)) as cam:

@@ -29,7 +29,7 @@ import numpy as np
 import torch.distributed as torch_dist
 
 from vitcli.core import dist
-from vitcli.core.io import atomic_write
+from vitcli.core.io import atomic_write, cache_dir  # noqa: F401  (cache_dir: its users import it from here)
 
 INDEX_VERSION = 1
 T = TypeVar("T")
@@ -152,16 +152,6 @@ def _walk_images(top: bytes, rel: bytes, exts: tuple[bytes, ...], dirs: list[byt
                 elif entry.is_dir():
                     stack.append((entry.path, rel_folder + name + b"/"))
     return found
-
-
-def cache_dir(setting: str | None = None) -> Path:
-    """Where vitcli caches indexes: `data.cache_dir`, else $VITCLI_CACHE, else $XDG_CACHE_HOME/vitcli
-    (~/.cache/vitcli)."""
-    if setting:
-        return Path(setting).expanduser()
-    if os.environ.get("VITCLI_CACHE"):
-        return Path(os.environ["VITCLI_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vitcli"
 
 
 def index_path(cache: Path, root: Path, split: str, folders: Sequence[str], extensions: Sequence[str]) -> Path:

@@ -12,7 +12,10 @@ is read undecoded (`Image(decode=False)`) and decoded by the loader workers, one
 a time, through the same FileLoader as image folders (seeded order, exact resume, DDP).
 
 A dataset's loading script never runs: `data.trust_remote_code` is off by default (as
-timm's `--dataset-trust-remote-code`), and datasets >= 4 refuses scripts altogether.
+timm's `--dataset-trust-remote-code`) and `trust_remote_code=False` is passed explicitly (datasets
+3.x would otherwise fall back to HF_DATASETS_TRUST_REMOTE_CODE or ask; 4.x and 5.x accept and drop
+it, and refuse scripts altogether). Every split's ClassLabel must name the classes alike: labels
+are indices into one list of names.
 """
 
 from __future__ import annotations
@@ -80,9 +83,10 @@ class HfImageDataset(ImageFileDataset):
 
 def remote_code_kwargs(trust: bool) -> dict:
     """timm's rule (its hfds reader): ask datasets to run a loading script only when the user said
-    so, and say clearly when the installed datasets (>= 4) runs none."""
+    so, and say clearly when the installed datasets (>= 4) runs none. `False` is always said out
+    loud: datasets 3.x takes it as a parameter, 4.x and 5.x pop it from their config kwargs."""
     if not trust:
-        return {}
+        return {"trust_remote_code": False}
     import datasets
 
     if "trust_remote_code" not in inspect.signature(datasets.load_dataset).parameters:
@@ -126,6 +130,10 @@ def open_source(data_cfg: Any):
                         "dataset's parquet/arrow files (or datasets<4 with data.trust_remote_code=true)") from None
     except IndexError:  # datasets' load_from_disk of a split saved with no rows
         raise UserError(f"data.dataset={name} could not be loaded: a split holds no rows (an empty split)") from None
+    except ConnectionError as err:  # a hub id without network (or HF_HUB_OFFLINE=1 and nothing cached)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"data.dataset={name} could not be loaded: {first}; a hub id needs the network once "
+                        "(then datasets' cache), or give a save_to_disk folder or parquet/arrow files") from None
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"data.dataset={name} could not be loaded: {first}") from None
@@ -212,7 +220,8 @@ def load_hf(data_cfg: Any) -> tuple[dict[str, HfSplit], list[str]]:
                             "set data.label_key=")
         if len(ds) == 0:
             raise UserError(f"split '{name}' of {where} is empty")
-        label_feature = label_feature or (ds.features[label] if label else None)
+        label_feature = same_class_labels(label_feature, ds.features[label] if label else None,
+                                          f"{where} [{name}]")
         ds = ds.cast_column(image, datasets.Image(decode=False))
         splits[role] = HfSplit(ds, image, split_labels(ds, label, f"{where} [{name}]"), split_ids(ds, image, role))
     names = hf_class_names(data_cfg, label_feature, splits)
@@ -222,6 +231,20 @@ def load_hf(data_cfg: Any) -> tuple[dict[str, HfSplit], list[str]]:
             raise UserError(f"{where} [{role}] row {int(bad[0])} has label {int(split.labels[bad[0]])}, outside "
                             f"0..{len(names) - 1}; fix the column or data.classes")
     return splits, names
+
+
+def same_class_labels(first: Any, feature: Any, where: str) -> Any:
+    """The first split's ClassLabel, once `feature` (a later split's label column) is checked to name
+    the classes alike (a split without a ClassLabel has no names to compare)."""
+    names, seen = getattr(feature, "names", None), getattr(first, "names", None)
+    if first is None or not names or not seen or list(names) == list(seen):
+        return first or feature
+    i = next((i for i, (a, b) in enumerate(zip(seen, names)) if a != b), min(len(seen), len(names)))
+    a = repr(seen[i]) if i < len(seen) else "absent"
+    b = repr(names[i]) if i < len(names) else "absent"
+    raise UserError(f"{where}: its ClassLabel names the classes differently from the first split's (class {i} is "
+                    f"{a} there, {b} here; {len(seen)} vs {len(names)} classes); labels would mean other classes "
+                    "per split: cast the splits to one ClassLabel (datasets' cast_column / align_labels_with_mapping)")
 
 
 def hf_class_names(data_cfg: Any, feature: Any, splits: dict[str, HfSplit]) -> list[str]:

@@ -1,18 +1,21 @@
 """Which WebDataset shards make a split, and the index that makes them randomly accessible.
 
 A split is given as a brace pattern (`train-{000000..000127}.tar`; quoted for Hydra), a local glob
-(`train-*.tar`), a `::`-separated or
-YAML list of patterns, or a wids descriptor (`train.json`: `{"wids_version": 1,
-"shardlist": [{"url": ..., "nsamples": ...}]}`, the format `wids.ShardListDataset` reads
-and `vitcli prepare format=wds` writes). Local paths are relative to `data.root`;
-URLs (http, https, s3 ... through wids' downloader) and `pipe:` commands are allowed only
-when written in the user's own config: a descriptor found inside a dataset may not run
-commands (its `pipe:` urls are refused).
+(`train-*.tar`), a `::`-separated or YAML list of patterns, or a wids descriptor (`train.json`:
+`{"wids_version": 1, "shardlist": [{"url": ..., "nsamples": ...}]}`, the format
+`wids.ShardListDataset` reads and `vitcli prepare format=wds` writes). Local paths are relative
+to `data.root`; a glob's matches are always local files, whatever their names.
 
-The index holds, per shard, its sample count, and per sample its id (`<key>.<image ext>`,
-the image member's name, e.g. `train/n01440764/x.JPEG`) and label. It is built by reading
-the tar headers once (wids' memory-mapped reader) and cached under the vitcli cache dir,
-keyed by each shard's size and mtime, so a second run does not read the shards again.
+A descriptor is data (it may come with a downloaded dataset): its local shards must lie under its
+own folder or data.root, its remote ones are http(s)/object-store urls fetched without a shell
+(shard_fetch.py), and it may not run commands (its `pipe:` urls are refused; they are taken only
+from the user's own data.train= / data.val= / data.test=).
+
+The index holds, per shard, its sample count, and per sample its id (the image member's name,
+e.g. `train/n01440764/x.JPEG`, unique within the split), its label and where its image member's
+bytes lie in the shard. It is built by reading the tar headers once (tar_members.py) and cached
+under the vitcli cache dir, keyed by each shard's size and mtime, so a second run does not read
+the shards again.
 """
 
 from __future__ import annotations
@@ -22,30 +25,24 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
-from urllib.parse import urlparse
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from vitcli.core.errors import UserError
 from vitcli.data.sources.folder_index import StringColumn
+from vitcli.data.sources.shard_fetch import check_remote, is_local, local_path, shown
+from vitcli.data.sources.tar_members import shard_samples
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 LABEL_KEY = "cls"
 
 
-def is_local(url: str) -> bool:
-    return not url.startswith("pipe:") and urlparse(url).scheme in ("", "file")
-
-
-def local_path(url: str) -> str:
-    return urlparse(url).path if url.startswith("file:") else url
-
-
 def expand_spec(spec: Any, root: str | None) -> list[str]:
-    """Shard urls of a pattern, a list of patterns, or a wids descriptor (.json), in order."""
+    """Shard urls of a pattern or a list of patterns, in order; local ones as absolute paths."""
     from webdataset.shardlists import expand_urls
 
     patterns = [str(spec)] if isinstance(spec, str) else [str(s) for s in spec]
@@ -56,26 +53,55 @@ def expand_spec(spec: Any, root: str | None) -> list[str]:
                 urls.append(url)
                 continue
             path = os.path.expanduser(local_path(url))
-            if not os.path.isabs(path) and root:
-                path = os.path.join(os.path.expanduser(root), path)
-            # a local glob (train-*.tar) needs no quoting for Hydra, unlike a brace pattern
+            path = os.path.abspath(os.path.join(os.path.expanduser(root), path) if root else path)
+            # a local glob (train-*.tar) needs no quoting for Hydra, unlike a brace pattern; its
+            # matches are absolute paths, so a file named `pipe:...` or `http:...` stays a file
             urls += sorted(glob.glob(path)) or [path] if any(c in path for c in "*?[") else [path]
     return urls
 
 
 @dataclass
 class Descriptor:
-    """A wids shard list: urls and their sample counts (None when unknown)."""
+    """A split's shard list: urls, their sample counts (None when unknown), and whether the urls
+    are the user's own (their `pipe:` commands may run) or read from an index file."""
 
     urls: list[str]
     counts: list[int | None]
+    commands: bool = False
 
 
-def read_descriptor(path: str) -> Descriptor:
+def inside(path: str, folders: Sequence[str]) -> bool:
+    path = os.path.normpath(path)
+    return any(os.path.commonpath([path, os.path.normpath(f)]) == os.path.normpath(f) for f in folders)
+
+
+def descriptor_url(shard: Any, where: str, base: str, allowed: Sequence[str]) -> tuple[str, int | None]:
+    """One shardlist entry's url (local ones resolved against the index's folder, and kept inside
+    it or data.root) and its sample count."""
+    url = shard.get("url") if isinstance(shard, dict) else None
+    if not isinstance(url, str) or not url:
+        raise UserError(f"{where}: a shardlist entry has no url")
+    if url.startswith("pipe:"):
+        raise UserError(f"{where} lists a pipe: url ({shown(url[:60])}); commands are taken only from your own "
+                        "config (data.train=/data.val=), never from a file inside a dataset")
+    if is_local(url):
+        url = os.path.normpath(os.path.join(base, local_path(url)))
+        if not inside(url, allowed):
+            raise UserError(f"{where} lists shard {shown(shard['url'])}, outside {' and '.join(allowed)}; an index "
+                            "may only name shards under its own folder or data.root (list them in data.train= instead)")
+    else:
+        check_remote(url, where)
+    count = shard.get("nsamples")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise UserError(f"{where}: nsamples of {shown(url)} is {count!r}, not a sample count; rewrite the index")
+    return url, count
+
+
+def read_descriptor(path: str, root: str | None = None) -> Descriptor:
     """A local wids descriptor; relative shard urls are resolved against its folder."""
     where = f"wids index {path}"
     try:
-        desc = json.loads(Path(path).read_text())
+        desc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{where} does not exist; give shard patterns or the .json that `vitcli prepare "
                         "format=wds` wrote") from None
@@ -86,28 +112,18 @@ def read_descriptor(path: str) -> Descriptor:
     if desc.get("datasets"):
         raise UserError(f"{where} refers to other datasets ('datasets'); list its shards in 'shardlist' instead")
     base = os.path.dirname(os.path.abspath(path))
-    urls, counts = [], []
-    for shard in desc["shardlist"]:
-        url = str(shard.get("url", "")) if isinstance(shard, dict) else ""
-        if not url:
-            raise UserError(f"{where}: a shardlist entry has no url")
-        if url.startswith("pipe:"):
-            raise UserError(f"{where} lists a pipe: url ({url[:60]}); commands are taken only from your own "
-                            "config (data.train=/data.val=), never from a file inside a dataset")
-        if is_local(url) and not os.path.isabs(local_path(url)):
-            url = os.path.join(base, local_path(url))
-        urls.append(url)
-        counts.append(int(shard["nsamples"]) if "nsamples" in shard else None)
-    if not urls:
+    allowed = [base] + ([os.path.abspath(os.path.expanduser(root))] if root else [])
+    entries = [descriptor_url(shard, where, base, allowed) for shard in desc["shardlist"]]
+    if not entries:
         raise UserError(f"{where} lists no shards")
-    return Descriptor(urls, counts)
+    return Descriptor([u for u, _ in entries], [n for _, n in entries], commands=False)
 
 
 def resolve_split(spec: Any, root: str | None, split: str) -> Descriptor:
     """The shards of one split: a descriptor (.json) or expanded patterns (local ones must exist)."""
     if isinstance(spec, str) and spec.endswith(".json") and is_local(spec):
         path = spec if os.path.isabs(os.path.expanduser(spec)) or not root else os.path.join(root, spec)
-        return read_descriptor(os.path.expanduser(path))
+        return read_descriptor(os.path.expanduser(path), root)
     urls = expand_spec(spec, root)
     if not urls:
         raise UserError(f"data.{split}={spec} names no shard")
@@ -115,84 +131,38 @@ def resolve_split(spec: Any, root: str | None, split: str) -> Descriptor:
         if is_local(url) and not os.path.isfile(local_path(url)):
             raise UserError(f"shard {local_path(url)} (data.{split}) does not exist; check the pattern "
                             f"{spec} and data.root")
-    return Descriptor(urls, [None] * len(urls))
+    return Descriptor(urls, [None] * len(urls), commands=True)
 
 
 @dataclass
 class ShardIndex:
-    """Random-access index of a split's shards (wids shard list + per-sample ids and labels)."""
+    """Random-access index of a split's shards (wids shard list + per-sample ids, labels, image places)."""
 
     urls: list[str]
     counts: np.ndarray  # (S,) int64 samples per shard
-    ids: StringColumn  # <key>.<image ext>, in shard order
+    ids: StringColumn  # the image member's name, in shard order
     labels: np.ndarray  # (N,) int64, -1 when the split carries no labels
+    offsets: np.ndarray  # (N,) int64 where each image member's bytes start in its shard
+    sizes: np.ndarray  # (N,) int64 and how many there are
 
-    def shardlist(self) -> list[dict]:
-        """The wids shard list (`[{"url", "nsamples"}]`) for wids.ShardListDataset."""
-        return [{"url": u, "nsamples": int(n)} for u, n in zip(self.urls, self.counts)]
+    @cached_property
+    def ends(self) -> np.ndarray:
+        return np.cumsum(self.counts)
+
+    def shard_of(self, i: int) -> int:
+        return int(np.searchsorted(self.ends, i, side="right"))
 
     def place(self, i: int) -> str:
         """`<shard>:<id>` of sample i, for messages."""
-        shard = int(np.searchsorted(np.cumsum(self.counts), i, side="right"))
-        return f"{os.path.basename(local_path(self.urls[shard]))}:{self.ids[i]}"
+        return f"{os.path.basename(local_path(self.urls[self.shard_of(i)]))}:{self.ids[i]}"
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"counts": self.counts, "id_data": self.ids.data, "id_offsets": self.ids.offsets,
+                "labels": self.labels, "offsets": self.offsets, "sizes": self.sizes}
 
-def shard_samples(path: str, image_keys: Sequence[str], label_key: str, labelled: bool) -> tuple[list[bytes], list[int]]:
-    """(ids, labels) of one local shard, read from its tar headers and label members.
-
-    The sample numbering is wids' (IndexedTarSamples: members grouped by key, in tar order)."""
-    from wids.wids import group_by_key, splitname
-    from wids.wids_mmtar import MMIndexedTar
-
-    name = os.path.basename(path)
-    if os.path.getsize(path) == 0:
-        raise UserError(f"shard {path} is empty; rewrite it (vitcli prepare format=wds) or drop it from the pattern")
-    try:
-        tar = MMIndexedTar(path)
-    except Exception as err:  # struct.error / ValueError on a cut or foreign header
-        raise UserError(f"shard {path} is not a readable tar file (truncated or corrupt: "
-                        f"{type(err).__name__}); re-download or rewrite it") from None
-    try:
-        mm = tar.mmapped_file
-        # a complete tar ends with zero blocks (end-of-archive); a cut one ends inside a member or header
-        if len(mm) % 512 or mm[-512:] != bytes(512) or any(o + 512 + n > len(mm) for _, o, n in tar.by_index[-1:]):
-            raise UserError(f"shard {path} is truncated ({len(mm)} bytes, no end-of-archive block after its last "
-                            "member); re-download or rewrite it")
-        names = list(tar.names())
-        json_field = label_key[5:] if label_key.startswith("json.") else None
-        want = "json" if json_field else label_key
-        ids, labels = [], []
-        for group in group_by_key(names):
-            members = {splitname(names[i])[1][1:].lower(): i for i in group}
-            key = splitname(names[group[0]])[0]
-            image = next((k for k in image_keys if k in members), None)
-            if image is None:
-                raise UserError(f"shard {name}: sample '{key}' has no image member ({'/'.join(image_keys)}; it has "
-                                f"{', '.join(sorted(members))}); set data.image_key=")
-            ids.append(names[members[image]].encode())
-            if want not in members:
-                if labelled:
-                    raise UserError(f"shard {name}: sample '{key}' has no '{want}' member (it has "
-                                    f"{', '.join(sorted(members))}); set data.label_key= to the member holding the label")
-                labels.append(-1)
-                continue
-            labels.append(_parse_label(tar.get_at_index(members[want])[1], json_field, f"shard {name}: sample '{key}'"))
-        return ids, labels
-    finally:
-        tar.close()
-
-
-def _parse_label(raw: bytes, json_field: str | None, where: str) -> int:
-    try:
-        if json_field:
-            value = json.loads(bytes(raw))
-            for part in json_field.split("."):
-                value = value[part]
-            return int(value)
-        return int(bytes(raw).decode().strip())
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        what = f"json field '{json_field}'" if json_field else "label member"
-        raise UserError(f"{where}: the {what} is not an integer class index ({bytes(raw)[:40]!r})") from None
+    @classmethod
+    def from_arrays(cls, urls: list[str], z: Any) -> "ShardIndex":
+        return cls(urls, z["counts"], StringColumn(z["id_data"], z["id_offsets"]), z["labels"], z["offsets"], z["sizes"])
 
 
 def _fingerprint(urls: list[str], image_keys: Sequence[str], label_key: str) -> str:
@@ -203,53 +173,66 @@ def _fingerprint(urls: list[str], image_keys: Sequence[str], label_key: str) -> 
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
 
+def check_unique(ids: list[bytes], counts: list[int], urls: list[str]) -> None:
+    """Sample ids name samples (predictions, reports, the data identity): one id, one sample."""
+    seen: dict[bytes, int] = {}
+    shard = 0
+    ends = np.cumsum(counts).tolist()
+    for i, sample_id in enumerate(ids):
+        while i >= ends[shard]:
+            shard += 1
+        first = seen.setdefault(sample_id, shard)
+        if len(seen) <= i:  # it was there already
+            a, b = (os.path.basename(local_path(urls[s])) for s in (first, shard))
+            where = f"twice in {a}" if a == b else f"in {a} and again in {b}"
+            raise UserError(f"sample {sample_id.decode()!r} is {where}; keys must be unique within a split "
+                            "(webdataset's convention): rewrite the shards")
+
+
 def build_index(desc: Descriptor, image_keys: Sequence[str], label_key: str, labelled: bool,
-                fetch, cache: Path | None) -> ShardIndex:
+                fetch: Callable[[str], str], cache: Path | None) -> ShardIndex:
     """The split's index, read from the cache when the shards are unchanged, else built and cached.
 
-    `fetch(url) -> local path` downloads a remote shard (wids' cache) and returns local ones as they are."""
+    `fetch(url) -> local path` copies a remote shard into the cache and returns local ones as they are."""
     key = _fingerprint(desc.urls, image_keys, label_key) + ("L" if labelled else "")
     path = cache / "shards" / f"{key}.npz" if cache is not None else None
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return ShardIndex(list(desc.urls), z["counts"], StringColumn(z["id_data"], z["id_offsets"]), z["labels"])
+                return ShardIndex.from_arrays(list(desc.urls), z)
         except (OSError, ValueError, KeyError):
             pass
     ids: list[bytes] = []
     labels: list[int] = []
+    offsets: list[int] = []
+    sizes: list[int] = []
     counts = []
     for url, expected in zip(desc.urls, desc.counts):
-        shard_ids, shard_labels = shard_samples(fetch(url), image_keys, label_key, labelled)
-        if expected is not None and expected != len(shard_ids):
-            raise UserError(f"wids index says {expected} samples in {url} but the shard holds {len(shard_ids)}; "
+        shard = shard_samples(fetch(url), image_keys, label_key, labelled)
+        if expected is not None and expected != len(shard.ids):
+            raise UserError(f"wids index says {expected} samples in {url} but the shard holds {len(shard.ids)}; "
                             "rewrite the index (vitcli prepare format=wds) or drop it")
-        counts.append(len(shard_ids))
-        ids += shard_ids
-        labels += shard_labels
+        counts.append(len(shard.ids))
+        ids += shard.ids
+        labels += shard.labels
+        offsets += shard.offsets
+        sizes += shard.sizes
+    check_unique(ids, counts, desc.urls)
     index = ShardIndex(list(desc.urls), np.asarray(counts, dtype=np.int64), StringColumn.from_bytes(ids),
-                       np.asarray(labels, dtype=np.int64))
+                       np.asarray(labels, dtype=np.int64), np.asarray(offsets, dtype=np.int64),
+                       np.asarray(sizes, dtype=np.int64))
     if path is not None:
         from vitcli.core.io import atomic_write
 
         try:
-            atomic_write(path, lambda f: np.savez(f, counts=index.counts, id_data=index.ids.data,
-                                                  id_offsets=index.ids.offsets, labels=index.labels))
+            atomic_write(path, lambda f: np.savez(f, **index.arrays()))
         except OSError:
             pass  # a read-only cache only costs a re-read next time
     return index
 
 
-def wids_descriptor(index: ShardIndex, base: str | None = None, name: str | None = None) -> dict:
-    """A wids_version 1 descriptor of the index (urls relative to `base` when under it)."""
-    shardlist = []
-    for url, n in zip(index.urls, index.counts.tolist()):
-        if base and is_local(url):
-            url = os.path.relpath(local_path(url), base)
-        entry = {"url": url, "nsamples": n}
-        if is_local(url if not base else os.path.join(base, url)):
-            full = os.path.join(base, url) if base else local_path(url)
-            if os.path.isfile(full):
-                entry["filesize"] = os.path.getsize(full)
-        shardlist.append(entry)
+def wids_descriptor(urls: list[str], counts: list[int], base: str, name: str | None = None) -> dict:
+    """A wids_version 1 descriptor of local shards under `base` (urls relative to it)."""
+    shardlist = [{"url": os.path.relpath(u, base), "nsamples": int(n), "filesize": os.path.getsize(u)}
+                 for u, n in zip(urls, counts)]
     return {"wids_version": 1, **({"name": name} if name else {}), "shardlist": shardlist}

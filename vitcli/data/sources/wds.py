@@ -1,26 +1,25 @@
-"""`data=wds`: WebDataset tar shards, read at random through wids (webdataset's indexed reader).
+"""`data=wds`: WebDataset tar shards, read at random through their index.
 
     vitcli train data=wds data.root=/data/inet-wds data.train='train-{000000..000127}.tar' data.val=val.json
 
-Each split is a list of shards (see shard_index.py); its index (samples per shard, ids,
-labels) is built once and cached. A sample is decoded by `wids.ShardListDataset[i]`, so
-wds splits go through the same FileLoader as image folders: the same seeded epoch order,
-per-rank shards, per-sample augmentation seeds and exact mid-epoch resume. Remote shards
-(urls, `pipe:` commands from your config) are copied into the cache dir first; when that
-is not possible, `data.streaming=true` reads them as a stream (see wds_stream.py).
+Each split is a list of shards (see shard_index.py); its index (samples per shard, ids, labels and
+where each image member lies) is built once from the tar headers and cached. Sample i is read
+with one `pread` of its image member from its shard (a few shards kept open per worker), so wds
+splits go through the same FileLoader as image folders: the same seeded epoch order, per-rank
+shards, per-sample augmentation seeds and exact mid-epoch resume. Remote shards (urls, `pipe:`
+commands from your config) are copied into the cache dir first (shard_fetch.py); when that is not
+possible, `data.streaming=true` reads them as a stream (see wds_stream.py).
 
-Only the image member and the label member of a sample are decoded (wids' default
-decoder would also unpickle `.pkl`/`.pth` members, which a dataset must not make us run).
+Only the image member and the label member of a sample are read, as bytes: nothing in a shard is
+unpickled (wids' default decoder would unpickle `.pkl`/`.pth` members) or executed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import io
 import os
-import subprocess
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,20 +27,19 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, install_hint
 from vitcli.data.files import ImageFileDataset
 from vitcli.data.sources.folder_index import StringColumn, cache_dir
+from vitcli.data.sources.shard_fetch import fetch, is_local
 from vitcli.data.sources.shard_index import (
     IMAGE_KEYS,
     LABEL_KEY,
     ShardIndex,
     build_index,
-    is_local,
-    local_path,
     resolve_split,
 )
 
-EXTRA_HINT = "pip install 'vitcli[data]'"
+EXTRA_HINT = install_hint("data")
 SPLITS = ("train", "val", "test")
 
 
@@ -58,7 +56,6 @@ class ShardSplit:
 
     index: ShardIndex
     local: list[str]  # local path of each shard (remote ones fetched into the cache)
-    image_keys: tuple[str, ...]
     rows: np.ndarray | None = None  # subset of the index's samples (None: all)
     labels: np.ndarray = field(init=False)
     ids: StringColumn = field(init=False)
@@ -78,7 +75,7 @@ class ShardSplit:
 
     def subset(self, idx: np.ndarray) -> "ShardSplit":
         rows = np.asarray(idx, dtype=np.int64) if self.rows is None else self.rows[idx]
-        return ShardSplit(self.index, self.local, self.image_keys, rows)
+        return ShardSplit(self.index, self.local, rows)
 
     def sample_index(self, i: int) -> int:
         return int(i if self.rows is None else self.rows[i])
@@ -87,92 +84,54 @@ class ShardSplit:
         return ShardImageDataset(self, transform)
 
 
-class _LocalShards:
-    """wids' LRU of open shards, minus the download step for local files (wids would copy
-    them into its cache and write lock files beside them). Built on wids' own LRUShards."""
+class OpenShards:
+    """File descriptors of the shards last read, at most `size` (the least recently used closed first)."""
 
-    def __new__(cls, lru_size: int):
-        from wids.wids import IndexedTarSamples, LRUShards
+    def __init__(self, paths: list[str], size: int = 64):
+        self.paths, self.size, self.fds = paths, size, OrderedDict()
 
-        class LocalShards(LRUShards):
-            def get_shard(self, url):
-                self.accesses += 1
-                if url not in self.lru:
-                    self.lru[url] = IndexedTarSamples(path=url)  # mmap; no pickled side index is read
-                    self.misses += 1
-                return self.lru[url]
+    def fd(self, shard: int) -> int:
+        if shard in self.fds:
+            self.fds.move_to_end(shard)
+        else:
+            if len(self.fds) >= self.size:
+                os.close(self.fds.popitem(last=False)[1])
+            self.fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
+        return self.fds[shard]
 
-        return LocalShards(lru_size)
+    def close(self) -> None:
+        while self.fds:
+            os.close(self.fds.popitem()[1])
 
-
-def open_wids(local: list[str], counts: np.ndarray, lru_size: int = 64):
-    """wids.ShardListDataset over local shards, returning raw members (no decoder)."""
-    import wids
-
-    shards = [{"url": p, "nsamples": int(n)} for p, n in zip(local, counts)]
-    with contextlib.redirect_stderr(io.StringIO()):  # it prints a summary line per construction
-        ds = wids.ShardListDataset(shards, transformations=[], lru_size=min(lru_size, len(shards)))
-    ds.cache = _LocalShards(min(lru_size, len(shards)))
-    ds.check_cache_misses = lambda: None  # random order across shards misses by design (see README)
-    return ds
+    def __del__(self):
+        self.close()
 
 
 class ShardImageDataset(ImageFileDataset):
-    """ImageFileDataset whose images come from shard members (wids opens shards lazily per worker)."""
+    """ImageFileDataset whose images are shard members, read where the index says they lie."""
     def __init__(self, split: ShardSplit, transform: Callable):
         super().__init__(split, transform)
-        self._wids = None
+        self._shards: OpenShards | None = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_wids": None}  # each worker maps the shards itself
+        return {**self.__dict__, "_shards": None}  # each worker opens the shards itself
 
     def raw(self, i: int) -> bytes:
         """The image member's bytes of sample i."""
-        if self._wids is None:
-            self._wids = open_wids(self.split.local, self.split.index.counts)
-        sample = self._wids[self.split.sample_index(i)]
-        data = next((sample[f".{k}"] for k in self.split.image_keys if f".{k}" in sample), None)
-        if data is None:
-            raise OSError(f"no image member ({'/'.join(self.split.image_keys)})")
-        return data.getvalue()
+        index, row = self.split.index, self.split.sample_index(i)
+        if self._shards is None:
+            self._shards = OpenShards(self.split.local)
+        shard = index.shard_of(row)
+        size = int(index.sizes[row])
+        data = os.pread(self._shards.fd(shard), size, int(index.offsets[row]))
+        if len(data) != size:
+            raise OSError(f"{self.split.local[shard]} is shorter than when it was indexed (changed since?)")
+        return data
 
     def read(self, i: int):
-
         with Image.open(io.BytesIO(self.raw(i))) as img:
             img.load()
             return img.convert("RGB")
-
-
-def fetch(url: str, cache: Path) -> str:
-    """A shard's local path: local files as they are, remote ones copied once into the cache
-    (http/https/gs/s3 through wids' downloader; `pipe:CMD` runs CMD and keeps its stdout)."""
-    if is_local(url):
-        return os.path.expanduser(local_path(url))
-    from wids.wids_dl import download_file
-
-    dest = cache / "wds" / f"{hashlib.sha256(url.encode()).hexdigest()[:24]}.tar"
-    if dest.is_file():
-        return str(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(f".tmp{os.getpid()}")
-    try:
-        if url.startswith("pipe:"):
-            with open(tmp, "wb") as out:
-                done = subprocess.run(url[5:], shell=True, stdout=out, stderr=subprocess.PIPE)
-            if done.returncode != 0:
-                raise UserError(f"shard command failed ({done.returncode}): {url[5:][:80]}: "
-                                f"{done.stderr.decode(errors='replace').strip()[-200:]}")
-        else:
-            try:
-                download_file(url, str(tmp))
-            except (AssertionError, ValueError, OSError) as err:
-                raise UserError(f"cannot fetch shard {url} ({err}); check the url, or read it as a stream "
-                                "with data.streaming=true") from None
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return str(dest)
 
 
 def read_class_names(path: str) -> list[str]:
@@ -208,7 +167,6 @@ def check_labels(split: str, index: ShardIndex, num_classes: int, where: str) ->
 
 def load_wds(data_cfg: Any) -> tuple[dict[str, ShardSplit], list[str]]:
     """The shard splits (train, val, test when given) and the class names."""
-    require("wids", "wds")
     require("webdataset", "wds")
     cache = cache_dir(getattr(data_cfg, "cache_dir", None))
     image_keys = tuple(k.strip().lower() for k in (data_cfg.image_key or ";".join(IMAGE_KEYS)).split(";") if k.strip())
@@ -222,10 +180,11 @@ def load_wds(data_cfg: Any) -> tuple[dict[str, ShardSplit], list[str]]:
                                 f"a list, or a wids .json); none given, and no {split}.json or {split}-*.tar under data.root")
             continue
         desc = resolve_split(spec, data_cfg.root, split)
-        index = build_index(desc, image_keys, label_key, split != "test", lambda u: fetch(u, cache), cache)
+        local = [fetch(u, cache, desc.commands) for u in desc.urls]
+        index = build_index(desc, image_keys, label_key, split != "test", dict(zip(desc.urls, local)).__getitem__, cache)
         if not len(index.labels):
             raise UserError(f"data.{split}={spec}: the shards hold no sample")
-        splits[split] = ShardSplit(index, [fetch(u, cache) for u in desc.urls], image_keys)
+        splits[split] = ShardSplit(index, local)
     names = class_names(data_cfg, splits)
     for split, s in splits.items():
         check_labels(split, s.index, len(names), f"{len(names)} classes")
@@ -237,7 +196,7 @@ def class_names(data_cfg: Any, splits: dict[str, ShardSplit]) -> list[str]:
     if data_cfg.classes:
         return read_class_names(data_cfg.classes)
     beside = Path(splits["train"].local[0]).parent / "classes.txt"
-    if beside.is_file():
+    if is_local(splits["train"].index.urls[0]) and beside.is_file():
         return read_class_names(str(beside))
     count = data_cfg.num_classes or int(splits["train"].labels.max()) + 1
     return [str(i) for i in range(count)]

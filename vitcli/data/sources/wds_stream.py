@@ -14,7 +14,6 @@ number of steps. The epoch length comes from the sample counts of a wids descrip
 from __future__ import annotations
 
 import io
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -28,22 +27,19 @@ from vitcli.data.arrays import EpochBatching, epoch_seed
 from vitcli.data.files import BadFiles, collate_skipping, resolve_num_workers
 from vitcli.data.module import DataModule, eval_batch_size, train_drop_last
 from vitcli.data.prefetch import device_batches
-from vitcli.data.sources.shard_index import (
-    IMAGE_KEYS,
-    LABEL_KEY,
-    is_local,
-    local_path,
-    resolve_split,
-    shard_samples,
-)
+from vitcli.data.sources.shard_fetch import is_local, local_path, open_shard
+from vitcli.data.sources.shard_index import IMAGE_KEYS, LABEL_KEY, resolve_split
+from vitcli.data.sources.tar_members import parse_label, shard_samples
 from vitcli.data.sources.wds import SPLITS, read_class_names, require, split_spec
 from vitcli.data.transforms import create_file_transform
 
 
 class StreamSplit:
-    """The shards of a streamed split: urls and the total sample count (no per-sample index)."""
-    def __init__(self, urls: list[str], total: int, image_keys: tuple[str, ...], label_key: str, labelled: bool):
-        self.urls, self.total = urls, total
+    """The shards of a streamed split: urls and the total sample count (no per-sample index);
+    `commands`: the urls are the user's own, so their `pipe:` commands may run."""
+    def __init__(self, urls: list[str], total: int, image_keys: tuple[str, ...], label_key: str, labelled: bool,
+                 commands: bool = False):
+        self.urls, self.total, self.commands = urls, total, commands
         self.image_keys, self.label_key, self.labelled = image_keys, label_key, labelled
 
     labels = None  # not known before the stream is read
@@ -69,17 +65,25 @@ def decode_sample(sample: dict, split: StreamSplit, transform: Callable) -> tupl
 
 
 def stream_label(sample: dict, split: StreamSplit) -> int:
+    """The label of a streamed sample, parsed as the indexed reader parses it."""
     key = split.label_key
-    if key.startswith("json."):
-        value = json.loads(sample["json"])
-        for part in key[5:].split("."):
-            value = value[part]
-        return int(value)
-    if key not in sample:
+    json_field = key[5:] if key.startswith("json.") else None
+    want = "json" if json_field else key
+    if want not in sample:
         if split.labelled:
-            raise UserError(f"sample '{sample.get('__key__')}' has no '{key}' member; set data.label_key=")
+            raise UserError(f"sample '{sample.get('__key__')}' has no '{want}' member; set data.label_key=")
         return -1
-    return int(bytes(sample[key]).decode().strip())
+    return parse_label(bytes(sample[want]), json_field, f"sample '{sample.get('__key__')}'")
+
+
+def open_shards(urls: Iterator[dict], commands: bool) -> Iterator[dict]:
+    """dict(url) -> dict(url, stream) for webdataset's tar expander, opened without a shell."""
+    for item in urls:
+        stream = open_shard(item["url"], commands)
+        try:
+            yield {**item, "stream": stream}
+        finally:
+            stream.close()
 
 
 class StreamLoader(EpochBatching):
@@ -99,17 +103,23 @@ class StreamLoader(EpochBatching):
 
     def pipeline(self):
         import webdataset as wds
+        from webdataset.tariterators import group_by_keys, tar_file_expander
 
         urls = self.split.urls[self.rank::self.world] if self.world > 1 else list(self.split.urls)
         if not urls:
             raise UserError(f"rank {self.rank} has no shard: give at least {self.world} shards for {self.world} ranks")
         seed = epoch_seed(self.seed, self.epoch, self.start_step, self.rank)
-        ds = wds.WebDataset(urls, shardshuffle=len(urls) if self.shuffle else False, seed=seed,
-                            nodesplitter=None, workersplitter=wds.split_by_worker, empty_check=False,
-                            handler=wds.reraise_exception)
-        if self.shuffle:  # training: repeat, so every rank yields len(self) batches whatever its shards hold
-            ds = ds.repeat().shuffle(self.shuffle_buffer, seed=seed)
-        return ds.map(partial(decode_sample, split=self.split, transform=self.transform))
+        # webdataset.WebDataset's stages, with our opener (its own hands http urls to `curl` in a shell)
+        stages = [wds.SimpleShardList(urls), wds.split_by_worker]
+        if self.shuffle:
+            stages.append(wds.filters.shuffle(len(urls), seed=seed))
+        stages += [partial(open_shards, commands=self.split.commands),
+                   wds.filters.pipelinefilter(tar_file_expander)(handler=wds.reraise_exception),
+                   wds.filters.pipelinefilter(group_by_keys)(handler=wds.reraise_exception)]
+        if self.shuffle and self.shuffle_buffer > 0:
+            stages.append(wds.filters.shuffle(self.shuffle_buffer, seed=seed))
+        ds = wds.DataPipeline(*stages, wds.filters.map(partial(decode_sample, split=self.split, transform=self.transform)))
+        return ds.repeat() if self.shuffle else ds  # training repeats, so every rank yields len(self) batches
 
     def __iter__(self) -> Iterator[Any]:
 
@@ -140,7 +150,7 @@ def split_total(desc: Any, split: str, image_keys: tuple[str, ...], label_key: s
     if all(c is not None for c in desc.counts):
         return int(sum(desc.counts))
     if all(is_local(u) for u in desc.urls):
-        return sum(len(shard_samples(local_path(u), image_keys, label_key, False)[0]) for u in desc.urls)
+        return sum(len(shard_samples(local_path(u), image_keys, label_key, False).ids) for u in desc.urls)
     raise UserError(f"data.streaming=true needs the sample count of data.{split}: give a wids .json "
                     "(shardlist with nsamples) instead of a pattern of remote shards")
 
@@ -163,7 +173,7 @@ def create_stream_data(cfg: Any, device: str, train: bool) -> DataModule:
             continue
         desc = resolve_split(spec, d.root, split)
         splits[split] = StreamSplit(desc.urls, split_total(desc, split, image_keys, label_key), image_keys,
-                                    label_key, split != "test")
+                                    label_key, split != "test", desc.commands)
     first = splits["train"].urls[0]
     beside = Path(local_path(first)).parent / "classes.txt" if is_local(first) else None
     if d.classes or (beside and beside.is_file()):

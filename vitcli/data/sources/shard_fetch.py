@@ -1,0 +1,106 @@
+"""Shards that are not local files, brought here without a shell.
+
+http(s) urls are read with urllib, other object stores (s3, gs, az, hf) through fsspec when it and
+the store's package are installed. `vitcli train` copies each remote shard once into the cache dir
+(streamed into a temp file there, renamed when complete, named by a hash of the url: a url never
+becomes a path); `data.streaming=true` reads them as streams (open_shard). A url is handed to no
+shell and to no downloader that uses one (wids' and webdataset's default openers run `curl '{url}'`
+through a shell, so a quote in an index's url would run what follows it).
+
+A `pipe:CMD` shard runs CMD in a shell, as webdataset defines it: only when the string is the
+user's own (data.train= / data.val= / data.test=, on the command line or in a config file),
+never one read from an index file, never a file a glob matched (that is a local path, whatever
+its name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlparse
+
+from vitcli.core.errors import UserError
+
+URLLIB_SCHEMES = ("http", "https")
+FSSPEC_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "hf")
+FETCH_ERRORS = (OSError, ValueError, http.client.HTTPException)  # urllib's URLError/HTTPError are OSErrors
+
+
+def is_local(url: str) -> bool:
+    return not url.startswith("pipe:") and urlparse(url).scheme in ("", "file")
+
+
+def local_path(url: str) -> str:
+    return urlparse(url).path if url.startswith("file:") else url
+
+
+def shown(url: str) -> str:
+    """A url for a one-line message (quoted, escapes kept, cut short)."""
+    return repr(url if len(url) <= 120 else url[:117] + "...")
+
+
+def check_remote(url: str, where: str) -> None:
+    """Refuse a remote url vitcli would not open (an unknown scheme, an fsspec chain)."""
+    scheme = urlparse(url).scheme
+    if scheme not in URLLIB_SCHEMES + FSSPEC_SCHEMES or "::" in url:
+        raise UserError(f"{where}: shard url {shown(url)} is not a local path or a {'/'.join(URLLIB_SCHEMES)}/"
+                        f"{'/'.join(FSSPEC_SCHEMES)} url; fix the url")
+
+
+def open_shard(url: str, commands: bool) -> BinaryIO:
+    """A readable stream of the shard at `url`; `pipe:` urls only when `commands` (the user's own)."""
+    if is_local(url):
+        return open(os.path.expanduser(local_path(url)), "rb")
+    if url.startswith("pipe:"):
+        if not commands:
+            raise UserError(f"shard {shown(url)} is a command; commands are taken only from your own "
+                            "data.train=/data.val=/data.test=, never from a file inside a dataset")
+        from webdataset.gopen import gopen_pipe
+
+        return gopen_pipe(url)
+    check_remote(url, "data")
+    if urlparse(url).scheme in URLLIB_SCHEMES:
+        import urllib.request
+
+        return urllib.request.urlopen(url, timeout=60)  # follows redirects to http(s)/ftp only
+    try:
+        import fsspec
+
+        return fsspec.open(url, "rb").open()
+    except ImportError as err:
+        raise UserError(f"shard {shown(url)} needs fsspec and the package for its store ({err.name}): "
+                        "add fsspec and its store's package (s3fs, gcsfs or adlfs) to this environment") from None
+
+
+def fetch(url: str, cache: Path, commands: bool) -> str:
+    """A shard's local path: local files as they are, remote ones copied once into `cache`/wds."""
+    if is_local(url):
+        return os.path.expanduser(local_path(url))
+    dest = cache / "wds" / f"{hashlib.sha256(url.encode()).hexdigest()[:24]}.tar"
+    if dest.is_file():
+        return str(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        if url.startswith("pipe:") and commands:  # the user's own command: its stdout is the shard
+            with open(tmp, "wb") as out:
+                done = subprocess.run(url[5:], shell=True, stdout=out, stderr=subprocess.PIPE)
+            if done.returncode != 0:
+                raise UserError(f"shard command failed ({done.returncode}): {url[5:][:80]}: "
+                                f"{done.stderr.decode(errors='replace').strip()[-200:]!r}")
+        else:
+            try:
+                with open_shard(url, commands) as src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except FETCH_ERRORS as err:
+                raise UserError(f"cannot fetch shard {shown(url)} ({type(err).__name__}: {repr(str(err)[:120])[1:-1]}); check "
+                                "the url and the network") from None
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(dest)
