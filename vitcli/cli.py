@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("prepare", "pack a dataset into uint8 arrays for the fast path (then data.format=packed)"),
     "models": ("models", "model presets and the timm names behind them"),
     "runs": ("runs", "table of runs under runs/ with their best metrics: vitcli runs [sort=val_top1]"),
+    "plan": ("plan", "measure a few real steps: img/s, memory, data- or compute-bound, ETA -> runs/plans/<stamp>/plan.json"),
     "probe": ("probe", "frozen features scored by k-NN / linear / few-shot probes: vitcli probe run=DIR"),
     "export": ("export", "a run's model as a timm folder (config.json + safetensors) or ONNX: vitcli export run=DIR"),
 }

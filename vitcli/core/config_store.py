@@ -18,6 +18,7 @@ from vitcli.core.task_schemas import (
     ExplainConfig,
     ExportConfig,
     ModelsConfig,
+    PlanConfig,
     PredictConfig,
     PrepareConfig,
     PreviewConfig,
@@ -55,6 +56,7 @@ def register_configs() -> None:
     cs.store(name="explain_schema", node=ExplainConfig)
     cs.store(name="preview_schema", node=PreviewConfig)
     cs.store(name="probe_schema", node=ProbeConfig)
+    cs.store(name="plan_schema", node=PlanConfig)
     cs.store(name="ensemble_schema", node=EnsembleConfig)
     cs.store(name="export_schema", node=ExportConfig)
     cs.store(name="models_schema", node=ModelsConfig)
