@@ -57,8 +57,8 @@ def test_the_default_runs_plan_adds_up(default_plan):
     assert t["train_epoch_s"] == pytest.approx(tp["loader_startup_s"] + 44 * tp["batch_s"])
     assert t["eval_epoch_s"] == pytest.approx(tp["eval_startup_s"] + 360 / tp["eval_images_per_s"])
     assert t["epoch_s"] == pytest.approx(t["train_epoch_s"] + t["eval_epoch_s"] + t["epoch_end_s"])
-    assert t["epochs"] == 3 and t["eta_s"] == pytest.approx(t["setup_s"] + 3 * t["epoch_s"])
-    assert t["epoch_end_s"] > 0 and t["setup_s"] > 0
+    assert t["epochs"] == 3 and t["eta_s"] == pytest.approx(t["setup_s"] + t["first_use_s"] + 3 * t["epoch_s"])
+    assert t["epoch_end_s"] > 0 and t["setup_s"] > 0 and t["first_use_s"] >= 0
     assert tp["images_per_s"] == pytest.approx(32 / tp["batch_s"], rel=1e-6)
     assert tp["bound"] == ("data" if tp["model_images_per_s"] >= tp["loader_images_per_s"] else "compute")
     assert plan["find_batch"] is None and plan["overrides"] == DEFAULT

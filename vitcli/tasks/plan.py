@@ -7,7 +7,10 @@ a few evaluation batches, one step's memory and an epoch end. From those: images
 loader or the model limits the step, peak memory split into parameters, gradients, optimizer state
 and activations, the time per epoch and the whole run's ETA:
 
-    eta_s = setup_s + epochs x (train_epoch_s + eval_epoch_s + epoch_end_s)
+    eta_s = setup_s + first_use_s + epochs x (train_epoch_s + eval_epoch_s + epoch_end_s)
+
+(setup_s: imports and building the run; first_use_s: what the first training steps and the first
+evaluation batch take beyond their steady pace, paid once.)
 
 Everything goes into <plan.out>/plan.json (runs/plans/<stamp>/ by default): no config.yaml,
 summary.json or checkpoint, so `vitcli runs` lists no run for a plan. Under DDP rank 0 writes (commands/plan.py
@@ -97,10 +100,11 @@ def estimate(trainer: Any, measured: dict[str, Any], setup_s: float) -> dict[str
     copies = 2 if parts.ema is not None else 1  # the EMA weights are evaluated too
     eval_epoch_s = copies * (evaluation.startup_s + eval_samples / evaluation.images_per_s)
     epoch_s = train_epoch_s + eval_epoch_s + measured["epoch_end_s"]
+    first_use_s = step.warmup_extra_s + evaluation.warmup_extra_s
     epochs = int(cfg.trainer.epochs)
-    return {"setup_s": setup_s, "train_epoch_s": train_epoch_s, "eval_epoch_s": eval_epoch_s,
-            "epoch_end_s": measured["epoch_end_s"], "epoch_s": epoch_s, "epochs": epochs,
-            "eta_s": setup_s + epochs * epoch_s, "batches_per_epoch": batches, "eval_split": split,
+    return {"setup_s": setup_s, "first_use_s": first_use_s, "train_epoch_s": train_epoch_s,
+            "eval_epoch_s": eval_epoch_s, "epoch_end_s": measured["epoch_end_s"], "epoch_s": epoch_s, "epochs": epochs,
+            "eta_s": setup_s + first_use_s + epochs * epoch_s, "batches_per_epoch": batches, "eval_split": split,
             "eval_samples": eval_samples, "eval_passes": copies}
 
 

@@ -10,6 +10,7 @@ is not tried (the kernel would kill the process): it counts as not fitting, mark
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 from typing import Any, Callable
 
@@ -124,7 +125,11 @@ def find_batch(cfg: Any, measure_trial: Callable[[Any], dict[str, int]], probe: 
         log.info(f"find_batch: batch {batch}: {peak} -> {'fits' if trial['fits'] else 'does not fit'}")
         return trial["fits"]
 
-    best, _ = search_batch(fits, int(cfg.data.batch_size), cap)
+    gc.freeze()  # what exists now is never a trial's garbage: each collection between trials skips it
+    try:
+        best, _ = search_batch(fits, int(cfg.data.batch_size), cap)
+    finally:
+        gc.unfreeze()
     if best is None:
         raise UserError(f"plan.find_batch=true: not even a batch of 1 fits in {_budget_text(budget, probe)}; "
                         "try trainer.precision=bf16, trainer.grad_checkpointing=true or a smaller model")

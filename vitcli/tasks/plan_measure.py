@@ -23,12 +23,14 @@ from vitcli.viz.plots import try_plot_curves
 
 @dataclass
 class Timing:
-    """Per-item times of a timed iteration: the first item (with the iterator's start-up) and the
-    mean of the items after `skip` warm-up ones."""
+    """Per-item times of a timed iteration: the first item (with the iterator's start-up), the mean
+    of the items after `skip` warm-up ones, and what the warm-up items took beyond that mean (costs
+    of first use: allocations, autotuning, compilation, which a run pays once)."""
 
     first_s: float
     per_item_s: float
     images_per_s: float
+    warmup_extra_s: float = 0.0
 
     @property
     def startup_s(self) -> float:
@@ -59,7 +61,9 @@ class Stamped:
         if len(self.durations) <= skip:
             raise RuntimeError(f"timed {len(self.durations)} items, fewer than the {skip + 1} needed")
         seconds, images = sum(self.durations[skip:]), sum(self.images[skip:])
-        return Timing(self.durations[0], seconds / len(self.durations[skip:]), images / max(seconds, 1e-12))
+        per_item = seconds / len(self.durations[skip:])
+        extra = max(sum(self.durations[:skip]) - skip * per_item, 0.0)
+        return Timing(self.durations[0], per_item, images / max(seconds, 1e-12), extra)
 
 
 def train_batches(trainer: Any) -> Iterator[Any]:
@@ -106,10 +110,17 @@ def measure_loader(trainer: Any, warmup: int, batches: int, probe: MemoryProbe) 
 
 
 def measure_eval(trainer: Any, batches: int, probe: MemoryProbe) -> Timing:
-    """One warm-up and `batches` timed batches of the selection split, through the loop's own evaluate()."""
-    stamped = Stamped(trainer.parts.val_loader, 1 + batches, probe.sync)
-    evaluate(trainer.parts.model, stamped, trainer.runtime)
-    return stamped.timing(1 if len(stamped.durations) > 1 else 0)
+    """Batches of the selection split through the loop's own evaluate(): a pass of one batch (with the
+    first-use costs the run pays once: its warmup_extra_s), then a fresh pass whose first batch carries
+    what every epoch's evaluation pays to start (e.g. loader workers) and whose next `batches` are timed."""
+    p = trainer.parts
+    first = Stamped(p.val_loader, 1, probe.sync)
+    evaluate(p.model, first, trainer.runtime)
+    stamped = Stamped(p.val_loader, 1 + batches, probe.sync)
+    evaluate(p.model, stamped, trainer.runtime)
+    timing = stamped.timing(1 if len(stamped.durations) > 1 else 0)
+    timing.warmup_extra_s = max(first.durations[0] - timing.first_s, 0.0)
+    return timing
 
 
 def measure_memory(trainer: Any, batches: Iterator[Any], probe: MemoryProbe) -> dict[str, int]:

@@ -59,8 +59,7 @@ def _libc() -> Any:
 
 
 def trim_heap() -> None:
-    """Collect garbage and hand the C heap's free pages back to the OS (glibc; a no-op elsewhere)."""
-    gc.collect()
+    """Hand the C heap's free pages back to the OS (glibc; a no-op elsewhere)."""
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
@@ -102,7 +101,6 @@ class MemoryProbe:
         """Settle the heap and start a new peak from the memory in use now."""
         self.sync()
         if self.cuda:
-            gc.collect()
             torch.cuda.reset_peak_memory_stats(self.device)
             return
         trim_heap()
@@ -128,7 +126,8 @@ class MemoryProbe:
         return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB on Linux
 
     def release(self) -> None:
-        """Give back what a finished measurement left cached (between find_batch trials)."""
+        """Free what a finished measurement left (reference cycles included) and what the allocator
+        keeps cached (between find_batch trials)."""
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()

@@ -66,8 +66,8 @@ def report_lines(plan: dict[str, Any], path: Path) -> list[str]:
         memory_line(plan["memory"]),
         f"  epoch       {human_seconds(t['epoch_s'])} = train {t['train_epoch_s']:.1f} s + eval {t['eval_epoch_s']:.1f} s "
         f"+ checkpoints and curves {t['epoch_end_s']:.1f} s",
-        f"  ETA         {human_seconds(t['eta_s'])} = setup {t['setup_s']:.1f} s + {t['epochs']} epochs x "
-        f"{t['epoch_s']:.1f} s (every epoch run to the end)",
+        f"  ETA         {human_seconds(t['eta_s'])} = setup {t['setup_s']:.1f} s + first steps {t['first_use_s']:.1f} s "
+        f"+ {t['epochs']} epochs x {t['epoch_s']:.1f} s (every epoch run to the end)",
         *find_batch_lines(plan["find_batch"], run),
         f"wrote {path}",
     ]
