@@ -76,7 +76,8 @@ def test_plan_writes_no_run(default_plan, cli):
 
 
 def test_a_frozen_backbone_counts_only_the_head(compose, tiny_in_process, tmp_path):
-    """Gradients and AdamW state exist for the trained parameters only (here: the classifier)."""
+    """Gradients and AdamW state exist for the trained parameters only (here: the classifier, while the
+    backbone is frozen); plan measures the epochs after trainer.freeze_backbone_epochs."""
     from vitcli.models.factory import head_parameter_names
     from vitcli.tasks.plan import build_trainer
     from vitcli.tasks.plan_measure import measure_memory, run_steps, train_batches
@@ -84,7 +85,7 @@ def test_a_frozen_backbone_counts_only_the_head(compose, tiny_in_process, tmp_pa
 
     cfg = compose("plan", [*tiny_in_process, "trainer.device=cpu", "trainer.freeze_backbone_epochs=1"])
     trainer = build_trainer(cfg, tmp_path)
-    batches = train_batches(trainer)
+    batches = train_batches(trainer, first_epoch=0)  # (plan itself measures the first unfrozen epoch)
     run_steps(trainer, [next(batches)])
     mem = measure_memory(trainer, batches, MemoryProbe(trainer.runtime.device))
     model = trainer.parts.model
@@ -93,6 +94,9 @@ def test_a_frozen_backbone_counts_only_the_head(compose, tiny_in_process, tmp_pa
     assert 0 < head_bytes < mem["params"] == 4 * sum(p.numel() for p in model.parameters())
     assert mem["grads"] == head_bytes
     assert mem["optimizer"] == 2 * head_bytes + 4 * len(head)
+    # what plan measures by default: the first epoch that trains everything (the costlier regime)
+    mem = measure_memory(trainer, train_batches(trainer), MemoryProbe(trainer.runtime.device))
+    assert mem["grads"] == mem["params"]
 
 
 @pytest.mark.parametrize("start, cap, largest, expected", [

@@ -66,10 +66,14 @@ class Stamped:
         return Timing(self.durations[0], per_item, images / max(seconds, 1e-12), extra)
 
 
-def train_batches(trainer: Any) -> Iterator[Any]:
+def train_batches(trainer: Any, first_epoch: int | None = None) -> Iterator[Any]:
     """The train loader's batches as the loop sees them, epoch after epoch (prepare_epoch sets the
-    epoch's order, MixUp switch and train mode)."""
-    for epoch in itertools.count():
+    epoch's order, MixUp switch, frozen backbone and train mode), from `first_epoch` (default: the
+    first that trains the whole model, after trainer.freeze_backbone_epochs: the costlier regime)."""
+    tcfg = trainer.cfg.trainer
+    if first_epoch is None:
+        first_epoch = min(tcfg.freeze_backbone_epochs, tcfg.epochs - 1)
+    for epoch in itertools.count(first_epoch):
         trainer.prepare_epoch(epoch)
         yield from trainer.parts.train_loader
 
