@@ -13,8 +13,8 @@ and activations, the time per epoch and the whole run's ETA:
 evaluation batch take beyond their steady pace, paid once.)
 
 Everything goes into <plan.out>/plan.json (runs/plans/<stamp>/ by default): no config.yaml,
-summary.json or checkpoint, so `vitcli runs` lists no run for a plan. Under DDP rank 0 writes (commands/plan.py
-starts the ranks for trainer.devices=N).
+summary.json or checkpoint, so `vitcli runs` lists no run for a plan. Under DDP rank 0 writes
+(commands/plan.py starts the ranks for trainer.devices=N).
 """
 
 from __future__ import annotations
