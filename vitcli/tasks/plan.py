@@ -162,7 +162,8 @@ def plan_run(cfg: Any, out_dir: Path, started: float, overrides: list[str] | Non
         samples = train_samples(cfg, runtime.world_size)
         search = find_batch(cfg, lambda c: memory_trial(c, out_dir, probe), probe, runtime, samples)
         if not search["trials"][0]["fits"]:  # the configured batch does not fit: measure the one found
-            log.info(f"data.batch_size={cfg.data.batch_size} does not fit; measuring data.batch_size={search['batch_size']}")
+            log.info(f"data.batch_size={cfg.data.batch_size} does not fit; measuring "
+                     f"data.batch_size={search['batch_size']}")
             cfg.data.batch_size = search["batch_size"]
     try:
         t0 = time.perf_counter()
