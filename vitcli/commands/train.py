@@ -42,7 +42,7 @@ def fit_run(cfg: DictConfig) -> float:
         try:
             return fit_rank(cfg, run_dir)
         except interrupts.TrainingInterrupted as err:
-            requeue.requeue(err.plan, run_dir)  # rank 0 under SLURM: the job runs again (JobRequeued)
+            requeue.leave_if_requeued(err.plan, run_dir)  # trainer.devices=N's parent: ranks requeued the job
             raise
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from vitcli.core.errors import UserError
 from vitcli.core.rng import seeded
+from vitcli.core.stop_signals import WorkerInit
 from vitcli.data.arrays import EpochBatching, epoch_seed, shard_order
 from vitcli.data.prefetch import device_batches
 
@@ -232,6 +233,7 @@ class FileLoader(EpochBatching):
                 self.dataset, batch_sampler=EpochBatchSampler(self), num_workers=self.num_workers,
                 collate_fn=collate_skipping, pin_memory=self.device.type == "cuda",
                 persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed),
+                worker_init_fn=WorkerInit(),  # SLURM signals every process: the workers leave stops to this one
             )
         return self._loader
 

@@ -115,5 +115,12 @@ def gather_to_main(obj: Any) -> list[Any] | None:
 def broadcast_from_main(obj: Any) -> Any:
     """Rank 0's `obj` on every rank (a small picklable value, e.g. a stop decision)."""
     box = [obj]
-    torch_dist.broadcast_object_list(box, src=0)
+    torch_dist.broadcast_object_list(box, src=0, group=_control)
     return box[0]
+
+
+def min_over_ranks(value: int) -> int:
+    """The smallest of every rank's `value` (on the gloo group)."""
+    t = torch.tensor([value], dtype=torch.int64)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MIN, group=_control)
+    return int(t.item())

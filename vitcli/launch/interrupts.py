@@ -20,7 +20,9 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+from vitcli.core.stop_signals import STOP_SIGNALS  # DataLoader workers leave these to this process
+
+__all__ = ["STOP_SIGNALS", "StopVote", "TrainingInterrupted", "requested", "stop_requests", "take"]
 
 _received: list[int] = []
 _before: dict[int, Any] = {}  # signal -> the handler it had before vitcli took it

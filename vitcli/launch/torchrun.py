@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -107,19 +108,23 @@ def relaunch(cfg: Any, run_dir: Path, task: list[str], hydra: list[str]) -> floa
         raise stopped_run(run_dir, int(err.sigval)) or err from None
     finally:
         os.environ.pop(RELAUNCHED, None)
+    stopped = stopped_run(run_dir, 0)  # the ranks left quietly: rank 0 handed the job back to SLURM
+    if stopped is not None:
+        raise stopped
     best = runs.read_summary(run_dir).get("best") or {}
     return float(best.get("val_top1", math.nan))
 
 
 def stopped_run(run_dir: Path, signum: int) -> TrainingInterrupted | None:
     """The ranks stopped for a signal (a rank's exit code is 128 + the signal; torchrun may
-    SIGTERM the others as they exit) after rank 0 saved the run (summary.json says so): an
-    interrupt, reported once here as for one process. None when they failed."""
+    SIGTERM the others as they exit) after rank 0 saved the run (summary.json says so), or left
+    quietly (signum 0) once rank 0 had SLURM requeue the job: an interrupt, reported once here as
+    for one process. None when they failed or completed."""
     summary = runs.read_summary(run_dir)
     status = summary.get("status")
-    if signum not in STOP_SIGNALS or status not in (INTERRUPTED, REQUEUED):
+    if not (status == REQUEUED or (status == INTERRUPTED and signum in STOP_SIGNALS)):
         return None
-    stop = TrainingInterrupted(signum, f"at step {summary.get('global_step')}")
+    stop = TrainingInterrupted(signum or signal.SIGTERM, f"at step {summary.get('global_step')}")
     stop.plan = StopPlan(status)
     return stop
 
