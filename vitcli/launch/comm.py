@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vitcli.core import dist, runs
 from vitcli.core.errors import UserError
+from vitcli.core.runtime import rank_gpu
 
 log = logging.getLogger("vitcli")
 
@@ -30,15 +31,25 @@ class PeerFailed(UserError):
 
 
 @contextlib.contextmanager
-def process_group(cuda: bool) -> Iterator[None]:
-    """Join the job's process group (NCCL on GPUs, gloo on CPU) when started by torchrun or srun."""
+def process_group(cuda: bool, store: Any = None) -> Iterator[None]:
+    """Join the job's process group (NCCL on GPUs, gloo on CPU) when started by torchrun or srun.
+
+    Args:
+        cuda: one GPU per rank (core/runtime.py's `rank_gpu` says which).
+        store: where the ranks meet (launch/rendezvous.py, an srun step); None: torchrun's
+            MASTER_ADDR / MASTER_PORT.
+    """
     if dist.world_size() == 1:
         yield
         return
 
     if cuda:
-        torch.cuda.set_device(dist.local_rank())
-    torch_dist.init_process_group(backend="nccl" if cuda else "gloo")
+        torch.cuda.set_device(rank_gpu(torch.cuda.device_count()))
+    backend = "nccl" if cuda else "gloo"
+    if store is None:
+        torch_dist.init_process_group(backend=backend)
+    else:
+        torch_dist.init_process_group(backend=backend, store=store, rank=dist.rank(), world_size=dist.world_size())
     global _control
     # stop votes: a few bytes on the CPU, apart from NCCL's streams and DDP's buckets (interrupts.StopVote)
     _control = torch_dist.new_group(backend="gloo")

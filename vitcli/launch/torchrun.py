@@ -28,10 +28,12 @@ from torch.distributed.run import get_args_parser, run
 from vitcli.core import dist, runs
 from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
-from vitcli.core.runtime import resolve_device
+from vitcli.core.runtime import rank_gpu, resolve_device
 from vitcli.launch import comm
 from vitcli.launch.interrupts import STOP_SIGNALS, TrainingInterrupted
+from vitcli.launch.rendezvous import step_store
 from vitcli.launch.requeue import INTERRUPTED, REQUEUED, StopPlan
+from vitcli.launch.slurm import DERIVED
 
 log = logging.getLogger("vitcli")
 
@@ -195,21 +197,25 @@ def _write_error_file(message: str) -> None:
             json.dump({"message": message, "timestamp": int(time.time()), "vitcli": True}, f)
 
 
-def uses_cuda(device_name: str, per_node: int) -> bool:
-    """Whether the ranks run on GPUs (one each), checking this node has that many."""
-
-
+def uses_cuda(device_name: str, per_node: int | None = None) -> bool:
+    """Whether the ranks run on GPUs (one each), checking there is one for each: for the `per_node`
+    processes about to start on this node (trainer.devices=N), or for this rank (core/runtime.py's
+    rank_gpu: its own among the node's, or the one SLURM gave its task)."""
     if resolve_device(device_name).type != "cuda":
         return False
-    if per_node > torch.cuda.device_count():
+    if per_node is None:
+        rank_gpu(torch.cuda.device_count())
+    elif per_node > torch.cuda.device_count():
         raise UserError(f"{per_node} processes on this node need {per_node} GPUs but {torch.cuda.device_count()} "
                         "are visible; lower trainer.devices (or --nproc-per-node), or use trainer.device=cpu")
     return True
 
 
 @contextlib.contextmanager
-def rank_session(device_name: str) -> Iterator[None]:
-    """This rank inside the job's process group (a no-op for a single process)."""
-    cuda = dist.world_size() > 1 and uses_cuda(device_name, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size())))
-    with comm.process_group(cuda):
+def rank_session(device_name: str, slurm_task: Any = None) -> Iterator[None]:
+    """This rank inside the job's process group (a no-op for a single process). An srun step's
+    tasks meet on a port SLURM reserved or VITCLI_MASTER_PORT, else through launch/rendezvous.py."""
+    cuda = dist.world_size() > 1 and uses_cuda(device_name)
+    meet = dist.world_size() > 1 and slurm_task is not None and slurm_task.port_source == DERIVED
+    with step_store(slurm_task) if meet else contextlib.nullcontext() as store, comm.process_group(cuda, store):
         yield
