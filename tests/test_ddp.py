@@ -225,4 +225,5 @@ def test_a_failed_scan_on_rank0_is_one_error_on_every_rank(tmp_path):
     out = str(tmp_path / "result")
     torch.multiprocessing.spawn(_scan_fails_on_rank0, args=(2, str(tmp_path / "store"), out), nprocs=2)
     results = [json.loads((tmp_path / f"result.{r}").read_text()) for r in range(2)]
-    assert [(r["type"], r["error"]) for r in results] == [("UserError", "data.root=/data/missing has no train/ folder")] * 2
+    expected = ("UserError", "data.root=/data/missing has no train/ folder")
+    assert [(r["type"], r["error"]) for r in results] == [expected, expected]

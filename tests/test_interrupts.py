@@ -127,7 +127,7 @@ def test_loader_workers_leave_stop_signals_to_the_main_process():
 
     from torch.utils.data import DataLoader
 
-    from vitcli.core.stop_signals import WorkerInit
+    from vitcli.data.files import WorkerInit
 
     loader = DataLoader(_WorkerPids(), batch_size=2, num_workers=2, worker_init_fn=WorkerInit(_inner_init),
                         persistent_workers=True)

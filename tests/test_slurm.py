@@ -66,8 +66,8 @@ def test_the_master_port_is_reserved_by_slurm_chosen_for_the_job_or_derived_belo
     assert derived[0].master_port == candidates[0] and len(set(candidates)) == len(candidates) >= 4
     assert all(20000 <= p < min(32768, _ephemeral_low()) for p in candidates)  # never where the kernel picks
     # another job, another step, the same job after a requeue: other ports (a stale socket is never met)
-    others = [slurm.candidate_ports(_srun_env(0, job="4243")), slurm.candidate_ports({**_srun_env(0), "SLURM_STEP_ID": "1"}),
-              slurm.candidate_ports({**_srun_env(0), "SLURM_RESTART_COUNT": "1"})]
+    others = [slurm.candidate_ports(env) for env in (_srun_env(0, job="4243"), {**_srun_env(0), "SLURM_STEP_ID": "1"},
+                                                     {**_srun_env(0), "SLURM_RESTART_COUNT": "1"})]
     assert all(o[0] != candidates[0] for o in others)
     # srun --resv-ports: SLURM's own port for the step, on every task
     reserved = [slurm.step_task({**_srun_env(p), "SLURM_STEP_RESV_PORTS": "12001-12004"}) for p in range(4)]
@@ -91,7 +91,7 @@ def test_the_tasks_of_a_step_meet_past_a_port_another_program_holds(monkeypatch)
     import socket
     import threading
 
-    from vitcli.launch import rendezvous
+    from vitcli.launch import comm
 
     env = {**_srun_env(0, nodes=1, per_node=2), "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_JOB_NODELIST": "127.0.0.1"}
     monkeypatch.setenv("MASTER_PORT", "")  # the ranks export the port they met on
@@ -110,7 +110,7 @@ def test_the_tasks_of_a_step_meet_past_a_port_another_program_holds(monkeypatch)
     def rank(r: int) -> None:
         try:
             task = slurm.step_task({**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)})
-            with rendezvous.step_store(task, timeout=datetime.timedelta(seconds=60), probe_s=1.0, env=env) as store:
+            with comm.step_store(task, timeout=datetime.timedelta(seconds=60), probe_s=1.0, env=env) as store:
                 stores[r] = store
                 met.wait(timeout=60)  # rank 0 answers until the step has met
         except Exception as err:  # noqa: BLE001  (reported below)

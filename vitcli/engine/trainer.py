@@ -30,9 +30,8 @@ from vitcli.engine.evaluate import evaluate
 from vitcli.engine.loss_window import LossWindow
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.engine.run_state import RunState
-from vitcli.engine.signal_stop import SignalStop
 from vitcli.launch.runlock import check_one_run
-from vitcli.engine.stopping import StopDecision, create_stoppers
+from vitcli.engine.stopping import SignalStop, StopDecision, create_stoppers
 from vitcli.engine.tracking import MetricsLogger, NullMetrics
 from vitcli.models.factory import set_backbone_trainable
 

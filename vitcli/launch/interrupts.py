@@ -20,9 +20,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from vitcli.core.stop_signals import STOP_SIGNALS  # DataLoader workers leave these to this process
-
-__all__ = ["STOP_SIGNALS", "StopVote", "TrainingInterrupted", "requested", "stop_requests", "take"]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)  # DataLoader workers leave them to us (data/files.py)
 
 _received: list[int] = []
 _before: dict[int, Any] = {}  # signal -> the handler it had before vitcli took it

@@ -10,7 +10,7 @@ The master port: a port SLURM reserved for the step (`srun --resv-ports`, SLURM_
 else VITCLI_MASTER_PORT when the batch script sets it, else one of a few ports derived from the
 job, step and requeue count in 20000-32767 (below Linux's ephemeral ports, which the kernel
 hands out to outgoing connections), where rank 0 listens on the first it can bind and the others
-find it (launch/rendezvous.py). MASTER_PORT in the environment is not used: sbatch exports the
+find it (comm.py's step_store). MASTER_PORT in the environment is not used: sbatch exports the
 submitting shell's variables, and one left there would give every job the same port.
 
 The job: its id, requeue count, log files (scontrol) and queue state (squeue), for

@@ -31,7 +31,6 @@ from vitcli.core.io import write_json
 from vitcli.core.runtime import rank_gpu, resolve_device
 from vitcli.launch import comm
 from vitcli.launch.interrupts import STOP_SIGNALS, TrainingInterrupted
-from vitcli.launch.rendezvous import step_store
 from vitcli.launch.requeue import INTERRUPTED, REQUEUED, StopPlan
 from vitcli.launch.slurm import DERIVED
 
@@ -214,8 +213,8 @@ def uses_cuda(device_name: str, per_node: int | None = None) -> bool:
 @contextlib.contextmanager
 def rank_session(device_name: str, slurm_task: Any = None) -> Iterator[None]:
     """This rank inside the job's process group (a no-op for a single process). An srun step's
-    tasks meet on a port SLURM reserved or VITCLI_MASTER_PORT, else through launch/rendezvous.py."""
+    tasks meet on a port SLURM reserved or VITCLI_MASTER_PORT, else at comm.step_store."""
     cuda = dist.world_size() > 1 and uses_cuda(device_name)
     meet = dist.world_size() > 1 and slurm_task is not None and slurm_task.port_source == DERIVED
-    with step_store(slurm_task) if meet else contextlib.nullcontext() as store, comm.process_group(cuda, store):
+    with comm.step_store(slurm_task) if meet else contextlib.nullcontext() as store, comm.process_group(cuda, store):
         yield
