@@ -1,6 +1,7 @@
 """vitcli on a real one-node SLURM cluster (tests/slurm/cluster.sh): DDP from SLURM's own tasks,
 and runs that SLURM stops (scontrol requeue, time limits) coming back to finish bitwise equal
-to an uninterrupted run.
+to an uninterrupted run, with image files and WebDataset shards decoded by two DataLoader
+workers each (SLURM signals every process of a job step, the workers too).
 
 The jobs of all tests are started together by one module fixture, so the node's two CPUs
 stay busy: single-task jobs first, then the 2-task DDP jobs. Every process trains with one
@@ -25,33 +26,39 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 SBATCH = REPO / "docs" / "slurm" / "train.sbatch"
 ONE_THREAD = ["trainer.device=cpu", "trainer.threads=1", "trainer.ckpt_interval_steps=1"]
-# every RNG the loop has (dropout, drop path, MixUp/CutMix, EMA); 120 steps, about 40 s of one idle
-# CPU core: a job with a one-minute limit (SLURM warns 15 s before it) needs two or three allocations
-LONG = ["regularization=heavy", "augmentation=mixup_cutmix", "trainer.ema=true", "data.num_samples=200",
-        "trainer.epochs=24"]
+# every RNG the loop has (dropout, drop path, MixUp/CutMix, EMA), samples decoded from files by 2 workers;
+# 120 steps, about 40 s of one idle CPU core: a job with a one-minute limit (SLURM warns 15 s before
+# it) needs two or three allocations
+FILES = ["regularization=heavy", "augmentation=mixup_cutmix", "trainer.ema=true", "data.img_size=16",
+         "data.batch_size=16", "data.num_workers=2", "trainer.epochs=12"]
 DDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=4"]
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
             "hydra.launcher.mem_gb=1"]
 SBATCH_CPU = ["--gpus-per-node=0", "--cpus-per-task=1", "--time=15", "--mem=1G"]
-WAIT_S = 1200  # all jobs together; a hang fails instead of blocking CI (they take ~5 min on 2 idle cores)
+ONE_MINUTE = ["--time=1", "--signal=USR2@15"]  # as hydra.launcher.timeout_min=1 asks (signal_delay caps it)
+WAIT_S = 1500  # all jobs together; a hang fails instead of blocking CI (they take ~6 min on 2 idle cores)
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+# what rank 0 logs when the job goes back to SLURM (launch/requeue.py's plan)
+BY_SCONTROL = "SLURM requeued the job (preemption or scontrol requeue)"
+BY_TIME_LIMIT = ("SIGUSR2 while the job runs", "the job reached its time limit")
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **extra}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # srun vitcli ...
     env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("MASTER_PORT", None)
     return env
 
 
-def _vitcli(*args: str, log: Path) -> subprocess.Popen:
+def _vitcli(*args: str, log: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "vitcli", *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env=_env(), cwd=log.parent)
+                            env=_env(**env), cwd=log.parent)
 
 
-def _sbatch(tmp: Path, *args: str) -> str:
+def _sbatch(tmp: Path, *args: str, **env: str) -> str:
     out = subprocess.run(["sbatch", "--parsable", f"--output={tmp}/slurm-%j.out", *args], capture_output=True,
-                         text=True, env=_env(), cwd=tmp, check=True)
+                         text=True, env=_env(**env), cwd=tmp, check=True)
     return out.stdout.strip().split(";")[0]
 
 
@@ -80,20 +87,46 @@ def _wait_submitted(name: str, deadline: float) -> None:
         time.sleep(1)
 
 
-def _requeue_mid_epoch(run_dir: Path, job: str, box: dict) -> None:
-    """`scontrol requeue` the job once its run has a mid-epoch checkpoint after the first epoch."""
-    last, end = run_dir / "checkpoints" / "last.pt", time.time() + WAIT_S
+def _queued_job(name: str) -> str | None:
+    """The id of the job named `name` in the queue (a sweep point: <array job>_<index>)."""
+    out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout.split()
+    return out[0] if out else None
+
+
+def _requeue_mid_epoch(run_dir: Path, job: str | None, box: dict, name: str = "") -> None:
+    """`scontrol requeue` the job (or the job named `name`) while it trains past its first epoch:
+    running, its mid-epoch checkpoint moving (not one a previous allocation left behind)."""
+    last, end, previous = run_dir / "checkpoints" / "last.pt", time.time() + WAIT_S, None
     while time.time() < end and not box.get("done"):
+        time.sleep(0.2)
         try:
             state = torch.load(last, weights_only=True)
         except Exception:  # not there yet, or being replaced
-            time.sleep(0.2)
             continue
-        if state["epoch"] >= 1 and state["batch_in_epoch"] > 0:
+        moving, previous = previous is not None and state["global_step"] != previous, state["global_step"]
+        job = job or _queued_job(name)
+        if not (job and moving and state["epoch"] >= 1 and state["batch_in_epoch"] > 0):
+            continue
+        if _job(job).get("JobState") == "RUNNING" and \
+                subprocess.run(["scontrol", "requeue", job], capture_output=True).returncode == 0:
             box["at_step"] = state["global_step"]
-            subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
             return
-        time.sleep(0.2)
+
+
+def _write_data(tmp: Path) -> dict[str, list[str]]:
+    """scikit-learn's digits (16 px, 20 per class) as an image folder and as WebDataset shards of 40
+    samples (webdataset's ShardWriter; short lower-case keys), listed in the folder's order, so a run
+    on either decodes the same pixels in the same order and trains bitwise alike."""
+    from data_builders import digits_images, split_indices, write_folder, write_shards
+
+    images, labels, names = digits_images(16, per_class=20)
+    splits = split_indices(labels)
+    ordered = {k: sorted(v, key=lambda i: (names[labels[i]], i)) for k, v in splits.items()}
+    folder = write_folder(tmp / "folder", images, labels, names, splits)
+    shards = write_shards(tmp / "shards", images, labels, names, ordered, per_shard=40)
+    cache = f"data.cache_dir={tmp / 'cache'}"
+    return {"folder": ["data=imagefolder", f"data.root={folder}", cache],
+            "shards": ["data=wds", f"data.root={shards}", cache]}
 
 
 def _finish(proc: subprocess.Popen, log: Path, deadline: float) -> str:
@@ -109,40 +142,51 @@ def _finish(proc: subprocess.Popen, log: Path, deadline: float) -> str:
 def jobs(slurm_cluster, tiny_overrides, tmp_path_factory):
     """Start every job of this module at once (single-task jobs first); each test waits for its own."""
     tmp = tmp_path_factory.mktemp("slurm")
-    single, ddp = [*tiny_overrides, *ONE_THREAD, *LONG], [*tiny_overrides, *ONE_THREAD, *DDP]
+    data = _write_data(tmp)
+    model = [o for o in tiny_overrides if not o.startswith(("data.", "data="))]
+    folder, shards = ([*model, *ONE_THREAD, *FILES, *data[k]] for k in ("folder", "shards"))
+    ddp = [*tiny_overrides, *ONE_THREAD, *DDP]
     runs_root = f"runs_root={tmp}/runs"
     started: dict = {"deadline": time.time() + WAIT_S}
-    # (a) the plain sbatch script, requeued with scontrol mid-epoch
-    job = _sbatch(tmp, *SBATCH_CPU, "--ntasks-per-node=1", str(SBATCH), *single, runs_root, "name=requeued")
-    run_dir = tmp / "runs" / "requeued" / f"slurm-{job}"
-    started["requeued"] = (job, run_dir, {})
-    threading.Thread(target=_requeue_mid_epoch, args=(run_dir, job, started["requeued"][2]), daemon=True).start()
-    # (b) a sweep point with a one-minute limit through hydra/launcher=slurm
-    log = tmp / "timeout.log"
+    # (a) the plain sbatch script on image files with a one-minute limit, also requeued with scontrol mid-epoch
+    job = _sbatch(tmp, *SBATCH_CPU, *ONE_MINUTE, "--ntasks-per-node=1", str(SBATCH), *folder, runs_root,
+                  "name=files")
+    run_dir = tmp / "runs" / "files" / f"slurm-{job}"
+    started["files"] = (job, run_dir, {})
+    threading.Thread(target=_requeue_mid_epoch, args=(run_dir, job, started["files"][2]), daemon=True).start()
+    # (b) a sweep point on shards with a one-minute limit through hydra/launcher=slurm, also requeued mid-epoch
+    log = tmp / "shards.log"
     # a loaded machine spends most of each minute starting up: allow it more requeues than the preset's 10
-    started["timeout"] = (_vitcli("train", "-m", *LAUNCHER, "hydra.launcher.timeout_min=1",
-                                  "hydra.launcher.max_num_timeout=30", *single, runs_root,
-                                  "name=timeout", "hydra.launcher.name=timeout", f"hydra.sweep.dir={tmp}/timeout_sweep",
-                                  log=log), log, tmp / "timeout_sweep")
-    # the uninterrupted single-process reference, outside SLURM
+    started["shards"] = (_vitcli("train", "-m", *LAUNCHER, "hydra.launcher.timeout_min=1",
+                                 "hydra.launcher.max_num_timeout=30", *shards, runs_root, "name=shards",
+                                 "hydra.launcher.name=shards", f"hydra.sweep.dir={tmp}/shards_sweep", log=log),
+                         log, tmp / "shards_sweep", {})
+    threading.Thread(target=_requeue_mid_epoch, args=(tmp / "shards_sweep" / "0", None, started["shards"][3],
+                                                      "shards"), daemon=True).start()
+    # the uninterrupted single-process reference of both, outside SLURM
     log = tmp / "reference.log"
-    started["reference"] = (_vitcli("train", *single, f"hydra.run.dir={tmp}/reference", log=log), log,
+    started["reference"] = (_vitcli("train", *folder, f"hydra.run.dir={tmp}/reference", log=log), log,
                             tmp / "reference")
-    _wait_submitted("timeout", time.time() + 180)
-    # DDP: two SLURM tasks of a submitit job (the reference of (c)), and (c) the sbatch script's two tasks
+    _wait_submitted("shards", time.time() + 180)
+    # DDP: two SLURM tasks of a submitit job meeting on a port of their own (no SLURM port reserved;
+    # the reference of (c)), and (c) the sbatch script's two tasks on SLURM's reserved port, under
+    # `srun -K` (a task that exits non-zero gets the others killed)
     log = tmp / "ddp.log"
     started["ddp"] = (_vitcli("train", "-m", *LAUNCHER, "hydra.launcher.tasks_per_node=2",
                               "hydra.launcher.timeout_min=10", *ddp, runs_root, "name=ddp",
-                              f"hydra.sweep.dir={tmp}/ddp_sweep", log=log), log, tmp / "ddp_sweep" / "0")
-    job = _sbatch(tmp, *SBATCH_CPU, "--ntasks-per-node=2", str(SBATCH), *ddp, runs_root, "name=ddp_requeued")
+                              f"hydra.sweep.dir={tmp}/ddp_sweep", log=log, SLURM_RESV_PORTS="0",
+                              MASTER_PORT="29500"), log, tmp / "ddp_sweep" / "0")
+    job = _sbatch(tmp, *SBATCH_CPU, "--ntasks-per-node=2", str(SBATCH), *ddp, runs_root, "name=ddp_requeued",
+                  SLURM_KILL_BAD_EXIT="1")
     run_dir = tmp / "runs" / "ddp_requeued" / f"slurm-{job}"
-    started["ddp_requeued"] = (job, run_dir, {})
+    started["ddp_requeued"] = (job, run_dir, {}, tmp / f"slurm-{job}.out")
     threading.Thread(target=_requeue_mid_epoch, args=(run_dir, job, started["ddp_requeued"][2]), daemon=True).start()
     yield started
-    for key in ("requeued", "ddp_requeued"):
-        started[key][2]["done"] = True
-    subprocess.run(["scancel", "--quiet", *[started[k][0] for k in ("requeued", "ddp_requeued")]])
-    for key in ("timeout", "reference", "ddp"):
+    for box in (started["files"][2], started["shards"][3], started["ddp_requeued"][2]):
+        box["done"] = True
+    subprocess.run(["scancel", "--quiet", started["files"][0], started["ddp_requeued"][0]])
+    subprocess.run(["scancel", "--quiet", "-n", "shards,ddp"])
+    for key in ("shards", "reference", "ddp"):
         started[key][0].kill()
 
 
@@ -171,28 +215,42 @@ def reference(jobs, read_summary):
     return run_dir
 
 
-def test_scontrol_requeue_mid_epoch_resumes_in_the_same_run_dir_bitwise(jobs, reference, read_summary):
-    job, run_dir, box = jobs["requeued"]
+def _stops(log: str) -> tuple[int, int]:
+    """How often the run went back to SLURM: requeued by SLURM (scontrol), and by vitcli for the time limit."""
+    return log.count(BY_SCONTROL), sum(log.count(why) for why in BY_TIME_LIMIT)
+
+
+def test_image_files_requeued_mid_epoch_and_stopped_by_the_time_limit_resume_bitwise(jobs, reference, read_summary):
+    job, run_dir, box = jobs["files"]
     fields = _wait_job(job, jobs["deadline"])
-    assert fields["JobState"] == "COMPLETED" and fields["Restarts"] == "1", fields
+    assert fields["JobState"] == "COMPLETED", fields
     assert box.get("at_step"), "the job was never requeued mid-epoch"
     # the requeued job found its run (slurm-<job id>), never a fresh timestamped one
     assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]
+    log = (run_dir / "train.log").read_text()
+    by_scontrol, by_limit = _stops(log)
+    assert by_scontrol == 1 and by_limit >= 1, (by_scontrol, by_limit)  # the DataLoader workers survived both
     summary = read_summary(run_dir)
-    assert summary["status"] == "completed" and summary["slurm"] == {**summary["slurm"], "job_id": job, "requeues": 1}
-    assert "resumed from" in (run_dir / "train.log").read_text()
+    assert summary["status"] == "completed" and summary["slurm"]["job_id"] == job
+    assert summary["slurm"]["requeues"] == int(fields["Restarts"]) == by_scontrol + by_limit
+    assert "resumed from" in log and "killed by signal" not in log
     _same_final_weights(reference, run_dir)
     assert summary["best"] == read_summary(reference)["best"]
 
 
-def test_a_one_minute_time_limit_requeues_until_the_run_completes_bitwise(jobs, reference, read_summary):
-    proc, log, sweep = jobs["timeout"]
+def test_shards_requeued_mid_epoch_and_stopped_by_the_time_limit_through_the_launcher_resume_bitwise(
+        jobs, reference, read_summary):
+    proc, log, sweep, box = jobs["shards"]
     out = _finish(proc, log, jobs["deadline"])
     assert proc.returncode == 0, out[-3000:]
     assert "all 1 jobs completed" in out  # the submitting side waited through the requeues
+    assert box.get("at_step"), "the job was never requeued mid-epoch"
+    train_log = (sweep / "0" / "train.log").read_text()
+    by_scontrol, by_limit = _stops(train_log)
+    assert by_scontrol == 1 and by_limit >= 1, (by_scontrol, by_limit)
     summary = read_summary(sweep / "0")
     assert summary["status"] == "completed", summary
-    assert summary["slurm"]["requeues"] >= 1, summary["slurm"]  # the limit was reached, and survived
+    assert summary["slurm"]["requeues"] == by_scontrol + by_limit, summary["slurm"]
     _same_final_weights(reference, sweep / "0")
     assert summary["best"] == read_summary(reference)["best"]
 
@@ -202,7 +260,10 @@ def test_two_slurm_tasks_train_one_ddp_run_whose_eval_equals_its_summary(jobs, c
     out = _finish(proc, log, jobs["deadline"])
     assert proc.returncode == 0, out[-3000:]
     assert "all 1 jobs completed" in out and "is in use" not in out
-    assert "is in use" not in (run_dir / "train.log").read_text()  # no second rank refused by the run lock
+    train_log = (run_dir / "train.log").read_text()
+    assert "is in use" not in train_log  # no second rank refused by the run lock
+    # no port reserved by SLURM: the tasks met on one of their job's own, not on the submitting shell's
+    assert "MASTER_PORT=29500 in the environment is not used" in train_log and "(derived)" in train_log
     summary = read_summary(run_dir)
     assert summary["status"] == "completed" and summary["devices"] == 2, summary
     assert summary["global_batch_size"] == 64  # 32 per rank x 2 ranks
@@ -216,12 +277,17 @@ def test_two_slurm_tasks_train_one_ddp_run_whose_eval_equals_its_summary(jobs, c
 
 def test_two_task_ddp_job_preempted_once_resumes_bitwise(jobs, read_summary):
     uninterrupted = jobs["ddp"][2]
-    job, run_dir, box = jobs["ddp_requeued"]
+    job, run_dir, box, job_log = jobs["ddp_requeued"]
     fields = _wait_job(job, jobs["deadline"])
     assert fields["JobState"] == "COMPLETED" and fields["Restarts"] == "1", fields
     assert box.get("at_step"), "the job was never requeued mid-epoch"
     summary = read_summary(run_dir)
     assert summary["status"] == "completed" and summary["devices"] == 2 and summary["slurm"]["requeues"] == 1
+    log = (run_dir / "train.log").read_text()
+    assert log.count(BY_SCONTROL) == 1
+    assert "(SLURM_STEP_RESV_PORTS)" in log  # the port SLURM reserved for the step (MpiParams=ports)
+    # every rank left with status 0 once rank 0 had saved (srun -K kills the rest when one fails)
+    assert "Exited with exit code" not in job_log.read_text()
     _finish(*jobs["ddp"][:2], jobs["deadline"])
     _same_final_weights(uninterrupted, run_dir)
     assert summary["best"] == read_summary(uninterrupted)["best"]

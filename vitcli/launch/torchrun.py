@@ -217,4 +217,8 @@ def rank_session(device_name: str, slurm_task: Any = None) -> Iterator[None]:
     cuda = dist.world_size() > 1 and uses_cuda(device_name)
     meet = dist.world_size() > 1 and slurm_task is not None and slurm_task.port_source == DERIVED
     with comm.step_store(slurm_task) if meet else contextlib.nullcontext() as store, comm.process_group(cuda, store):
+        if slurm_task is not None and dist.world_size() > 1:
+            log.info(f"SLURM step {slurm_task.job_id}.{slurm_task.step_id}: {slurm_task.world_size} tasks as DDP "
+                     f"ranks, master {slurm_task.master_addr}:{os.environ.get('MASTER_PORT')} "
+                     f"({slurm_task.port_source})")
         yield
