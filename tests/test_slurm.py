@@ -272,7 +272,25 @@ def test_a_failed_sweep_job_names_its_slurm_logs(fake_run, tmp_path):
 
 
 DDP_SIGNAL = ["trainer.devices=2", "trainer.device=cpu", "trainer.threads=1", "trainer.ckpt_interval_steps=1",
-              "regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=3"]
+              "regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=3",
+              "trainer.ema=true", "data.eval_batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(train_tiny, tmp_path_factory):
+    """The uninterrupted 2-rank run the stopped ones must end equal to."""
+    run_dir = tmp_path_factory.mktemp("ddp_signal") / "reference"
+    train_tiny(run_dir, *DDP_SIGNAL)
+    return run_dir
+
+
+def _same_as_reference(reference, run_dir, read_summary) -> None:
+    import torch
+
+    ref, res = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (reference, run_dir))
+    mismatched = [k for k in ref["model"] if not torch.equal(ref["model"][k], res["model"][k])]
+    assert not mismatched, mismatched[:5]
+    assert read_summary(run_dir)["best"] == read_summary(reference)["best"]
 
 
 def _rank_pid(parent: int, rank: str) -> int | None:
@@ -295,8 +313,8 @@ def _rank_pid(parent: int, rank: str) -> int | None:
 
 
 @pytest.mark.slow
-def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny_overrides, train_tiny,
-                                                                           read_summary, tmp_path):
+def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny_overrides, train_tiny, read_summary,
+                                                                           tmp_path, ddp_reference):
     import os
     import subprocess
     import sys
@@ -304,8 +322,6 @@ def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny
 
     import torch
 
-    reference = tmp_path / "reference"
-    train_tiny(reference, *DDP_SIGNAL)
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "vitcli", "train", *tiny_overrides, *DDP_SIGNAL, f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -336,10 +352,50 @@ def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny
 
     proc = train_tiny(run_dir, *DDP_SIGNAL)  # the same command again: resumes
     assert "resumed from" in proc.stdout + (run_dir / "train.log").read_text()
-    ref, res = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (reference, run_dir))
-    mismatched = [k for k in ref["model"] if not torch.equal(ref["model"][k], res["model"][k])]
-    assert not mismatched, mismatched[:5]
-    assert read_summary(run_dir)["best"] == read_summary(reference)["best"]
+    _same_as_reference(ddp_reference, run_dir, read_summary)
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_ddp_rank_during_evaluation_ends_it_on_both(train_tiny, read_summary, tmp_path,
+                                                                    ddp_reference):
+    """Rank 1 alone is signalled at its second evaluation batch of epoch 2: both ranks end the
+    evaluation at the same batch (one vote per batch), rank 0 saves the state after the epoch's
+    training, and the rerun evaluates epoch 2 again and ends as the uninterrupted run."""
+    import torch
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import vitcli.engine.trainer as t\n"
+        "    real, calls = t.evaluate, []\n"
+        "    def evaluate(model, loader, runtime, **kw):\n"
+        "        calls.append(1)\n"
+        "        def batches(n=len(calls)):\n"
+        "            for i, b in enumerate(loader):\n"
+        "                if n == 3 and i == 1:\n"  # epoch 2's evaluation (raw, then EMA: 2 per epoch)
+        "                    os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "                yield b\n"
+        "        return real(model, batches(), runtime, **kw)\n"
+        "    t.evaluate = evaluate\n"
+    )
+    run_dir = tmp_path / "run"
+    env = {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    proc = train_tiny(run_dir, *DDP_SIGNAL, env=env, check=False)
+    assert proc.returncode == 128 + signal.SIGUSR2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vitcli: interrupted by SIGUSR2 at step "), proc.stderr
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    reference = torch.load(ddp_reference / "checkpoints" / "last.pt", weights_only=True)
+    steps_per_epoch = reference["global_step"] // 3
+    # the state after epoch 2's training, before its evaluation
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["global_step"]) == (1, steps_per_epoch, 2 * steps_per_epoch)
+    summary = read_summary(run_dir)
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
+
+    train_tiny(run_dir, *DDP_SIGNAL)  # the same command again: evaluates epoch 2, trains epoch 3
+    _same_as_reference(ddp_reference, run_dir, read_summary)
 
 
 @pytest.mark.parametrize("env, stamp", [
