@@ -224,3 +224,26 @@ def test_a_stop_during_evaluation_ends_it_and_the_epoch_is_redone_exactly(make_t
     epochs = [[{k: r[k] for k in exact} for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
                if r["kind"] == "epoch"] for d in (reference, run_dir)]
     assert epochs[0] == epochs[1] and len(epochs[0]) == 2
+
+
+def test_a_process_leaving_for_a_requeue_ignores_further_stop_signals():
+    """SLURM and srun repeat SIGTERM to a requeued job's processes: once a rank leaves, they are ignored."""
+    from vitcli.launch import interrupts
+
+    saved = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
+    try:
+        with interrupts.stop_requests():
+            interrupts.leave_quietly()
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored, not even a flag
+            assert interrupts.requested() is None
+        # the block gave its signals back ignored, not to their handlers (default: end the process)
+        assert {signal.getsignal(s) for s in interrupts.STOP_SIGNALS} == {signal.SIG_IGN}
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        with interrupts.stop_requests():  # a new run in this process: stops count again
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert interrupts.requested() == signal.SIGTERM
+        assert {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS} == saved  # and are given back
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vitcli.core import dist, runs
 from vitcli.core.errors import UserError
 from vitcli.core.runtime import rank_gpu
+from vitcli.launch import interrupts
 from vitcli.launch.slurm import SlurmTask, candidate_ports, restarts
 
 log = logging.getLogger("vitcli")
@@ -73,7 +74,7 @@ def process_group(cuda: bool, store: Any = None) -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if interrupts.leaving() else previous)
         _control = None
         torch_dist.destroy_process_group()
 

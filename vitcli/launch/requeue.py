@@ -132,6 +132,7 @@ def leave_if_requeued(plan: StopPlan | None, run_dir: Path) -> None:
     if plan is None or plan.status != REQUEUED:
         return
     log.info(f"SLURM job {job_id()} requeued ({plan.why}); it resumes {run_dir} from its last.pt")
+    interrupts.leave_quietly()
     raise JobRequeued(0)
 
 
