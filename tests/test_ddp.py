@@ -221,6 +221,7 @@ def _scan_fails_on_rank0(rank: int, world: int, store: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes that each import torch
 def test_a_failed_scan_on_rank0_is_one_error_on_every_rank(tmp_path):
     out = str(tmp_path / "result")
     torch.multiprocessing.spawn(_scan_fails_on_rank0, args=(2, str(tmp_path / "store"), out), nprocs=2)

@@ -195,7 +195,7 @@ def eval_stop_reference(make_trainer, tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("nth", [3, 4], ids=["raw weights", "EMA weights"])
+@pytest.mark.parametrize("nth", [3, pytest.param(4, marks=pytest.mark.slow)], ids=["raw weights", "EMA weights"])
 def test_a_stop_during_evaluation_ends_it_and_the_epoch_is_redone_exactly(make_trainer, read_summary, monkeypatch,
                                                                          tmp_path, eval_stop_reference, nth):
     from vitcli.launch.interrupts import TrainingInterrupted
