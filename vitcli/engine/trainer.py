@@ -21,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vitcli.core import runs
+from vitcli.core.io import write_text
 from vitcli.core.runtime import Runtime
 from vitcli.data.mixing import mix_batch
 from vitcli.launch import interrupts, slurm
@@ -206,7 +207,7 @@ class Trainer:
             check_one_run(self.run_dir, state.config_yaml)
         if self.runtime.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / runs.CONFIG).write_text(state.config_yaml)
+            write_text(self.run_dir / runs.CONFIG, state.config_yaml)  # atomic: the other ranks check it too
             state.write_class_counts()
         if state.maybe_resume():
             for stopper in self.stoppers:  # stoppers that count epochs replay the ones already run
