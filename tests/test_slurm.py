@@ -438,7 +438,8 @@ def test_a_run_dir_is_resumed_only_by_the_config_that_wrote_it(tmp_path):
         check_one_run(tmp_path, "model:\n  name: vit_t\noptimizer:\n  lr: 0.002\n")
     # a setting vitcli gained after the run was written (absent there) is no change; the command's own
     # data check is not the run's; a setting the run had and lost still is
-    check_one_run(tmp_path, "model:\n  name: vit_t\noptimizer:\n  lr: 0.001\n  layer_decay: null\ndata_check: warn\n")
+    check_one_run(tmp_path, "model:\n  name: vit_t\noptimizer:\n  lr: 0.001\nlogger:\n  backends:\n    mlflow: false\n"
+                            "data_check: warn\n")
     with pytest.raises(UserError, match=r"optimizer.lr: 0.001 there, None now"):
         check_one_run(tmp_path, "model:\n  name: vit_t\n")
 
