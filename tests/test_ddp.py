@@ -192,3 +192,39 @@ def test_root_cause_is_the_rank_that_did_not_fail_because_of_another():
     assert str(err) == "rank 1: disk full" and err.exit_code == 2
     err = ranks_failed({1: failure("", 7, exitcode=-9)}, 2)
     assert "killed by SIGKILL" in str(err) and err.exit_code == 137
+
+
+def _scan_fails_on_rank0(rank: int, world: int, store: str, out: str) -> None:
+    """One gloo rank: an image folder whose scan fails on rank 0 (the only rank that scans)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from vitcli.core.errors import UserError
+    from vitcli.data.sources.folder_index import rank0_only
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    # a short timeout: a rank left waiting in the broadcast fails within seconds, not after 30 minutes
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=20))
+
+    def scan():
+        raise UserError("data.root=/data/missing has no train/ folder")
+
+    try:
+        rank0_only(scan)
+        result = {"type": None, "error": None}
+    except Exception as err:  # noqa: BLE001  (what each rank raised is the point)
+        result = {"type": type(err).__name__, "error": str(err)}
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(result, f)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes that each import torch
+def test_a_failed_scan_on_rank0_is_one_error_on_every_rank(tmp_path):
+    out = str(tmp_path / "result")
+    torch.multiprocessing.spawn(_scan_fails_on_rank0, args=(2, str(tmp_path / "store"), out), nprocs=2)
+    results = [json.loads((tmp_path / f"result.{r}").read_text()) for r in range(2)]
+    expected = ("UserError", "data.root=/data/missing has no train/ folder")
+    assert [(r["type"], r["error"]) for r in results] == [expected, expected]

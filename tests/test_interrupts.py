@@ -3,6 +3,7 @@ run that is still training see consistent files."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -102,3 +103,147 @@ def test_lock_is_released_after_sigkill(tmp_path):
 
     with run_lock(tmp_path):
         assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+
+
+class _WorkerPids:
+    """A dataset whose samples say which worker made them (and whether the inner init ran there)."""
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        time.sleep(0.02)
+        return os.getpid(), int(os.environ.get("VITCLI_TEST_INNER_INIT", "-1"))
+
+
+def _inner_init(worker_id: int) -> None:
+    os.environ["VITCLI_TEST_INNER_INIT"] = str(worker_id)
+
+
+def test_loader_workers_leave_stop_signals_to_the_main_process():
+    """SLURM signals every process of a job step: a worker must outlive SIGTERM, SIGUSR2 and SIGINT
+    from anyone but its main process, which then stops cleanly; the main process still ends it."""
+    import multiprocessing
+
+    from torch.utils.data import DataLoader
+
+    from vitcli.data.files import WorkerInit
+
+    loader = DataLoader(_WorkerPids(), batch_size=2, num_workers=2, worker_init_fn=WorkerInit(_inner_init),
+                        persistent_workers=True)
+    batches = iter(loader)
+    pids, inner, taken = set(), set(), 0
+    while len(pids) < 2:
+        pid, init = next(batches)
+        pids |= set(pid.tolist())
+        inner |= set(init.tolist())
+        taken += 1
+    assert inner <= {0, 1} and inner, "the loader's own worker_init_fn runs too"
+    for sig in ("TERM", "USR2", "INT"):  # sent by another process, as slurmstepd or a shell's kill -- -PGID
+        subprocess.run(["kill", f"-{sig}", *map(str, pids)], check=True)
+    time.sleep(0.5)
+    rest = list(batches)  # a dead worker would fail this: "DataLoader worker (pid N) is killed by signal"
+    assert taken + len(rest) == 32
+    assert {p.pid for p in multiprocessing.active_children()} >= pids
+    victim = min(pids)
+    os.kill(victim, signal.SIGTERM)  # from the main process (torch's own shutdown): the worker ends
+    deadline = time.time() + 10
+    while victim in {p.pid for p in multiprocessing.active_children()} and time.time() < deadline:
+        time.sleep(0.05)
+    assert victim not in {p.pid for p in multiprocessing.active_children()}
+    del batches, loader
+
+
+EVAL_STOP = ["trainer.epochs=2", "trainer.ema=true", "regularization=heavy", "augmentation=mixup_cutmix",
+             "data.eval_batch_size=4", "trainer.ckpt_interval_steps=1"]
+
+
+def _signal_during_evaluation(monkeypatch, nth: int, at_batch: int, sig: int = signal.SIGTERM) -> list:
+    """Make the `nth` evaluation of the run (1-based; two per epoch with EMA) send `sig` to this
+    process as it starts its batch `at_batch`; returns the batches each evaluation went through."""
+    import vitcli.engine.trainer as trainer_module
+
+    real, seen = trainer_module.evaluate, []
+
+    def evaluate(model, loader, runtime, **kwargs):
+        seen.append(0)
+        number = len(seen)
+
+        class Signalling:
+            def __len__(self):
+                return len(loader)
+
+            def __iter__(self):
+                for i, batch in enumerate(loader):
+                    if number == nth and i == at_batch:
+                        os.kill(os.getpid(), sig)
+                    seen[number - 1] = i + 1
+                    yield batch
+
+        return real(model, Signalling(), runtime, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def eval_stop_reference(make_trainer, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("eval_stop") / "reference"
+    trainer = make_trainer(run_dir, *EVAL_STOP)
+    trainer.fit()
+    assert len(trainer.parts.val_loader) >= 4  # room to stop early
+    return run_dir
+
+
+@pytest.mark.parametrize("nth", [3, pytest.param(4, marks=pytest.mark.slow)], ids=["raw weights", "EMA weights"])
+def test_a_stop_during_evaluation_ends_it_and_the_epoch_is_redone_exactly(make_trainer, read_summary, monkeypatch,
+                                                                         tmp_path, eval_stop_reference, nth):
+    from vitcli.launch.interrupts import TrainingInterrupted
+
+    reference = eval_stop_reference
+    run_dir = tmp_path / "run"
+    seen = _signal_during_evaluation(monkeypatch, nth, at_batch=1)
+    trainer = make_trainer(run_dir, *EVAL_STOP)
+    with pytest.raises(TrainingInterrupted, match="while evaluating epoch 2"):
+        trainer.fit()
+    assert seen[nth - 1] == 2, seen  # it stopped at the batch after the signal, not at the end
+    saved = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
+    # the state after epoch 2's training, before its evaluation: a resumed run evaluates it again
+    assert (saved["epoch"], saved["batch_in_epoch"]) == (1, trainer.batches_per_epoch)
+    summary = read_summary(run_dir)
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
+    monkeypatch.undo()
+
+    make_trainer(run_dir, *EVAL_STOP).fit()
+    ref, res = (torch.load(d / "checkpoints/last.pt", weights_only=True) for d in (reference, run_dir))
+    for key in ("model", "model_ema"):
+        mismatched = [k for k in ref[key] if not torch.equal(ref[key][k], res[key][k])]
+        assert not mismatched, f"{key}: {mismatched[:5]}"
+    assert read_summary(run_dir)["best"] == read_summary(reference)["best"]
+    exact = ("epoch", "train_loss", "val_top1", "val_top5", "val_loss", "ema_top1", "ema_top5", "ema_loss", "lr")
+    epochs = [[{k: r[k] for k in exact} for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+               if r["kind"] == "epoch"] for d in (reference, run_dir)]
+    assert epochs[0] == epochs[1] and len(epochs[0]) == 2
+
+
+def test_a_process_leaving_for_a_requeue_ignores_further_stop_signals():
+    """SLURM and srun repeat SIGTERM to a requeued job's processes: once a rank leaves, they are ignored."""
+    from vitcli.launch import interrupts
+
+    saved = {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS}
+    try:
+        with interrupts.stop_requests():
+            interrupts.leave_quietly()
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored, not even a flag
+            assert interrupts.requested() is None
+        # the block gave its signals back ignored, not to their handlers (default: end the process)
+        assert {signal.getsignal(s) for s in interrupts.STOP_SIGNALS} == {signal.SIG_IGN}
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        with interrupts.stop_requests():  # a new run in this process: stops count again
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert interrupts.requested() == signal.SIGTERM
+        assert {s: signal.getsignal(s) for s in interrupts.STOP_SIGNALS} == saved  # and are given back
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -80,6 +80,9 @@ def fill(args: list[str], places: dict[str, Path], tiny: list[str]) -> list[str]
         if a == "train":
             out += ["train", *tiny, f"hydra.run.dir={places['cwd'] / 'trained'}"]
             continue
+        if a == "plan":  # train's tiny overrides, and the fewest measured steps
+            out += ["plan", *tiny, "plan.warmup=1", "plan.steps=1"]
+            continue
         a = a.replace("runs=[DIR,DIR]", f"runs=[{places['run']},{places['run_b']}]")
         a = a.replace("data.root=DIR", f"data.root={places['dataset']}").replace("run=DIR", f"run={places['run']}")
         out.append(a.replace("images=PATH", f"images={places['images']}"))
@@ -230,6 +233,8 @@ RULES: list[tuple[str, str, str]] = [
     (r"^vitcli .*logger=wandb", "compose", "a W&B run (an account, or offline files)"),
     (r"^vitcli (eval|predict|export|explain|probe|ensemble|runs|models)( |$)", "compose",
      "reads trained runs or lists presets: each command runs for real on a tiny run in the table test"),
+    (r"^vitcli plan( |$)", "compose", "measures steps of the run it names (tests/test_plan.py runs plans; the "
+     "table test runs the bare command on a tiny run)"),
     (r"^vitcli (train|preview|prepare)\b", "compose",
      "a full-size run on real data (minutes to hours); the tiny real rows run the loop"),
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -28,9 +29,6 @@ def test_srun_tasks_are_the_ranks_of_one_run():
     assert [t.node_rank for t in tasks] == [0, 0, 1, 1]
     assert {(t.world_size, t.local_world_size, t.num_nodes) for t in tasks} == {(4, 2, 2)}
     assert {(t.master_addr, t.master_port) for t in tasks} == {("gpu-07", tasks[0].master_port)}
-    assert 20000 <= tasks[0].master_port < 60000
-    other_job = slurm.step_task(_srun_env(0, job="4243"))
-    assert other_job.master_port != tasks[0].master_port
     uneven = slurm.step_task({**_srun_env(2, nodes=2, per_node=2), "SLURM_STEP_TASKS_PER_NODE": "2,1",
                               "SLURM_STEP_NUM_TASKS": "3"})
     assert (uneven.world_size, uneven.local_world_size) == (3, 1)
@@ -52,8 +50,86 @@ def test_join_exports_torchrun_variables_only_for_a_multi_task_step():
     single = {**_srun_env(0), "SLURM_STEP_NUM_TASKS": "1"}
     assert slurm.join_tasks_as_ranks(single) is None and "RANK" not in single
     assert slurm.join_tasks_as_ranks({}) is None
-    # MASTER_PORT set by the user wins
-    assert slurm.step_task({**_srun_env(0), "MASTER_PORT": "29511"}).master_port == 29511
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except OSError:
+        return 32768  # Linux's default
+
+
+def test_the_master_port_is_reserved_by_slurm_chosen_for_the_job_or_derived_below_the_ephemeral_range():
+    derived = [slurm.step_task(_srun_env(p)) for p in range(4)]
+    assert {(t.master_port, t.port_source) for t in derived} == {(derived[0].master_port, slurm.DERIVED)}
+    candidates = slurm.candidate_ports(_srun_env(0))
+    assert derived[0].master_port == candidates[0] and len(set(candidates)) == len(candidates) >= 4
+    assert all(20000 <= p < min(32768, _ephemeral_low()) for p in candidates)  # never where the kernel picks
+    # another job, another step, the same job after a requeue: other ports (a stale socket is never met)
+    others = [slurm.candidate_ports(env) for env in (_srun_env(0, job="4243"), {**_srun_env(0), "SLURM_STEP_ID": "1"},
+                                                     {**_srun_env(0), "SLURM_RESTART_COUNT": "1"})]
+    assert all(o[0] != candidates[0] for o in others)
+    # srun --resv-ports: SLURM's own port for the step, on every task
+    reserved = [slurm.step_task({**_srun_env(p), "SLURM_STEP_RESV_PORTS": "12001-12004"}) for p in range(4)]
+    assert {(t.master_port, t.port_source) for t in reserved} == {(12001, "SLURM_STEP_RESV_PORTS")}
+    # the submitting shell's MASTER_PORT (sbatch exports it to every job) is not used; VITCLI_MASTER_PORT is
+    env = {**_srun_env(0), "MASTER_PORT": "29500"}
+    task = slurm.join_tasks_as_ranks(env)
+    assert task.master_port == candidates[0] and env["MASTER_PORT"] == str(candidates[0])
+    chosen = slurm.step_task({**_srun_env(1), "MASTER_PORT": "29500", "VITCLI_MASTER_PORT": "29511"})
+    assert (chosen.master_port, chosen.port_source) == (29511, "VITCLI_MASTER_PORT")
+    from vitcli.core.errors import UserError
+
+    with pytest.raises(UserError, match="VITCLI_MASTER_PORT=70000 is not a port number"):
+        slurm.step_task({**_srun_env(0), "VITCLI_MASTER_PORT": "70000"})
+
+
+def test_the_tasks_of_a_step_meet_past_a_port_another_program_holds(monkeypatch):
+    """Rank 0 listens on the first candidate it can bind; the others find it there (a real
+    TCPStore per rank, in threads), even when a silent program holds the first candidate."""
+    import datetime
+    import socket
+    import threading
+
+    from vitcli.launch import comm
+
+    env = {**_srun_env(0, nodes=1, per_node=2), "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_JOB_NODELIST": "127.0.0.1"}
+    monkeypatch.setenv("MASTER_PORT", "")  # the ranks export the port they met on
+    first = slurm.candidate_ports(env)[0]
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        squatter.bind(("", first))
+    except OSError:
+        pytest.skip(f"port {first} is in use here already")
+    squatter.listen(4)  # accepts connections and never answers
+    stores, errors = {}, []
+
+    met = threading.Barrier(2)
+
+    def rank(r: int) -> None:
+        try:
+            task = slurm.step_task({**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)})
+            with comm.step_store(task, timeout=datetime.timedelta(seconds=60), probe_s=1.0, env=env) as store:
+                stores[r] = store
+                met.wait(timeout=60)  # rank 0 answers until the step has met
+        except Exception as err:  # noqa: BLE001  (reported below)
+            errors.append(err)
+            met.abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (1, 0)]  # rank 1 looks before rank 0 listens
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        squatter.close()
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    assert stores[0].port == stores[1].port
+    stores[1].set("hello", "from rank 1")
+    assert stores[0].get("hello") == b"from rank 1"
+    assert os.environ["MASTER_PORT"] == str(slurm.candidate_ports(env)[1])  # met past the held port
 
 
 @pytest.mark.parametrize("nodelist, first", [("node1", "node1"), ("gpu[007-009,012],cpu1", "gpu007"),
@@ -196,7 +272,25 @@ def test_a_failed_sweep_job_names_its_slurm_logs(fake_run, tmp_path):
 
 
 DDP_SIGNAL = ["trainer.devices=2", "trainer.device=cpu", "trainer.threads=1", "trainer.ckpt_interval_steps=1",
-              "regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=3"]
+              "regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=3",
+              "trainer.ema=true", "data.eval_batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(train_tiny, tmp_path_factory):
+    """The uninterrupted 2-rank run the stopped ones must end equal to."""
+    run_dir = tmp_path_factory.mktemp("ddp_signal") / "reference"
+    train_tiny(run_dir, *DDP_SIGNAL)
+    return run_dir
+
+
+def _same_as_reference(reference, run_dir, read_summary) -> None:
+    import torch
+
+    ref, res = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (reference, run_dir))
+    mismatched = [k for k in ref["model"] if not torch.equal(ref["model"][k], res["model"][k])]
+    assert not mismatched, mismatched[:5]
+    assert read_summary(run_dir)["best"] == read_summary(reference)["best"]
 
 
 def _rank_pid(parent: int, rank: str) -> int | None:
@@ -219,8 +313,8 @@ def _rank_pid(parent: int, rank: str) -> int | None:
 
 
 @pytest.mark.slow
-def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny_overrides, train_tiny,
-                                                                           read_summary, tmp_path):
+def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny_overrides, train_tiny, read_summary,
+                                                                           tmp_path, ddp_reference):
     import os
     import subprocess
     import sys
@@ -228,8 +322,6 @@ def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny
 
     import torch
 
-    reference = tmp_path / "reference"
-    train_tiny(reference, *DDP_SIGNAL)
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "vitcli", "train", *tiny_overrides, *DDP_SIGNAL, f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -260,10 +352,50 @@ def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny
 
     proc = train_tiny(run_dir, *DDP_SIGNAL)  # the same command again: resumes
     assert "resumed from" in proc.stdout + (run_dir / "train.log").read_text()
-    ref, res = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (reference, run_dir))
-    mismatched = [k for k in ref["model"] if not torch.equal(ref["model"][k], res["model"][k])]
-    assert not mismatched, mismatched[:5]
-    assert read_summary(run_dir)["best"] == read_summary(reference)["best"]
+    _same_as_reference(ddp_reference, run_dir, read_summary)
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_ddp_rank_during_evaluation_ends_it_on_both(train_tiny, read_summary, tmp_path,
+                                                                    ddp_reference):
+    """Rank 1 alone is signalled at its second evaluation batch of epoch 2: both ranks end the
+    evaluation at the same batch (one vote per batch), rank 0 saves the state after the epoch's
+    training, and the rerun evaluates epoch 2 again and ends as the uninterrupted run."""
+    import torch
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import vitcli.engine.trainer as t\n"
+        "    real, calls = t.evaluate, []\n"
+        "    def evaluate(model, loader, runtime, **kw):\n"
+        "        calls.append(1)\n"
+        "        def batches(n=len(calls)):\n"
+        "            for i, b in enumerate(loader):\n"
+        "                if n == 3 and i == 1:\n"  # epoch 2's evaluation (raw, then EMA: 2 per epoch)
+        "                    os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "                yield b\n"
+        "        return real(model, batches(), runtime, **kw)\n"
+        "    t.evaluate = evaluate\n"
+    )
+    run_dir = tmp_path / "run"
+    env = {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    proc = train_tiny(run_dir, *DDP_SIGNAL, env=env, check=False)
+    assert proc.returncode == 128 + signal.SIGUSR2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vitcli: interrupted by SIGUSR2 at step "), proc.stderr
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    reference = torch.load(ddp_reference / "checkpoints" / "last.pt", weights_only=True)
+    steps_per_epoch = reference["global_step"] // 3
+    # the state after epoch 2's training, before its evaluation
+    assert (saved["epoch"], saved["batch_in_epoch"], saved["global_step"]) == (1, steps_per_epoch, 2 * steps_per_epoch)
+    summary = read_summary(run_dir)
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] == 1
+
+    train_tiny(run_dir, *DDP_SIGNAL)  # the same command again: evaluates epoch 2, trains epoch 3
+    _same_as_reference(ddp_reference, run_dir, read_summary)
 
 
 @pytest.mark.parametrize("env, stamp", [
@@ -304,6 +436,12 @@ def test_a_run_dir_is_resumed_only_by_the_config_that_wrote_it(tmp_path):
     with pytest.raises(UserError, match=r"optimizer.lr: 0.001 there, 0.002 now\); continue it with `vitcli train "
                                         r"resume="):
         check_one_run(tmp_path, "model:\n  name: vit_t\noptimizer:\n  lr: 0.002\n")
+    # a setting vitcli gained after the run was written (absent there) is no change; the command's own
+    # data check is not the run's; a setting the run had and lost still is
+    check_one_run(tmp_path, "model:\n  name: vit_t\noptimizer:\n  lr: 0.001\nlogger:\n  backends:\n    mlflow: false\n"
+                            "data_check: warn\n")
+    with pytest.raises(UserError, match=r"optimizer.lr: 0.001 there, None now"):
+        check_one_run(tmp_path, "model:\n  name: vit_t\n")
 
 
 def test_the_submitting_side_waits_through_requeues_and_gives_up_on_jobs_slurm_ended(tmp_path, monkeypatch):
@@ -351,3 +489,74 @@ def test_a_sweep_point_that_failed_before_training_gets_its_job_logs(fake_run, r
     name_logs(completed, job)
     assert read_summary(failed)["slurm"]["logs"] == [str(job.paths.stdout), str(job.paths.stderr)]
     assert "slurm" not in read_summary(completed)
+
+
+@pytest.mark.parametrize("srun, visible, gpu", [
+    # srun --ntasks-per-node=4 --gpus-per-task=1: SLURM binds one GPU to each task (CUDA_VISIBLE_DEVICES=<its GPU>)
+    ({"SLURM_GPUS_PER_TASK": "1", "CUDA_VISIBLE_DEVICES": "2"}, 1, 0),
+    # --gpus-per-node=4: every task sees the node's four GPUs; rank k takes cuda:k
+    ({"SLURM_GPUS_ON_NODE": "4", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}, 4, 2),
+    # --gpus-per-task=1 --gpu-bind=none: each task sees all four again
+    ({"SLURM_GPUS_PER_TASK": "1", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}, 4, 2),
+])
+def test_each_srun_task_finds_its_gpu(srun, visible, gpu):
+    from vitcli.core.runtime import rank_gpu
+
+    env = {**_srun_env(2, nodes=1, per_node=4), **srun}
+    slurm.join_tasks_as_ranks(env)  # RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, ... as the task exports them
+    assert len(env["CUDA_VISIBLE_DEVICES"].split(",")) == visible  # what torch.cuda.device_count() then says
+    assert rank_gpu(visible, env) == gpu
+
+
+def test_ranks_that_would_share_a_gpu_are_refused():
+    from vitcli.core.errors import UserError
+    from vitcli.core.runtime import rank_gpu
+
+    # --gpus-per-node=1 for 4 tasks: they would all land on one GPU
+    env = {**_srun_env(2, nodes=1, per_node=4), "CUDA_VISIBLE_DEVICES": "0"}
+    slurm.join_tasks_as_ranks(env)
+    with pytest.raises(UserError, match="4 processes on this node need 4 GPUs but 1 is visible to rank 2"):
+        rank_gpu(1, env)
+    # trainer.devices=2 relaunched by torchrun inside a one-task step given one GPU: its ranks are not SLURM's tasks
+    relaunched = {**_srun_env(0, nodes=1, per_node=1), "SLURM_STEP_NUM_TASKS": "1", "SLURM_GPUS_PER_TASK": "1",
+                  "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    with pytest.raises(UserError, match="need 2 GPUs but 1 is visible"):
+        rank_gpu(1, relaunched)
+
+
+def test_hydra_launcher_takes_one_gpu_per_task(compose, tmp_path):
+    """hydra.launcher.gpus_per_task=1 reaches sbatch as --gpus-per-task=1, without the preset's --gpus-per-node."""
+    import shutil
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    if shutil.which("srun") is None:
+        pytest.skip("submitit's SLURM executor needs srun on PATH")
+    import submitit
+
+    from vitcli.launch.slurm_launcher import executor_params
+
+    def sbatch_lines(*overrides: str) -> list[str]:
+        cfg = compose("train", ["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", *overrides],
+                      return_hydra_config=True)
+        params = {k: v for k, v in cfg.hydra.launcher.items() if k not in ("_target_", "submitit_folder",
+                                                                         "max_num_timeout")}
+        executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path)
+        executor.update_parameters(**executor_params(params))
+        text = executor._executor._make_submission_file_text("python -m vitcli train", "uid")
+        return [line for line in text.splitlines() if line.startswith("#SBATCH --gpus")]
+
+    assert sbatch_lines() == ["#SBATCH --gpus-per-node=2"]
+    assert sbatch_lines("hydra.launcher.gpus_per_task=1") == ["#SBATCH --gpus-per-task=1"]
+
+
+def test_the_slurm_launcher_without_slurm_says_so_in_one_line(cli, tmp_path):
+    import sys
+
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    out = cli("train", "-m", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path,
+              env={"PATH": os.path.dirname(sys.executable)}, check=False)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "vitcli: error: hydra/launcher=slurm submits jobs with SLURM's sbatch, srun and squeue, and sbatch, srun, "
+        "squeue are not on PATH here: run the sweep on a SLURM login node, or drop hydra/launcher=slurm to run its "
+        "jobs on this machine"]

@@ -28,6 +28,7 @@ class VitcliSlurmLauncher(SlurmLauncher):
         return run_task(super().__call__, *args)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from vitcli.core.errors import report_user_errors  # no SLURM here: one line, not a traceback
         from vitcli.launch.slurm_launcher import launch
 
-        return launch(self, job_overrides, initial_job_idx)
+        return report_user_errors(launch)(self, job_overrides, initial_job_idx)

@@ -70,12 +70,13 @@ free_port() {  # first port >= $1 that nothing listens on
 }
 
 write_config() {
-    local host cpus mem_mb ctld_port slurmd_port
+    local host cpus mem_mb ctld_port slurmd_port resv_low
     host=$(hostname -s)
     cpus=${VITCLI_SLURM_CPUS:-$(($(nproc) > 2 ? $(nproc) : 2))}
     mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
     ctld_port=$(free_port "${VITCLI_SLURM_PORT:-16817}")
     slurmd_port=$(free_port $((ctld_port + 1)))
+    resv_low=$((ctld_port + 100))
     cat >"$CONF" <<EOF
 # written by tests/slurm/cluster.sh: a one-node test cluster; everything under $DIR
 ClusterName=vitcli-test
@@ -103,6 +104,8 @@ AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
+# ports SLURM may reserve for a step (srun --resv-ports, SLURM_STEP_RESV_PORTS)
+MpiParams=ports=$resv_low-$((resv_low + 999))
 ReturnToService=2
 # declared CPUs are trusted (a 1-core machine can still hold a 2-task job); no cgroups needed
 SlurmdParameters=config_overrides

@@ -32,7 +32,8 @@ def fit_run(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    torchrun.check_devices(cfg, slurm.join_tasks_as_ranks())  # srun --ntasks=N: each task is one rank
+    slurm_task = slurm.join_tasks_as_ranks()  # srun --ntasks=N: each task is one rank
+    torchrun.check_devices(cfg, slurm_task)
     # one writer per run dir: rank 0, or the parent of trainer.devices=N's ranks. SLURM's time-limit
     # warning may come before training starts: it is kept and acted on at the first step.
     with run_lock(run_dir) if torchrun.takes_run_lock() else nullcontext(), \
@@ -45,9 +46,9 @@ def fit_run(cfg: DictConfig) -> float:
         if torchrun.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
             return torchrun.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
         try:
-            return fit_rank(cfg, run_dir)
+            return fit_rank(cfg, run_dir, slurm_task)
         except interrupts.TrainingInterrupted as err:
-            requeue.requeue(err.plan, run_dir)  # rank 0 under SLURM: the job runs again (JobRequeued)
+            requeue.leave_if_requeued(err.plan, run_dir)  # trainer.devices=N's parent: ranks requeued the job
             raise
 
 
@@ -71,12 +72,12 @@ def next_steps(run_dir: str | Path) -> str:
     return "\n".join(["next:", *(f"  {command:<{width}}  # {what}" for command, what in steps)])
 
 
-def fit_rank(cfg: DictConfig, run_dir: Path) -> float:
-    """One process: the whole run, or one DDP rank of it under torchrun."""
+def fit_rank(cfg: DictConfig, run_dir: Path, slurm_task: Any = None) -> float:
+    """One process: the whole run, or one DDP rank of it (under torchrun, or a task of an srun step)."""
     from vitcli.launch import comm, torchrun
     from vitcli.engine.trainer import Trainer
 
-    with torchrun.rank_session(cfg.trainer.device):
+    with torchrun.rank_session(cfg.trainer.device, slurm_task):
         # a rank's error is recorded while the process group lives: once it closes, the peers fail
         # and torchrun may stop this rank before it could say why
         summary = torchrun.record_errors(lambda: Trainer(cfg, comm.shared_run_dir(run_dir)).fit())()

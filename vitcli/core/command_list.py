@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                            "or write any dataset as WebDataset shards (format=wds out=DIR)"),
     "models": ("models", "model presets, the timm names behind them and their sizes"),
     "runs": ("runs", "table of runs under runs/ with their best metrics: vitcli runs [sort=val_top1]"),
+    "plan": ("plan", "measure a few real steps before launching: img/s, memory, data- or compute-bound, ETA "
+                     "-> runs/plans/<stamp>/plan.json"),
     "probe": ("probe", "frozen features scored by k-NN / linear / few-shot probes: vitcli probe run=DIR"),
     "export": ("export", "a run's model as a timm folder (config.json + safetensors) or ONNX: vitcli export run=DIR"),
     "info": ("info", "versions, device, installed extras, cache dirs and runs root (paste it into a bug report)"),

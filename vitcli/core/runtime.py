@@ -10,9 +10,10 @@ one source of truth.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Mapping
 
 import numpy as np
 import torch
@@ -38,6 +39,31 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as err:
         raise UserError(f"trainer.device={name} is not a device (use auto, cpu, cuda or cuda:N)") from err
+
+
+def rank_gpu(device_count: int, env: Mapping[str, str] | None = None) -> int:
+    """This DDP rank's GPU among the `device_count` it sees: cuda:LOCAL_RANK when the node's ranks
+    share its GPUs (torchrun, `srun --gpus-per-node=N`), cuda:0 when SLURM gave each task its own
+    GPU (`--gpus-per-task=1`: CUDA_VISIBLE_DEVICES then lists that one GPU in each task).
+
+    >>> rank_gpu(1, {"LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "4", "RANK": "3", "WORLD_SIZE": "4",
+    ...              "SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_GPUS_PER_TASK": "1"})
+    0
+    """
+    env = os.environ if env is None else env
+    local_rank = int(env.get("LOCAL_RANK", 0))
+    local_world = int(env.get("LOCAL_WORLD_SIZE") or env.get("WORLD_SIZE") or 1)
+    if device_count >= local_world:
+        return local_rank
+    # the ranks are SLURM's own tasks (not torchrun's processes inside one task), each bound to its GPUs
+    own_gpus = bool(env.get("SLURM_GPUS_PER_TASK")) and env.get("RANK") == env.get("SLURM_PROCID") \
+        and env.get("WORLD_SIZE") == (env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS"))
+    if own_gpus and device_count >= 1:
+        return 0
+    raise UserError(f"{local_world} processes on this node need {local_world} GPUs but {device_count} "
+                    f"{'is' if device_count == 1 else 'are'} visible to rank {env.get('RANK', 0)}; lower "
+                    "trainer.devices (or --nproc-per-node / --ntasks-per-node), give each SLURM task its own GPU "
+                    "(--gpus-per-task=1), or use trainer.device=cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -78,7 +104,7 @@ class Runtime:
         """This process's runtime: the device resolved (one GPU per DDP rank) and the rank read from torchrun's env."""
         dev = resolve_device(device)
         if dist.world_size() > 1 and dev.type == "cuda":
-            dev = torch.device("cuda", dist.local_rank())
+            dev = torch.device("cuda", rank_gpu(torch.cuda.device_count()))
         return cls(dev, precision_name(precision), dist.rank(), dist.world_size(), dist.local_rank())
 
     @property

@@ -203,9 +203,9 @@ class TrainerConfig:
 class LoggerBackends:
     """The trackers that run beside csv/jsonl. Each logger option turns its own on, so Hydra's list
     selection logger=[wandb,mlflow] turns on both; logger.backends.<name>=true adds one (resume too)."""
-    wandb: bool = False
-    mlflow: bool = False
-    tensorboard: bool = False
+    wandb: bool = False  # Weights & Biases (logger=wandb)
+    mlflow: bool = False  # MLflow (logger=mlflow)
+    tensorboard: bool = False  # TensorBoard event files in the run dir (logger=tensorboard)
 
 
 @dataclass

@@ -151,6 +151,24 @@ class PreviewConfig(TrainConfig):
 
 
 @dataclass
+class PlanOptions:
+    warmup: int = 2  # optimizer steps run before timing (allocations, autotuning, torch.compile)
+    steps: int = 5  # optimizer steps timed (then one more step measures memory)
+    eval_batches: int = 3  # evaluation batches timed, after one warm-up batch
+    find_batch: bool = False  # also search the largest per-device batch that fits (doubling, then bisection)
+    memory_budget_gb: Optional[float] = None  # what "fits" means: CPU: peak RSS under it (null: the RAM available);
+    # CUDA: no out-of-memory error, and the peak allocated under it when set
+    max_batch: Optional[int] = None  # find_batch: the largest batch tried (null: the train split's size per device)
+    out: str = MISSING  # where plan.json goes (conf/plan.yaml: runs/plans/<stamp>)
+
+
+@dataclass
+class PlanConfig(TrainConfig):
+    """`vitcli plan`: the train config (same groups and overrides), measured for a few steps."""
+    plan: PlanOptions = field(default_factory=PlanOptions)
+
+
+@dataclass
 class ProbeConfig(TrainConfig):
     """`vitcli probe`: a run (run=DIR) or the composed model preset, scored by frozen-feature probes."""
 
@@ -185,4 +203,5 @@ SCHEMAS: dict[str, type] = {
     "explain_schema": ExplainConfig, "preview_schema": PreviewConfig, "probe_schema": ProbeConfig,
     "ensemble_schema": EnsembleConfig, "export_schema": ExportConfig, "models_schema": ModelsConfig,
     "runs_schema": RunsConfig, "prepare_schema": PrepareConfig, "info_schema": InfoConfig,
+    "plan_schema": PlanConfig,
 }

@@ -11,6 +11,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -180,6 +182,36 @@ def resolve_num_workers(value: Any) -> int:
     return count
 
 
+class WorkerInit:
+    """A DataLoader `worker_init_fn` that leaves the stop signals to the main process, then runs
+    `inner` (a loader's own worker_init_fn). SLURM signals every process of a job step, a shell's
+    Ctrl-C its whole process group, and torch's workers die of SIGTERM from anyone but their
+    parent and of SIGUSR2's default action, failing the main process before it could save.
+
+    SIGINT and SIGUSR2 are ignored. SIGTERM still ends a worker when the process that built the
+    loader sends it (torch's shutdown, multiprocessing's exit), and is ignored from anyone else."""
+
+    def __init__(self, inner: Callable[[int], None] | None = None):
+        self.inner, self.owner = inner, os.getpid()  # built in the main process, pickled into workers
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        if hasattr(signal, "sigwaitinfo"):  # (macOS has none: torch's own SIGTERM handler stays)
+            # blocked, not ignored (an ignored signal is discarded, its sender unknown), and taken by a
+            # thread that sees who sent it; threads started later inherit the mask
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            threading.Thread(target=_end_on_sigterm_from, args=(self.owner,), daemon=True).start()
+        if self.inner is not None:
+            self.inner(worker_id)
+
+
+def _end_on_sigterm_from(owner: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == owner:
+            os._exit(0)  # what torch's worker does on its parent's SIGTERM
+
+
 class FileLoader(EpochBatching):
     """Batches of (x float NCHW normalized, y int64) from image files, on `device`.
 
@@ -232,6 +264,7 @@ class FileLoader(EpochBatching):
                 self.dataset, batch_sampler=EpochBatchSampler(self), num_workers=self.num_workers,
                 collate_fn=collate_skipping, pin_memory=self.device.type == "cuda",
                 persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed),
+                worker_init_fn=WorkerInit(),  # SLURM signals every process: the workers leave stops to this one
             )
         return self._loader
 

@@ -7,7 +7,7 @@ averaged probabilities (softmax of them gives those probabilities back).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ def _forward(model, x: torch.Tensor, tta: str, crop_fraction: float, runtime: Ru
 
 @torch.no_grad()
 def evaluate(model, loader, runtime: Runtime, keep_logits: bool = False, tta: str = "none",
-             crop_fraction: float = 0.875) -> dict[str, Any]:
+             crop_fraction: float = 0.875, stop: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Metrics over every sample of `loader` (labels < 0 are excluded from metrics), at the runtime's precision.
 
     Under DDP each rank evaluates its own shard and the exact counts are summed over ranks,
@@ -76,13 +76,17 @@ def evaluate(model, loader, runtime: Runtime, keep_logits: bool = False, tta: st
         loader: yields (inputs, labels) batches.
         runtime: device and precision (autocast) of the forward passes; DDP reduction.
         tta: none | flip | multicrop (averages softmax probabilities over views).
+        stop: called with each batch's index before it; raises to end the evaluation early (the
+            training loop's stop vote: a stop signal must not wait for a whole evaluation).
     """
     model.eval()
     device = runtime.device
     # running totals stay on the device (no sync per batch) until the end
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # EvalCounts fields
     all_logits, all_labels = [], []
-    for x, y in loader:
+    for i, (x, y) in enumerate(loader):
+        if stop is not None:
+            stop(i)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = _forward(model, x, str(tta), crop_fraction, runtime)
         if keep_logits:

@@ -21,17 +21,18 @@ import torch
 from omegaconf import OmegaConf
 
 from vitcli.core import runs
+from vitcli.core.io import write_text
 from vitcli.core.runtime import Runtime
 from vitcli.data.mixing import mix_batch
-from vitcli.launch import interrupts, requeue, slurm
+from vitcli.launch import interrupts, slurm
 from vitcli.engine.build import accumulation_group, build_parts
-from vitcli.launch.comm import barrier, broadcast_from_main, control_group
+from vitcli.launch.comm import broadcast_from_main
 from vitcli.engine.evaluate import evaluate
 from vitcli.engine.loss_window import LossWindow
 from vitcli.engine.progress import EpochProgress, choose_mode
 from vitcli.engine.run_state import RunState
 from vitcli.launch.runlock import check_one_run
-from vitcli.engine.stopping import StopDecision, create_stoppers, replay
+from vitcli.engine.stopping import SignalStop, StopDecision, create_stoppers, replay
 from vitcli.engine.tracking import MetricsLogger, NullMetrics
 from vitcli.models.factory import set_backbone_trainable, set_train_mode
 
@@ -64,7 +65,8 @@ class Trainer:
         self.state = RunState(cfg, self.run_dir, self.parts, self.runtime, metrics, self.window,
                               OmegaConf.to_yaml(cfg, resolve=True))
         self.stoppers = create_stoppers(cfg) if main else []
-        self.vote = interrupts.StopVote(control_group())  # signals: every rank stops at the same step
+        self.signal_stop = SignalStop(self.runtime, len(self.parts.val_loader))
+        self.vote = self.signal_stop.vote  # signals: every rank stops at the same step
         self.state.summary_fields.update(slurm.summary_fields())  # job id, requeues, log files (under SLURM)
 
     # ---- one micro-batch / optimizer step -----------------------------------
@@ -154,8 +156,7 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         state.train_images += seen_now
         state.train_seconds += elapsed
-        loss_sum, seen = self.window.read(epoch, state.global_step)
-        self.window.reset(step=state.global_step)
+        loss_sum, seen = self.window.read(epoch, state.global_step)  # kept until the epoch's evaluation is done
         stats = {"train_loss": loss_sum / max(seen, 1), "images_per_s": seen_now / max(elapsed, 1e-9),
                  "epoch_time_s": elapsed}
         # criteria may report their own per-epoch figures (e.g. distillation: teacher ms per step)
@@ -179,11 +180,12 @@ class Trainer:
             the record for metrics.jsonl, and "model"/"ema" when that copy improved on the best (else None).
         """
         p, state = self.parts, self.state
-        val = evaluate(p.model, p.val_loader, self.runtime)
+        stop = self.signal_stop.in_evaluation(state, self.batches_per_epoch)  # a stop signal ends it early
+        val = evaluate(p.model, p.val_loader, self.runtime, stop=stop)
         record = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]}
         candidates = [("model", val)]
         if p.ema is not None:
-            ema_val = evaluate(p.ema.module, p.val_loader, self.runtime)
+            ema_val = evaluate(p.ema.module, p.val_loader, self.runtime, stop=stop)
             record.update(ema_top1=ema_val["top1"], ema_top5=ema_val["top5"], ema_loss=ema_val["loss"])
             candidates.append(("ema", ema_val))
         source, metrics = max(candidates, key=lambda c: c[1]["top1"])
@@ -205,7 +207,7 @@ class Trainer:
             check_one_run(self.run_dir, state.config_yaml)
         if self.runtime.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / runs.CONFIG).write_text(state.config_yaml)
+            write_text(self.run_dir / runs.CONFIG, state.config_yaml)  # atomic: the other ranks check it too
             state.write_class_counts()
         # a rerun of a run that a stopper ended stays ended (engine/stopping.py: how to train on)
         stop: StopDecision | None = replay(self.stoppers, state.history) if state.maybe_resume() else None
@@ -218,30 +220,24 @@ class Trainer:
             f"for {epochs} epochs on {self.runtime.device}; run dir {self.run_dir}"
         )
         state.write_summary("running")
-        try:
-            with interrupts.stop_requests():
+        # until the run is saved and handed back, a (repeated) stop signal only raises the flag
+        with interrupts.stop_requests():
+            try:
                 for epoch in range(state.epoch, epochs if stop is None else state.epoch):
                     stop = self.run_epoch(epoch)
                     if stop is not None:
                         break
                     if self.vote.settle() and epoch + 1 < epochs:  # at an epoch end: last.pt is saved
                         raise interrupts.TrainingInterrupted(self.vote.signum, f"after epoch {epoch + 1}")
-        except interrupts.TrainingInterrupted as err:
-            self.window.read(state.epoch, state.global_step)  # the loss totals last.pt records (and a finite state)
-            state.save_last()  # the state after the last whole step: a rerun resumes from it exactly
-            if self.runtime.is_main:  # under SLURM: is the job requeued (by SLURM, or by rank 0 next)?
-                err.plan = requeue.plan_stop(err.signum)
-                state.summary_fields.update(slurm.summary_fields(err.plan.requeues))
-            state.finish(err.plan.status if err.plan else "interrupted")
-            if self.runtime.distributed:
-                barrier()  # no rank leaves (and gets its launcher to kill the others) before rank 0 saved
-            raise
-        except KeyboardInterrupt:
-            state.finish("interrupted")
-            raise
-        except Exception as err:
-            state.finish("failed", str(err).splitlines()[0] if str(err) else type(err).__name__)
-            raise
+            except interrupts.TrainingInterrupted as err:
+                self.signal_stop.save(err, state, self.window, self.run_dir)
+                raise
+            except KeyboardInterrupt:
+                state.finish("interrupted")
+                raise
+            except Exception as err:
+                state.finish("failed", str(err).splitlines()[0] if str(err) else type(err).__name__)
+                raise
         state.export()
         if stop is not None:
             state.summary_fields["stopped"] = stop.record(state.epoch)
@@ -258,6 +254,7 @@ class Trainer:
         train_stats = self.train_one_epoch(epoch)
         state.epoch, state.batch_in_epoch = epoch + 1, 0
         val_record, improved = self.validate()
+        self.window.reset(step=state.global_step)  # evaluated: the next epoch's totals start here
         p.scheduler.step(state.epoch, val_record["val_top1"])  # per-epoch schedules (plateau); others ignore it
         record = {"epoch": state.epoch, **train_stats, **val_record, "lr": p.optimizer.param_groups[-1]["lr"]}
         state.history.append(record)

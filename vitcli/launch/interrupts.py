@@ -20,11 +20,12 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)  # DataLoader workers leave them to us (data/files.py)
 
 _received: list[int] = []
 _before: dict[int, Any] = {}  # signal -> the handler it had before vitcli took it
 _depth = 0  # stop_requests blocks open
+_leaving = False  # the job went back to SLURM: this process only exits now (leave_quietly)
 
 
 class TrainingInterrupted(Exception):
@@ -76,10 +77,12 @@ def stop_requests(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
     """Within the block, `signals` set a flag instead of ending the process (main thread only:
     Python delivers signals there). Blocks nest; a flag raised before or inside the block stays
     up until the outermost block ends, and each block gives back the signals it took."""
-    global _depth
+    global _depth, _leaving
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if _depth == 0:
+        _leaving = False
     taken = take(signals)
     _depth += 1
     try:
@@ -87,9 +90,26 @@ def stop_requests(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
     finally:
         _depth -= 1
         for s in taken:
-            signal.signal(s, _before.pop(s))
+            before = _before.pop(s)
+            signal.signal(s, signal.SIG_IGN if _leaving else before)
         if _depth == 0:
             _received.clear()
+
+
+def leave_quietly() -> None:
+    """The job went back to SLURM and this process only exits now: from here on the stop signals
+    are ignored (SLURM and srun repeat SIGTERM to a requeued job's processes; a second one during
+    the teardown would end a rank with an error). SLURM's SIGKILL after KillWait still ends it."""
+    global _leaving
+    _leaving = True
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
+def leaving() -> bool:
+    """leave_quietly() was called: a handler being put back should stay SIG_IGN."""
+    return _leaving
 
 
 class StopVote:

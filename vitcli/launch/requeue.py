@@ -4,7 +4,7 @@ A signal stops training at a step boundary (launch/interrupts.py). `plan_stop` t
 `scontrol` what SLURM is doing with the job: requeueing it itself (preemption, `scontrol
 requeue`: the restart count went up), ending it at its time limit or warning of that limit
 (SIGUSR2 while it runs: then vitcli requeues it), or cancelling it (`scancel`: the run is
-interrupted for good). Rank 0 writes the plan's status into summary.json, and `requeue()`
+interrupted for good). Rank 0 writes the plan's status into summary.json, and `hand_back()`
 hands the job back: through submitit's checkpoint protocol when submitit started it (its
 max_num_timeout applies), else `scontrol requeue $SLURM_JOB_ID`. The requeued job runs the same
 command, finds checkpoints/last.pt in the same run dir and resumes.
@@ -91,32 +91,48 @@ def _submitit_handler() -> Callable[[int, Any], Any] | None:
         else None
 
 
-def requeue(plan: StopPlan | None, run_dir: Path) -> None:
-    """Hand a stopped job back to SLURM once rank 0 has written last.pt and summary.json; raises
-    JobRequeued (the process ends quietly) when the job runs again. A no-op for an interrupted
-    run, outside SLURM, and on ranks other than 0 (plan None)."""
+def hand_back(plan: StopPlan, run_dir: Path) -> StopPlan:
+    """On rank 0, once last.pt and summary.json are written: ask SLURM to run the job again when
+    this process must (time limit, its warning), through submitit's checkpoint protocol when
+    submitit started the job, else `scontrol requeue $SLURM_JOB_ID`. Returns the plan, or, when
+    SLURM refused, an interrupted one (summary.json then says why). Never raises: the other
+    ranks wait for its answer."""
+    if plan.status != REQUEUED or not plan.requeue_here:
+        return plan
+    job = os.environ.get("SLURM_JOB_ID", "")
+    handler = _submitit_handler()
+    if handler is not None:
+        # submitit's checkpoint protocol: launcher.checkpoint() -> the same job pickled again,
+        # `scontrol requeue`, sys.exit(-1); past max_num_timeout it raises UncompletedJobError
+        try:
+            handler(WARNING_SIGNAL, None)
+        except SystemExit:
+            pass
+        except Exception as err:
+            return _not_requeued(plan, run_dir, str(err) or type(err).__name__)
+        return plan
+    try:
+        out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return _not_requeued(plan, run_dir, f"scontrol requeue {job} failed: {err}")
+    if out.returncode != 0:
+        return _not_requeued(plan, run_dir, f"scontrol requeue {job} failed: {(out.stderr or out.stdout).strip()}")
+    return plan
+
+
+def _not_requeued(plan: StopPlan, run_dir: Path, message: str) -> StopPlan:
+    log.error(f"the job was not requeued: {message}")
+    mark_not_requeued(run_dir, message)
+    return StopPlan(INTERRUPTED, requeues=plan.requeues - 1, why=message)
+
+
+def leave_if_requeued(plan: StopPlan | None, run_dir: Path) -> None:
+    """JobRequeued (the process ends quietly, exit status 0) when SLURM runs the job again;
+    a no-op for an interrupted run, outside SLURM, and without a plan."""
     if plan is None or plan.status != REQUEUED:
         return
-    job = os.environ.get("SLURM_JOB_ID", "")
-    if plan.requeue_here:
-        handler = _submitit_handler()
-        if handler is not None:
-            # submitit's checkpoint protocol: launcher.checkpoint() -> the same job pickled again,
-            # `scontrol requeue`, sys.exit(-1); past max_num_timeout it raises UncompletedJobError
-            try:
-                handler(WARNING_SIGNAL, None)
-            except SystemExit:
-                pass
-            except Exception as err:
-                mark_not_requeued(run_dir, str(err))
-                raise
-        else:
-            out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            if out.returncode != 0:
-                message = f"scontrol requeue {job} failed: {(out.stderr or out.stdout).strip()}"
-                mark_not_requeued(run_dir, message)
-                raise RuntimeError(message)
     log.info(f"SLURM job {job_id()} requeued ({plan.why}); it resumes {run_dir} from its last.pt")
+    interrupts.leave_quietly()
     raise JobRequeued(0)
 
 

@@ -67,8 +67,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-# settings a rerun into the same run dir may change and still resume (a longer schedule)
-RESUMABLE_CHANGES = ("trainer.epochs",)
+# settings a rerun into the same run dir may change and still resume (a longer schedule; the data
+# check is the command's own, not the run's)
+RESUMABLE_CHANGES = ("trainer.epochs", "data_check")
 
 
 def check_one_run(run_dir: Path, config_yaml: str) -> None:
@@ -83,7 +84,9 @@ def check_one_run(run_dir: Path, config_yaml: str) -> None:
     if saved == config_yaml:
         return
     old, new = _flat(yaml.safe_load(saved)), _flat(yaml.safe_load(config_yaml))
-    differ = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
+    # a key the saved config lacks is a setting added to vitcli after the run was written, not a change
+    differ = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+              and (k in old or k not in new)]
     if not differ:
         return
     key = differ[0]

@@ -6,6 +6,13 @@ MASTER_ADDR, MASTER_PORT), the rules of submitit's TorchDistributedEnvironment a
 SLURMEnvironment, read per job step (SLURM_STEP_*) so a batch script with --ntasks=4 that runs
 `vitcli train` without srun stays one process instead of waiting for three ranks that never come.
 
+The master port: a port SLURM reserved for the step (`srun --resv-ports`, SLURM_STEP_RESV_PORTS),
+else VITCLI_MASTER_PORT when the batch script sets it, else one of a few ports derived from the
+job, step and requeue count in 20000-32767 (below Linux's ephemeral ports, which the kernel
+hands out to outgoing connections), where rank 0 listens on the first it can bind and the others
+find it (comm.py's step_store). MASTER_PORT in the environment is not used: sbatch exports the
+submitting shell's variables, and one left there would give every job the same port.
+
 The job: its id, requeue count, log files (scontrol) and queue state (squeue), for
 summary.json and `vitcli runs`. What a stopped run asks of SLURM lives in launch/requeue.py.
 """
@@ -13,6 +20,7 @@ summary.json and `vitcli runs`. What a stopped run asks of SLURM lives in launch
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import subprocess
@@ -20,8 +28,16 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from vitcli.core.errors import UserError
+
+log = logging.getLogger("vitcli")
+
 
 # ---- ranks ----------------------------------------------------------------------------------
+PORT_RANGE = (20000, 32768)  # Linux hands out 32768-60999 to outgoing connections (ip_local_port_range)
+PORT_VARIABLE = "VITCLI_MASTER_PORT"  # a port chosen by hand, in the batch script
+DERIVED = "derived"
+
 @dataclass(frozen=True)
 class SlurmTask:
     """One task of a multi-task `srun` step, as a DDP rank.
@@ -44,6 +60,7 @@ class SlurmTask:
     num_nodes: int
     master_addr: str
     master_port: int
+    port_source: str = DERIVED  # "SLURM_STEP_RESV_PORTS", "VITCLI_MASTER_PORT" or DERIVED (rendezvous)
 
     def torch_env(self) -> dict[str, str]:
         """The variables torch.distributed's env:// rendezvous reads (as torchrun sets them)."""
@@ -62,14 +79,32 @@ def step_task(env: Mapping[str, str] = os.environ) -> SlurmTask | None:
         return None
     node = int(env.get("SLURM_NODEID", 0))
     per_node = tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE") or str(world))
-    job, step = env.get("SLURM_JOB_ID", "0"), env.get("SLURM_STEP_ID", "0")
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "localhost"
+    port, source = step_port(env)
     return SlurmTask(
-        job_id=job, step_id=step, rank=int(env["SLURM_PROCID"]), local_rank=int(env.get("SLURM_LOCALID", 0)),
-        world_size=world, local_world_size=per_node[node] if node < len(per_node) else per_node[-1],
-        node_rank=node, num_nodes=int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_JOB_NUM_NODES") or 1),
-        master_addr=first_host(nodelist), master_port=int(env.get("MASTER_PORT") or master_port(job, step)),
+        job_id=env.get("SLURM_JOB_ID", "0"), step_id=env.get("SLURM_STEP_ID", "0"), rank=int(env["SLURM_PROCID"]),
+        local_rank=int(env.get("SLURM_LOCALID", 0)), world_size=world,
+        local_world_size=per_node[node] if node < len(per_node) else per_node[-1], node_rank=node,
+        num_nodes=int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_JOB_NUM_NODES") or 1),
+        master_addr=first_host(nodelist), master_port=port, port_source=source,
     )
+
+
+def step_port(env: Mapping[str, str]) -> tuple[int, str]:
+    """The step's master port and where it came from (see the module doc).
+
+    >>> step_port({"SLURM_STEP_RESV_PORTS": "12001-12003", "MASTER_PORT": "29500"})
+    (12001, 'SLURM_STEP_RESV_PORTS')
+    """
+    reserved = re.match(r"\s*(\d+)", env.get("SLURM_STEP_RESV_PORTS") or "")
+    if reserved:
+        return int(reserved.group(1)), "SLURM_STEP_RESV_PORTS"
+    chosen = (env.get(PORT_VARIABLE) or "").strip()
+    if chosen:
+        if not chosen.isdigit() or not 0 < int(chosen) < 65536:
+            raise UserError(f"{PORT_VARIABLE}={chosen} is not a port number (1-65535)")
+        return int(chosen), PORT_VARIABLE
+    return candidate_ports(env)[0], DERIVED
 
 
 def tasks_per_node(spec: str) -> list[int]:
@@ -99,9 +134,23 @@ def first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0] if ranges else prefix
 
 
-def master_port(job_id: str, step_id: str = "0") -> int:
-    """A port in 20000-59999 fixed by the job and step, so every rank (and every requeue) agrees on it."""
-    return 20000 + zlib.crc32(f"{job_id}.{step_id}".encode()) % 40000
+def candidate_ports(env: Mapping[str, str], count: int = 8) -> list[int]:
+    """The ports a step's rank 0 tries in turn, the same on every task: fixed by the job, the step
+    and the requeue count (a requeued job does not meet its predecessor's sockets in TIME_WAIT), in
+    PORT_RANGE, below the ephemeral ports.
+
+    >>> ports = candidate_ports({"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0"})
+    >>> len(set(ports)), all(PORT_RANGE[0] <= p < PORT_RANGE[1] for p in ports)
+    (8, True)
+    """
+    key = f"{env.get('SLURM_JOB_ID', '0')}.{env.get('SLURM_STEP_ID', '0')}.{restarts(env)}"
+    low, high = PORT_RANGE
+    ports: list[int] = []
+    for k in range(count * 4):
+        port = low + zlib.crc32(f"{key}.{k}".encode()) % (high - low)
+        if port not in ports:
+            ports.append(port)
+    return ports[:count]
 
 
 def join_tasks_as_ranks(env: dict[str, str] | Any = os.environ) -> SlurmTask | None:
@@ -110,8 +159,14 @@ def join_tasks_as_ranks(env: dict[str, str] | Any = os.environ) -> SlurmTask | N
     if "RANK" in env and "WORLD_SIZE" in env:
         return None
     task = step_task(env)
-    if task is not None:
-        env.update(task.torch_env())
+    if task is None:
+        return None
+    inherited = env.get("MASTER_PORT")
+    if inherited and inherited != str(task.master_port) and task.rank == 0:
+        log.warning(f"MASTER_PORT={inherited} in the environment is not used (sbatch passes the submitting shell's "
+                    f"variables on to every job); this step uses port {task.master_port} "
+                    f"({task.port_source}); set {PORT_VARIABLE} in the batch script to choose one")
+    env.update(task.torch_env())
     return task
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -33,6 +34,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict
 
 from vitcli.core import runs
+from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
 from vitcli.launch import interrupts
 from vitcli.launch.slurm import queue_states
@@ -62,12 +64,16 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     for each on squeue and turn a job that left no result into a recorded failure."""
     import submitit
 
+    missing = [tool for tool in ("sbatch", "srun", "squeue") if shutil.which(tool) is None]
+    if missing:
+        raise UserError(f"hydra/launcher=slurm submits jobs with SLURM's sbatch, srun and squeue, and "
+                        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on PATH here: run the "
+                        "sweep on a SLURM login node, or drop hydra/launcher=slurm to run its jobs on this machine")
     params = dict(launcher.params)
     executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
                                      slurm_max_num_timeout=params.pop("max_num_timeout"),
                                      slurm_python=f"{shlex.quote(sys.executable)} -u -m vitcli.launch.slurm_job")
-    common = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in common else f"slurm_{k}": v for k, v in params.items()})
+    executor.update_parameters(**executor_params(params))
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
@@ -79,6 +85,20 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     states = wait_for_jobs(jobs)
     return [job_return(launcher, job, states.get(job.job_id, ""), idx, list(o))
             for job, (idx, o) in zip(jobs, numbered)]
+
+
+def executor_params(params: dict[str, Any]) -> dict[str, Any]:
+    """submitit's update_parameters() arguments from hydra.launcher.* (the names all executors
+    share as they are, the others slurm_-prefixed). `gpus_per_task` (sbatch --gpus-per-task: each
+    task gets its own GPU, as cuda:0) replaces the preset's one GPU per task on the node.
+
+    >>> executor_params({"tasks_per_node": 2, "gpus_per_node": 2, "gpus_per_task": 1})
+    {'tasks_per_node': 2, 'slurm_gpus_per_task': 1}
+    """
+    common = set(OmegaConf.structured(BaseQueueConf).keys())
+    if params.get("gpus_per_task"):
+        params = {k: v for k, v in params.items() if k != "gpus_per_node"}
+    return {k if k in common else f"slurm_{k}": v for k, v in params.items()}
 
 
 def job_return(launcher: Any, job: Any, state: str, num: int, overrides: list[str]) -> JobReturn:

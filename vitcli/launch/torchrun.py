@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,10 +28,11 @@ from torch.distributed.run import get_args_parser, run
 from vitcli.core import dist, runs
 from vitcli.core.errors import UserError
 from vitcli.core.io import write_json
-from vitcli.core.runtime import resolve_device
+from vitcli.core.runtime import rank_gpu, resolve_device
 from vitcli.launch import comm
 from vitcli.launch.interrupts import STOP_SIGNALS, TrainingInterrupted
 from vitcli.launch.requeue import INTERRUPTED, REQUEUED, StopPlan
+from vitcli.launch.slurm import DERIVED
 
 log = logging.getLogger("vitcli")
 
@@ -107,19 +109,23 @@ def relaunch(cfg: Any, run_dir: Path, task: list[str], hydra: list[str]) -> floa
         raise stopped_run(run_dir, int(err.sigval)) or err from None
     finally:
         os.environ.pop(RELAUNCHED, None)
+    stopped = stopped_run(run_dir, 0)  # the ranks left quietly: rank 0 handed the job back to SLURM
+    if stopped is not None:
+        raise stopped
     best = runs.read_summary(run_dir).get("best") or {}
     return float(best.get("val_top1", math.nan))
 
 
 def stopped_run(run_dir: Path, signum: int) -> TrainingInterrupted | None:
     """The ranks stopped for a signal (a rank's exit code is 128 + the signal; torchrun may
-    SIGTERM the others as they exit) after rank 0 saved the run (summary.json says so): an
-    interrupt, reported once here as for one process. None when they failed."""
+    SIGTERM the others as they exit) after rank 0 saved the run (summary.json says so), or left
+    quietly (signum 0) once rank 0 had SLURM requeue the job: an interrupt, reported once here as
+    for one process. None when they failed or completed."""
     summary = runs.read_summary(run_dir)
     status = summary.get("status")
-    if signum not in STOP_SIGNALS or status not in (INTERRUPTED, REQUEUED):
+    if not (status == REQUEUED or (status == INTERRUPTED and signum in STOP_SIGNALS)):
         return None
-    stop = TrainingInterrupted(signum, f"at step {summary.get('global_step')}")
+    stop = TrainingInterrupted(signum or signal.SIGTERM, f"at step {summary.get('global_step')}")
     stop.plan = StopPlan(status)
     return stop
 
@@ -190,21 +196,29 @@ def _write_error_file(message: str) -> None:
             json.dump({"message": message, "timestamp": int(time.time()), "vitcli": True}, f)
 
 
-def uses_cuda(device_name: str, per_node: int) -> bool:
-    """Whether the ranks run on GPUs (one each), checking this node has that many."""
-
-
+def uses_cuda(device_name: str, per_node: int | None = None) -> bool:
+    """Whether the ranks run on GPUs (one each), checking there is one for each: for the `per_node`
+    processes about to start on this node (trainer.devices=N), or for this rank (core/runtime.py's
+    rank_gpu: its own among the node's, or the one SLURM gave its task)."""
     if resolve_device(device_name).type != "cuda":
         return False
-    if per_node > torch.cuda.device_count():
+    if per_node is None:
+        rank_gpu(torch.cuda.device_count())
+    elif per_node > torch.cuda.device_count():
         raise UserError(f"{per_node} processes on this node need {per_node} GPUs but {torch.cuda.device_count()} "
                         "are visible; lower trainer.devices (or --nproc-per-node), or use trainer.device=cpu")
     return True
 
 
 @contextlib.contextmanager
-def rank_session(device_name: str) -> Iterator[None]:
-    """This rank inside the job's process group (a no-op for a single process)."""
-    cuda = dist.world_size() > 1 and uses_cuda(device_name, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size())))
-    with comm.process_group(cuda):
+def rank_session(device_name: str, slurm_task: Any = None) -> Iterator[None]:
+    """This rank inside the job's process group (a no-op for a single process). An srun step's
+    tasks meet on a port SLURM reserved or VITCLI_MASTER_PORT, else at comm.step_store."""
+    cuda = dist.world_size() > 1 and uses_cuda(device_name)
+    meet = dist.world_size() > 1 and slurm_task is not None and slurm_task.port_source == DERIVED
+    with comm.step_store(slurm_task) if meet else contextlib.nullcontext() as store, comm.process_group(cuda, store):
+        if slurm_task is not None and dist.world_size() > 1:
+            log.info(f"SLURM step {slurm_task.job_id}.{slurm_task.step_id}: {slurm_task.world_size} tasks as DDP "
+                     f"ranks, master {slurm_task.master_addr}:{os.environ.get('MASTER_PORT')} "
+                     f"({slurm_task.port_source})")
         yield

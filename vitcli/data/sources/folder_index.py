@@ -29,6 +29,7 @@ import numpy as np
 import torch.distributed as torch_dist
 
 from vitcli.core import dist
+from vitcli.core.errors import UserError
 from vitcli.core.io import atomic_write, cache_dir  # noqa: F401  (cache_dir: its users import it from here)
 
 INDEX_VERSION = 1
@@ -212,11 +213,26 @@ def rank0_only(build: Callable[[], T]) -> T:
     """`build()` on DDP rank 0 only, its result broadcast to the other ranks (alone: just build()).
 
     The other ranks do not touch the filesystem, so a million-file tree is read once per job,
-    whether or not the cache dir is shared between nodes."""
+    whether or not the cache dir is shared between nodes. When build() fails on rank 0, every
+    rank raises the same UserError at once (rank 0 its own error), instead of the others waiting
+    in the broadcast until its timeout."""
 
     if dist.world_size() == 1 or not dist.initialized():
         return build()
 
-    box = [build() if dist.rank() == 0 else None]
+    failure: BaseException | None = None
+    if dist.rank() == 0:
+        try:
+            box = [(build(), None)]
+        except Exception as err:  # every rank must hear of it: they are waiting in the broadcast
+            failure = err
+            box = [(None, str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}")]
+    else:
+        box = [None]
     torch_dist.broadcast_object_list(box, src=0)  # our own processes' numpy arrays, not user data
-    return box[0]
+    result, error = box[0]
+    if failure is not None:
+        raise failure
+    if error is not None:
+        raise UserError(error)
+    return result

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from vitcli.core.errors import UserError
 from vitcli.data.arrays import EpochBatching, epoch_seed
-from vitcli.data.files import BadFiles, collate_skipping, resolve_num_workers
+from vitcli.data.files import BadFiles, WorkerInit, collate_skipping, resolve_num_workers
 from vitcli.data.module import DataModule, eval_batch_size, train_drop_last
 from vitcli.data.prefetch import device_batches
 from vitcli.data.sources.shard_fetch import is_local, local_path, open_shard
@@ -128,6 +128,7 @@ class StreamLoader(EpochBatching):
         self.start_step = 0
         loader = DataLoader(self.pipeline(), batch_size=self.batch_size, num_workers=self.num_workers,
                             collate_fn=collate_skipping, pin_memory=self.device.type == "cuda",
+                            worker_init_fn=WorkerInit(),  # stop signals are the main process's (SLURM)
                             generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
 
         def host():
