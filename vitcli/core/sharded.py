@@ -15,6 +15,7 @@ This module only reads; writing is a collective of all ranks (vitcli/launch/shar
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def full_tensors(path: Path, prefixes: tuple[str, ...] = ("model.", "model_ema."
     meta = HuggingFaceStorageReader(str(path)).read_metadata()
     out = {key: torch.empty(m.size, dtype=m.properties.dtype) for key, m in meta.state_dict_metadata.items()
            if key.startswith(prefixes)}
-    dcp.load(out, storage_reader=HuggingFaceStorageReader(str(path)), no_dist=True)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(out, storage_reader=HuggingFaceStorageReader(str(path)), no_dist=True)
     return out
 
 
