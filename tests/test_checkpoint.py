@@ -57,3 +57,34 @@ def test_garbage_file_is_a_user_error(tmp_path):
         pickle.dump([1, 2], f)
     with pytest.raises(UserError):
         load_checkpoint(plain)
+
+
+def test_a_background_save_writes_the_state_of_its_moment(tmp_path):
+    """The training thread goes on right after a save: what it changes next is not in the file, and
+    best.pt is the same bytes as last.pt (a link, not a second serialization)."""
+    from vitcli.engine.checkpoints import Checkpointer
+
+    weights = torch.arange(4.0)
+    ckpt = Checkpointer(tmp_path, background=True)
+    ckpt.save_file({"model": {"w": weights}, "epoch": 1}, best=True)
+    weights.add_(100)  # the next optimizer step
+    ckpt.join()
+    last, best = tmp_path / "checkpoints" / "last.pt", tmp_path / "checkpoints" / "best.pt"
+    assert torch.equal(torch.load(last, weights_only=True)["model"]["w"], torch.arange(4.0))
+    assert best.samefile(last)
+    ckpt.save_file({"model": {"w": weights}, "epoch": 2}, best=False)
+    ckpt.join()
+    assert torch.load(best, weights_only=True)["epoch"] == 1 and torch.load(last, weights_only=True)["epoch"] == 2
+
+
+def test_a_failed_background_write_is_raised_at_the_next_join(tmp_path):
+    import pytest
+
+    from vitcli.engine.checkpoints import Checkpointer
+
+    ckpt = Checkpointer(tmp_path, background=True)
+    ckpt.save_file({"model": {}, "epoch": 1}, best=False)
+    ckpt.save_file({"model": {}, "bad": lambda: None}, best=False)  # cannot be pickled: fails on the writer
+    with pytest.raises(Exception):
+        ckpt.join()
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1  # the last good one

@@ -147,6 +147,17 @@ def test_ema_is_evaluated_and_checkpointed(make_trainer, tmp_path):
     assert any(not torch.equal(last["model"][k], last["model_ema"][k]) for k in last["model"])
     best = torch.load(tmp_path / "checkpoints/best.pt", weights_only=True)
     assert best["best_source"] == summary["best"]["source"]
+    # best.pt is last.pt of the best epoch (one serialization), and names the copy that won
+    from safetensors.torch import load_file
+
+    from vitcli.core.checkpoint import best_entry
+
+    entry = best_entry(best)
+    assert entry == ("model_ema" if summary["best"]["source"] == "ema" else "model")
+    exported = load_file(str(tmp_path / "model.safetensors"))
+    assert exported.keys() == best[entry].keys() and all(torch.equal(exported[k], best[entry][k]) for k in exported)
+    same = (tmp_path / "checkpoints/best.pt").samefile(tmp_path / "checkpoints/last.pt")
+    assert same == (summary["best"]["epoch"] == summary["epochs_completed"])
 
 
 # 280 synthetic samples: 224 train = 7 batches of 32, so grad_accum=3 leaves a last group of one batch

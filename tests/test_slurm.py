@@ -7,6 +7,7 @@ import os
 import signal
 
 import pytest
+from processes import rank_pid
 
 from vitcli.launch import requeue, slurm
 
@@ -293,25 +294,6 @@ def _same_as_reference(reference, run_dir, read_summary) -> None:
     assert read_summary(run_dir)["best"] == read_summary(reference)["best"]
 
 
-def _rank_pid(parent: int, rank: str) -> int | None:
-    """The pid of DDP rank `rank` among the descendants of `parent` (torchrun's workers)."""
-    from pathlib import Path
-
-    todo, seen = [parent], set()
-    while todo:
-        pid = todo.pop()
-        seen.add(pid)
-        for task in Path(f"/proc/{pid}/task").glob("*/children"):
-            todo += [int(c) for c in task.read_text().split() if int(c) not in seen]
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in env and b"LOCAL_RANK=" + rank.encode() in env and pid != parent:
-            return pid
-    return None
-
-
 @pytest.mark.slow
 def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny_overrides, train_tiny, read_summary,
                                                                            tmp_path, ddp_reference):
@@ -335,7 +317,7 @@ def test_a_signal_to_one_ddp_rank_stops_both_saves_once_and_resumes_bitwise(tiny
             state = {"epoch": 0}
         # mid epoch 1 with a whole epoch after it: a busy machine polls late, and a signal after the
         # last step's stop vote would find nothing left to stop
-        if state["epoch"] == 1 and state["batch_in_epoch"] > 0 and (pid := _rank_pid(proc.pid, "1")):
+        if state["epoch"] == 1 and state["batch_in_epoch"] > 0 and (pid := rank_pid(proc.pid, "1")):
             os.kill(pid, signal.SIGUSR2)  # rank 1 alone is signalled
             sent = state["global_step"]
         time.sleep(0.05)

@@ -1,4 +1,4 @@
-"""vitcli on a real one-node SLURM cluster (tests/slurm/cluster.sh): DDP from SLURM's own tasks,
+"""vitcli on a real one-node SLURM cluster (tests/slurm/cluster.sh): DDP and FSDP from SLURM's own tasks,
 and runs that SLURM stops (scontrol requeue, time limits) coming back to finish bitwise equal
 to an uninterrupted run, with image files and WebDataset shards decoded by two DataLoader
 workers each (SLURM signals every process of a job step, the workers too).
@@ -31,6 +31,8 @@ ONE_THREAD = ["trainer.device=cpu", "trainer.threads=1", "trainer.ckpt_interval_
 FILES = ["regularization=heavy", "augmentation=mixup_cutmix", "trainer.ema=true", "data.img_size=16",
          "data.batch_size=16", "data.num_workers=2", "trainer.epochs=20"]
 DDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=4"]
+FSDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=3",
+        "trainer.ema=true", "trainer.strategy=fsdp"]
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
             "hydra.launcher.mem_gb=1"]
 TIME_LIMIT = 15  # minutes; a job stopped by a time limit gets one of a minute for one allocation
@@ -91,12 +93,28 @@ def _queued_job(name: str) -> str | None:
     return out[0] if out else None
 
 
+def _last(run_dir: Path, tensors: bool = False) -> dict:
+    """The run's last checkpoint: last.pt, or the position (and, with `tensors`, the whole tensors:
+    model, EMA, optimizer) of a sharded one (trainer.strategy=fsdp)."""
+    from vitcli.core.sharded import full_tensors, read_state_json
+
+    sharded = run_dir / "checkpoints" / "last"
+    if not sharded.is_dir():
+        return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    state = read_state_json(sharded)
+    if tensors:
+        for key, value in full_tensors(sharded, ("model.", "model_ema.", "optimizer.")).items():
+            part, _, name = key.partition(".")
+            state.setdefault(part, {})[name] = value
+    return state
+
+
 def _requeue_mid_epoch(run_dir: Path, job: str, box: dict) -> None:
     """`scontrol requeue` the job once its run has a mid-epoch checkpoint after the first epoch."""
-    last, end = run_dir / "checkpoints" / "last.pt", time.time() + WAIT_S
+    end = time.time() + WAIT_S
     while time.time() < end and not box.get("done"):
         try:
-            state = torch.load(last, weights_only=True)
+            state = _last(run_dir)
         except Exception:  # not there yet, or being replaced
             time.sleep(0.2)
             continue
@@ -203,24 +221,35 @@ def jobs(slurm_cluster, tiny_overrides, tmp_path_factory):
     run_dir = tmp / "runs" / "ddp_requeued" / f"slurm-{job}"
     started["ddp_requeued"] = (job, run_dir, {}, tmp / f"slurm-{job}.out")
     threading.Thread(target=_requeue_mid_epoch, args=(run_dir, job, started["ddp_requeued"][2]), daemon=True).start()
+    # (d) FSDP: the sbatch script's two tasks shard the model, requeued once mid-epoch; its uninterrupted
+    # reference is two torchrun ranks outside SLURM
+    fsdp = [*tiny_overrides, *ONE_THREAD, *FSDP]
+    job = _sbatch(tmp, *SBATCH_CPU, "--ntasks-per-node=2", str(SBATCH), *fsdp, runs_root, "name=fsdp_requeued",
+                  SLURM_KILL_BAD_EXIT="1")
+    run_dir = tmp / "runs" / "fsdp_requeued" / f"slurm-{job}"
+    started["fsdp_requeued"] = (job, run_dir, {}, tmp / f"slurm-{job}.out")
+    threading.Thread(target=_requeue_mid_epoch, args=(run_dir, job, started["fsdp_requeued"][2]), daemon=True).start()
+    log = tmp / "fsdp_reference.log"
+    started["fsdp_reference"] = (_vitcli("train", *fsdp, "trainer.devices=2", f"hydra.run.dir={tmp}/fsdp_reference",
+                                         log=log), log, tmp / "fsdp_reference")
     yield started
-    for box in (started["files"][2], started["shards"][3], started["ddp_requeued"][2]):
+    for box in (started["files"][2], started["shards"][3], started["ddp_requeued"][2], started["fsdp_requeued"][2]):
         box["done"] = True
-    subprocess.run(["scancel", "--quiet", started["files"][0], started["ddp_requeued"][0]])
+    subprocess.run(["scancel", "--quiet", started["files"][0], started["ddp_requeued"][0],
+                    started["fsdp_requeued"][0]])
     subprocess.run(["scancel", "--quiet", "-n", "shards,ddp"])
-    for key in ("shards", "reference", "ddp"):
+    for key in ("shards", "reference", "ddp", "fsdp_reference"):
         started[key][0].kill()
 
 
 def _same_final_weights(a: Path, b: Path) -> None:
-    ref = torch.load(a / "checkpoints" / "last.pt", weights_only=True)
-    res = torch.load(b / "checkpoints" / "last.pt", weights_only=True)
+    ref, res = _last(a, tensors=True), _last(b, tensors=True)
     assert ref["global_step"] == res["global_step"]
     for key in ("model", "model_ema", "optimizer"):
         if key not in ref:
             continue
         left, right = ref[key], res[key]
-        if key == "optimizer":
+        if key == "optimizer" and "state" in left:  # last.pt: by parameter index (sharded: flat names already)
             left, right = left["state"], right["state"]
             left = {f"{i}.{k}": v for i, s in left.items() for k, v in s.items()}
             right = {f"{i}.{k}": v for i, s in right.items() for k, v in s.items()}
@@ -313,3 +342,24 @@ def test_two_task_ddp_job_preempted_once_resumes_bitwise(jobs, read_summary):
     _finish(*jobs["ddp"][:2], jobs["deadline"])
     _same_final_weights(uninterrupted, run_dir)
     assert summary["best"] == read_summary(uninterrupted)["best"]
+
+
+def test_two_task_fsdp_job_preempted_once_resumes_bitwise(jobs, read_summary):
+    """FSDP from SLURM's tasks: every task writes its shards, the requeued job resumes them and ends
+    bitwise equal to the same two ranks uninterrupted (model, EMA and optimizer state)."""
+    job, run_dir, box, job_log = jobs["fsdp_requeued"]
+    fields = _wait_job(job, jobs["deadline"])
+    assert fields["JobState"] == "COMPLETED" and fields["Restarts"] == "1", fields
+    assert box.get("at_step"), "the job was never requeued mid-epoch"
+    summary = read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["devices"] == 2 and summary["slurm"]["requeues"] == 1
+    assert (run_dir / "checkpoints" / "last").is_symlink()  # sharded, one file per task
+    assert len(list((run_dir / "checkpoints" / "last").glob("shard-*.safetensors"))) == 2
+    log = (run_dir / "train.log").read_text()
+    assert log.count(BY_SCONTROL) == 1 and "resumed from" in log
+    assert "Exited with exit code" not in job_log.read_text()
+    proc, ref_log, reference = jobs["fsdp_reference"]
+    out = _finish(proc, ref_log, jobs["deadline"])
+    assert proc.returncode == 0, out[-3000:]
+    _same_final_weights(reference, run_dir)
+    assert summary["best"] == read_summary(reference)["best"]

@@ -43,6 +43,7 @@ def _choice(name: str, values: list[str]) -> Any:
     return Choice(name, [(v, v) for v in values])
 
 
+Strategy = _choice("Strategy", ["ddp", "fsdp"])
 Precision = Choice("Precision", [("fp32", "32"), ("bf16", "bf16"), ("fp16", "fp16")])
 Progress = _choice("Progress", ["auto", "bar", "plain", "none"])
 Head = _choice("Head", ["linear", "mlp"])

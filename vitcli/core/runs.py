@@ -157,7 +157,14 @@ def eval_path(run_dir: str | Path, name: str) -> Path:
 
 
 def checkpoint_path(run_dir: Path, which: str) -> Path:
-    return Path(run_dir) / CHECKPOINTS / f"{which}.pt"
+    """checkpoints/<which>.pt, or the sharded checkpoint checkpoints/<which> (a link to a directory of
+    shards, trainer.strategy=fsdp) when the run has that instead."""
+    sharded = Path(run_dir) / CHECKPOINTS / which
+    return sharded if sharded.is_dir() else Path(run_dir) / CHECKPOINTS / f"{which}.pt"
+
+
+def has_checkpoint(run_dir: Path, which: str) -> bool:
+    return checkpoint_path(run_dir, which).exists()
 
 
 def require_run_dir(run: str | Path, setting: str = "run") -> Path:
@@ -186,7 +193,7 @@ def load_run_config(run_dir: Path):
 
 def require_checkpoint(run_dir: Path, which: str) -> Path:
     path = checkpoint_path(run_dir, which)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(
             f"{run_dir} has no checkpoints/{which}.pt (the run may have failed before its first epoch ended; "
             "check its train.log, or try checkpoint=last)"
@@ -203,7 +210,7 @@ def resume_config(cfg: Any, overrides: list[str]):
     command line's dotted overrides (e.g. trainer.epochs=30) applied on top."""
 
     run_dir = require_run_dir(cfg.resume, "resume")
-    if not checkpoint_path(run_dir, "last").is_file():
+    if not has_checkpoint(run_dir, "last"):
         raise UserError(f"resume={cfg.resume}: no checkpoints/last.pt to resume from")
     saved = load_run_config(run_dir)
     for override in OverridesParser.create().parse_overrides(overrides):

@@ -32,6 +32,7 @@ from vitcli.core.choices import (
     Progress,
     RunCheckpoint,
     Scheduler,
+    Strategy,
     WandbMode,
 )
 
@@ -175,6 +176,13 @@ class SchedulerConfig:
 
 
 @dataclass
+class FsdpConfig:
+    """trainer.strategy=fsdp: FSDP2 (fully_shard) on each block or stage, then the root (launch/fsdp.py)."""
+    reshard_after_forward: bool = True  # free gathered weights after a unit's forward (less memory, one more all-gather)
+    cpu_offload: bool = False  # keep shards and the optimizer step on the CPU (GPUs only; much slower)
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 40  # training epochs (a resumed run counts those already done)
     seed: int = 42  # model init, data order and augmentation draws (the split has data.split_seed)
@@ -194,6 +202,9 @@ class TrainerConfig:
     ckpt_interval_steps: int = 0  # also save last.pt every N optimizer steps (0: at epoch ends only)
     export_safetensors: bool = True  # best weights as model.safetensors at the end
     devices: int = 1  # >1: that many DDP processes on this node via torchrun; data.batch_size is per device
+    strategy: Strategy = Strategy.ddp  # ddp: full weights on every rank | fsdp: weights, grads and optimizer state sharded
+    fsdp: FsdpConfig = field(default_factory=FsdpConfig)  # trainer.strategy=fsdp options
+    async_checkpoints: bool = True  # write last.pt/best.pt on a background thread (at most one save in flight)
     sync_batchnorm: bool = False  # DDP on GPUs: BatchNorm statistics over all ranks (CNNs)
     grad_checkpointing: bool = False  # timm set_grad_checkpointing(): recompute activations in backward (less memory)
     early_stop_patience: int = 0  # stop after N epochs without a better selection top-1 (0: off)

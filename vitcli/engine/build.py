@@ -19,6 +19,7 @@ from vitcli.data import create_data
 from vitcli.data.mixing import create_mixup
 from vitcli.data.normalization import resolve_normalization
 from vitcli.launch.comm import wrap_model
+from vitcli.launch.fsdp import shard_model
 from vitcli.engine.optim import (
     create_optimizer,
     create_scheduler,
@@ -100,7 +101,8 @@ def build_data(cfg: TrainConfig, runtime: Runtime) -> DataModule:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[torch.nn.Module, Any, Any]:
-    """(model on the device, EMA copy or None, what the step calls: DDP-wrapped and/or compiled)."""
+    """(model on the device, EMA copy or None, what the step calls: DDP-wrapped and/or compiled).
+    Under trainer.strategy=fsdp the model (and its EMA copy, made first) are sharded in place instead."""
     tcfg = cfg.trainer
     model = create_model(cfg.model, num_classes, cfg.regularization, seed=tcfg.seed).to(runtime.device)
     if tcfg.grad_checkpointing:
@@ -110,9 +112,30 @@ def build_model(cfg: TrainConfig, num_classes: int, runtime: Runtime) -> tuple[t
     ema = None
     if tcfg.ema:
         ema = ModelEmaV3(model, decay=tcfg.ema_decay, use_warmup=tcfg.ema_warmup)
-    # frozen-backbone epochs leave parameters without gradients, which DDP must be told about
-    ddp = wrap_model(model, runtime.device, tcfg.sync_batchnorm, find_unused=tcfg.freeze_backbone_epochs > 0)
-    return model, ema, torch.compile(ddp) if tcfg.compile else ddp
+    if str(tcfg.strategy) == "fsdp":
+        for module in (model, ema.module if ema is not None else None):
+            if module is not None:
+                shard_model(module, runtime.precision, tcfg.fsdp.reshard_after_forward, tcfg.fsdp.cpu_offload)
+        forward = model
+    else:
+        # frozen-backbone epochs leave parameters without gradients, which DDP must be told about
+        forward = wrap_model(model, runtime.device, tcfg.sync_batchnorm, find_unused=tcfg.freeze_backbone_epochs > 0)
+    return model, ema, torch.compile(forward) if tcfg.compile else forward
+
+
+def validate_strategy(cfg: TrainConfig, runtime: Runtime) -> None:
+    """Settings FSDP cannot honour, refused before anything is built."""
+    tcfg = cfg.trainer
+    if str(tcfg.strategy) != "fsdp":
+        return
+    if runtime.world_size < 2:
+        raise UserError("trainer.strategy=fsdp shards a model over several ranks: set trainer.devices=N (N > 1) "
+                        "or run under srun with several tasks")
+    if runtime.precision == "fp16":
+        raise UserError("trainer.precision=fp16 with trainer.strategy=fsdp: fp16 needs a gradient scaler that "
+                        "agrees across shards; use trainer.precision=bf16 (or 32)")
+    if tcfg.sync_batchnorm:
+        raise UserError("trainer.sync_batchnorm=true applies to trainer.strategy=ddp; drop it with fsdp")
 
 
 def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
@@ -121,6 +144,7 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
     resolve_normalization(cfg)  # data.mean/std=auto -> the weights' own; recorded in config.yaml
     validate_trainer_cfg(tcfg)
     validate_lora_cfg(cfg)
+    validate_strategy(cfg, runtime)
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     seed_everything(tcfg.seed)

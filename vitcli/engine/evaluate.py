@@ -64,7 +64,8 @@ def _forward(model, x: torch.Tensor, tta: str, crop_fraction: float, runtime: Ru
 
 @torch.no_grad()
 def evaluate(model, loader, runtime: Runtime, keep_logits: bool = False, tta: str = "none",
-             crop_fraction: float = 0.875, stop: Callable[[int], None] | None = None) -> dict[str, Any]:
+             crop_fraction: float = 0.875, stop: Callable[[int], None] | None = None,
+             forwards: int = 0) -> dict[str, Any]:
     """Metrics over every sample of `loader` (labels < 0 are excluded from metrics), at the runtime's precision.
 
     Under DDP each rank evaluates its own shard and the exact counts are summed over ranks,
@@ -78,17 +79,22 @@ def evaluate(model, loader, runtime: Runtime, keep_logits: bool = False, tta: st
         tta: none | flip | multicrop (averages softmax probabilities over views).
         stop: called with each batch's index before it; raises to end the evaluation early (the
             training loop's stop vote: a stop signal must not wait for a whole evaluation).
+        forwards: under FSDP, the most batches any rank has: every forward gathers each unit's
+            weights from all ranks, so a rank whose shard ran out runs (and discards) forwards on a
+            blank batch until it has done as many as the others.
     """
     model.eval()
     device = runtime.device
     # running totals stay on the device (no sync per batch) until the end
     totals = torch.zeros(4, dtype=torch.float64, device=device)  # EvalCounts fields
     all_logits, all_labels = [], []
+    done, blank = 0, None
     for i, (x, y) in enumerate(loader):
         if stop is not None:
             stop(i)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = _forward(model, x, str(tta), crop_fraction, runtime)
+        done, blank = i + 1, torch.zeros_like(x[:1])
         if keep_logits:
             all_logits.append(logits.cpu())
             all_labels.append(y.cpu())
@@ -99,12 +105,20 @@ def evaluate(model, loader, runtime: Runtime, keep_logits: bool = False, tta: st
         hits = logits_k.topk(min(5, logits.shape[1]), dim=1).indices.eq(y_k[:, None])
         totals += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(),
                                F.cross_entropy(logits_k, y_k, reduction="sum"), known.sum()]).double()
+    for _ in range(done, forwards):  # FSDP: the other ranks' forwards need this rank's shards
+        _forward(model, blank if blank is not None else _blank(loader, device), str(tta), crop_fraction, runtime)
     counts = EvalCounts.from_tensor(runtime.all_reduce_sum(totals))
     out: dict[str, Any] = {**counts.metrics(), "counts": counts}
     if keep_logits:
         out["logits"] = torch.cat(all_logits) if all_logits else torch.empty(0)
         out["labels"] = torch.cat(all_labels) if all_labels else torch.empty(0, dtype=torch.long)
     return out
+
+
+def _blank(loader, device: torch.device) -> torch.Tensor:
+    """One blank input of the loader's shape, for a rank whose shard of the split is empty."""
+    size = int(getattr(loader, "img_size", 0) or 32)
+    return torch.zeros(1, 3, size, size, device=device)
 
 
 def class_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:

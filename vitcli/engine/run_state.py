@@ -18,23 +18,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitcli.core import runs
-from vitcli.core.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
+from vitcli.core.checkpoint import BEST_WEIGHTS, best_entry, load_checkpoint, save_safetensors
 from vitcli.core.io import read_jsonl, write_csv, write_json
 from vitcli.core.rng import rng_state, set_rng_state
 from vitcli.core.runtime import Runtime
 from vitcli.data.balance import counts_table
 from vitcli.data.module import IDENTITY_KEY, check_data, data_identity, describe_data
 from vitcli.launch import comm
+from vitcli.engine import fsdp_state
+from vitcli.engine.checkpoints import Checkpointer
 from vitcli.engine.loss_window import LossWindow
 from vitcli.models.lora import (
     base_hash,
     check_base_hash,
     is_lora,
     load_model_state,
-    merge_lora,
     model_state_dict,
     trainable_params,
 )
+from vitcli.models.run_model import load_run_model
 from vitcli.viz.plots import try_plot_curves
 
 if TYPE_CHECKING:
@@ -73,52 +75,58 @@ class RunState:
         self.trainable_params = trainable_params(parts.model)
         self.lora_base_hash = base_hash(parts.model) if is_lora(parts.model) else None
         self.data_identity = data_identity(parts.data)  # written into every checkpoint
+        self.sharded = str(cfg.trainer.get("strategy", "ddp")) == "fsdp"
+        self.checkpoints = Checkpointer(self.run_dir, runtime.rank, self.sharded,
+                                        background=bool(cfg.trainer.get("async_checkpoints", True)))
         self.resume_from = self.checked_last()
 
     def checked_last(self) -> dict[str, Any] | None:
-        """last.pt when the run dir has one, after checking that the data it was trained on is the
-        data given now (what training reads: train and the validation splits, in the same order)."""
-        last = runs.checkpoint_path(self.run_dir, "last")
-        if not last.is_file():
+        """The last checkpoint when the run dir has one, after checking that the data it was trained on
+        is the data given now (what training reads: train and the validation splits, in the same order)."""
+        state = self.checkpoints.read_last(self.runtime.device)
+        if state is None:
             return None
-        state = load_checkpoint(last, map_location=self.runtime.device)
         data = self.parts.data
-        check_data(state, data, [s for s in data.loaders if s != "test"], str(last), describe_data(self.cfg.data),
-                   str(self.cfg.get("data_check", "strict")), order=True,
+        check_data(state, data, [s for s in data.loaders if s != "test"], str(self.checkpoints.last_path()),
+                   describe_data(self.cfg.data), str(self.cfg.get("data_check", "strict")), order=True,
                    fix="restore the data it was trained on, or train a new run on the new data")
         return state
 
     # ---- checkpoints ------------------------------------------------------------
-    def state_dict(self, rank_rngs: list[Any] | None = None) -> dict[str, Any]:
-        """Everything exact resume needs, as plain tensors and numbers (loadable with weights_only=True).
+    def meta(self) -> dict[str, Any]:
+        """The run's position, best result, config and data identity: what a checkpoint holds besides
+        tensors (JSON-able: a sharded checkpoint keeps it in state.json).
 
         The epoch's loss totals are those of the last read of the loss window: every save point
-        reads it first (that read is also the check that the state is finite).
+        reads it first (that read is also the check that the state is finite)."""
+        p = self.parts
+        loss_sum, seen = self.window.totals
+        meta = {"epoch_loss_sum": loss_sum, "epoch_seen": seen, **{key: getattr(self, key) for key in COUNTERS},
+                "best": dict(self.best), "config": self.config_yaml, "class_names": list(p.data.class_names),
+                "num_classes": p.data.num_classes, IDENTITY_KEY: self.data_identity,
+                "train_seconds": self.train_seconds, "world_size": self.runtime.world_size}
+        if is_lora(p.model):  # the frozen base is rebuilt from the config on load and must hash the same
+            meta["lora_base_hash"] = self.lora_base_hash
+        wandb = getattr(self.metrics, "wandb", None)
+        if wandb is not None and wandb.run_id:
+            meta["wandb_run_id"] = wandb.run_id
+        if p.scheduler.t_in_epochs:  # plateau: its state follows the metric, not the step count
+            meta["scheduler"] = p.scheduler.state_dict()
+        return meta
+
+    def state_dict(self, rank_rngs: list[Any] | None = None) -> dict[str, Any]:
+        """Everything exact resume needs, as plain tensors and numbers (loadable with weights_only=True).
 
         Args:
             rank_rngs: under DDP, every rank's RNG state (`gather_rngs()`): each rank resumes its own.
         """
         p = self.parts
-        loss_sum, seen = self.window.totals
-        state = {
-            "model": model_state_dict(p.model), "optimizer": p.optimizer.state_dict(),
-            "epoch_loss_sum": loss_sum, "epoch_seen": seen,
-            **{key: getattr(self, key) for key in COUNTERS},
-            "best": dict(self.best), "config": self.config_yaml, "class_names": list(p.data.class_names),
-            "num_classes": p.data.num_classes, IDENTITY_KEY: self.data_identity, "rng": rng_state(),
-            "train_seconds": self.train_seconds,
-        }
+        state = {**self.meta(), "model": model_state_dict(p.model), "optimizer": p.optimizer.state_dict(),
+                 "rng": rng_state()}
         if p.ema is not None:
             state["model_ema"] = model_state_dict(p.ema.module)
-        if is_lora(p.model):  # the frozen base is rebuilt from the config on load and must hash the same
-            state["lora_base_hash"] = self.lora_base_hash
         if p.scaler is not None:
             state["scaler"] = p.scaler.state_dict()
-        wandb = getattr(self.metrics, "wandb", None)
-        if wandb is not None and wandb.run_id:
-            state["wandb_run_id"] = wandb.run_id
-        if p.scheduler.t_in_epochs:  # plateau: its state follows the metric, not the step count
-            state["scheduler"] = p.scheduler.state_dict()
         if rank_rngs is not None:
             state["rank_rngs"] = rank_rngs
         return state
@@ -132,26 +140,29 @@ class RunState:
         p = self.parts
         if self.lora_base_hash is not None:  # the adapters were trained on this base (the weights file may have changed)
             check_base_hash(state.get("lora_base_hash"), self.lora_base_hash, "checkpoints/last.pt")
-        load_model_state(p.model, state["model"], "checkpoints/last.pt")
-        p.optimizer.load_state_dict(state["optimizer"])
-        if p.ema is not None and "model_ema" in state:
-            load_model_state(p.ema.module, state["model_ema"], "checkpoints/last.pt")
-        if p.scaler is not None and "scaler" in state:
-            p.scaler.load_state_dict(state["scaler"])
+        if "sharded_path" in state:  # every rank loads its own shards (resharded from another world size)
+            fsdp_state.restore(p, Path(state["sharded_path"]), self.runtime, int(state.get("world_size", 0)))
+        else:
+            load_model_state(p.model, state["model"], "checkpoints/last.pt")
+            p.optimizer.load_state_dict(state["optimizer"])
+            if p.ema is not None and "model_ema" in state:
+                load_model_state(p.ema.module, state["model_ema"], "checkpoints/last.pt")
+            if p.scaler is not None and "scaler" in state:
+                p.scaler.load_state_dict(state["scaler"])
+            rank_rngs = state.get("rank_rngs") or []
+            set_rng_state(rank_rngs[self.runtime.rank] if len(rank_rngs) == self.runtime.world_size else state["rng"])
         for key in COUNTERS:
             setattr(self, key, int(state.get(key, 0)))
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best = dict(state.get("best") or {})
-        rank_rngs = state.get("rank_rngs") or []
-        set_rng_state(rank_rngs[self.runtime.rank] if len(rank_rngs) == self.runtime.world_size else state["rng"])
         if "scheduler" in state and p.scheduler.t_in_epochs:
             p.scheduler.load_state_dict(state["scheduler"])
         p.scheduler.step_update(num_updates=self.global_step)
         self.window.reset(float(state.get("epoch_loss_sum", 0.0)), int(state.get("epoch_seen", 0)), self.global_step)
 
     def maybe_resume(self) -> bool:
-        """Continue from checkpoints/last.pt when the run dir has one (metrics after it are dropped)."""
-        last, state = runs.checkpoint_path(self.run_dir, "last"), self.resume_from
+        """Continue from the last checkpoint when the run dir has one (metrics after it are dropped)."""
+        last, state = self.checkpoints.last_path(), self.resume_from
         if state is None:
             return False
         self.resume_from = None  # held only until loaded
@@ -165,22 +176,23 @@ class RunState:
         log.info(f"resumed from {last} after {where} (step {self.global_step})")
         return True
 
-    def save_last(self) -> None:
+    def save(self, improved_source: str | None = None) -> None:
+        """Checkpoint the run (a collective: every rank calls it at the same point): last, and best too
+        when this epoch improved (`improved_source`: "model" or "ema", whose weights are the best).
+        One serialization: best is the same bytes as last, and says which entry holds the best weights."""
+        best = {BEST_WEIGHTS: "model_ema" if improved_source == "ema" else "model",
+                "best_source": improved_source} if improved_source else {}
+        if self.sharded:
+            meta = {**self.meta(), **best, "entries": ["model"] + (["model_ema"] if self.parts.ema else [])}
+            self.checkpoints.save_shards(self.global_step, fsdp_state.tensors(self.parts), meta, rng_state(),
+                                         best=bool(best))
+            return
         rank_rngs = self.gather_rngs()
         if self.main:
-            save_checkpoint(self.state_dict(rank_rngs), runs.checkpoint_path(self.run_dir, "last"))
+            self.checkpoints.save_file({**self.state_dict(rank_rngs), **best}, best=bool(best))
 
-    def save_epoch_checkpoints(self, improved_source: str | None) -> None:
-        rank_rngs = self.gather_rngs()
-        if not self.main:
-            return
-        state = self.state_dict(rank_rngs)
-        save_checkpoint(state, runs.checkpoint_path(self.run_dir, "last"))
-        if improved_source is not None:
-            # best.pt's "model" holds the best weights, whichever copy (raw or EMA) they came from
-            if improved_source == "ema":
-                state = {**state, "model": state["model_ema"]}
-            save_checkpoint({**state, "best_source": improved_source}, runs.checkpoint_path(self.run_dir, "best"))
+    def save_last(self) -> None:
+        self.save(None)
 
     # ---- summary, curves, exported weights ---------------------------------------
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
@@ -216,14 +228,15 @@ class RunState:
 
     def export(self) -> None:
         """The best weights as model.safetensors, with the timm name and class names in its metadata."""
+        self.checkpoints.join()
         if not self.cfg.trainer.export_safetensors or not self.main:
             return
         data = self.parts.data
-        best = load_checkpoint(runs.checkpoint_path(self.run_dir, "best"))
-        weights = best["model"]
-        if is_lora(self.parts.model):  # a plain timm state dict: the adapters merged into the base
-            load_model_state(self.parts.model, weights, "checkpoints/best.pt")
-            weights = {k: v.cpu() for k, v in merge_lora(self.parts.model).state_dict().items()}
+        if self.sharded or is_lora(self.parts.model):  # whole again (shards gathered), adapters merged
+            weights = load_run_model(self.run_dir, "best", device="cpu", precision="32")[1].state_dict()
+        else:
+            best = load_checkpoint(runs.checkpoint_path(self.run_dir, "best"))
+            weights = best[best_entry(best)]
         save_safetensors(weights, self.run_dir / runs.MODEL_WEIGHTS,
                          {"timm_name": self.cfg.model.timm_name, "num_classes": str(data.num_classes),
                           "class_names": json.dumps(list(data.class_names)),

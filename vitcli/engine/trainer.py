@@ -26,7 +26,7 @@ from vitcli.core.runtime import Runtime
 from vitcli.data.mixing import mix_batch
 from vitcli.launch import interrupts, slurm
 from vitcli.engine.build import accumulation_group, build_parts
-from vitcli.launch.comm import broadcast_from_main
+from vitcli.launch.comm import broadcast_from_main, max_over_ranks
 from vitcli.engine.evaluate import evaluate
 from vitcli.engine.loss_window import LossWindow
 from vitcli.engine.progress import EpochProgress, choose_mode
@@ -66,6 +66,8 @@ class Trainer:
                               OmegaConf.to_yaml(cfg, resolve=True))
         self.stoppers = create_stoppers(cfg) if main else []
         self.signal_stop = SignalStop(self.runtime, len(self.parts.val_loader))
+        # FSDP: every rank runs as many evaluation forwards as the one with the most batches
+        self.eval_forwards = max_over_ranks(len(self.parts.val_loader)) if self.state.sharded else 0
         self.vote = self.signal_stop.vote  # signals: every rank stops at the same step
         self.state.summary_fields.update(slurm.summary_fields())  # job id, requeues, log files (under SLURM)
 
@@ -181,11 +183,11 @@ class Trainer:
         """
         p, state = self.parts, self.state
         stop = self.signal_stop.in_evaluation(state, self.batches_per_epoch)  # a stop signal ends it early
-        val = evaluate(p.model, p.val_loader, self.runtime, stop=stop)
+        val = evaluate(p.model, p.val_loader, self.runtime, stop=stop, forwards=self.eval_forwards)
         record = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]}
         candidates = [("model", val)]
         if p.ema is not None:
-            ema_val = evaluate(p.ema.module, p.val_loader, self.runtime, stop=stop)
+            ema_val = evaluate(p.ema.module, p.val_loader, self.runtime, stop=stop, forwards=self.eval_forwards)
             record.update(ema_top1=ema_val["top1"], ema_top5=ema_val["top5"], ema_loss=ema_val["loss"])
             candidates.append(("ema", ema_val))
         source, metrics = max(candidates, key=lambda c: c[1]["top1"])
@@ -259,7 +261,7 @@ class Trainer:
         record = {"epoch": state.epoch, **train_stats, **val_record, "lr": p.optimizer.param_groups[-1]["lr"]}
         state.history.append(record)
         state.metrics.log_epoch(record)
-        state.save_epoch_checkpoints(improved)
+        state.save(improved)
         ema = f"  ema_top1 {record['ema_top1']:.2f}" if "ema_top1" in record else ""
         log.info(
             f"epoch {state.epoch}/{self.cfg.trainer.epochs}  train_loss {train_stats['train_loss']:.4f}  "

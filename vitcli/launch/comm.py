@@ -152,6 +152,11 @@ def min_over_ranks(value: int) -> int:
     return int(t.item())
 
 
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's `value` (on the gloo group)."""
+    return -min_over_ranks(-value)
+
+
 # ---- an srun step's meeting point ------------------------------------------------------------
 GREETING = "vitcli"
 

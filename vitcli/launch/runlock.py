@@ -78,7 +78,7 @@ def check_one_run(run_dir: Path, config_yaml: str) -> None:
     reused hydra.run.dir likewise): UserError naming the first setting that differs."""
     run_dir = Path(run_dir)
     saved_path = run_dir / runs.CONFIG
-    if not runs.checkpoint_path(run_dir, "last").is_file() or not saved_path.is_file():
+    if not runs.has_checkpoint(run_dir, "last") or not saved_path.is_file():
         return
     saved = saved_path.read_text()
     if saved == config_yaml:

@@ -105,7 +105,8 @@ def base_hash(model) -> str:
     for name, tensor in model.state_dict().items():
         if _is_adapter_key(name):
             continue
-        t = tensor.detach().to("cpu").contiguous()
+        # FSDP: hash the whole tensor (gathered, one at a time), so any number of ranks hashes alike
+        t = (tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor).detach().to("cpu").contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
     return digest.hexdigest()

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vitcli.core import runs
-from vitcli.core.checkpoint import file_key, load_checkpoint
+from vitcli.core.checkpoint import best_entry, file_key, load_checkpoint
+from vitcli.core.sharded import is_sharded, read_state_json
 from vitcli.core.errors import UserError
 from vitcli.core.runtime import Runtime
 from vitcli.models.factory import create_model
@@ -20,14 +21,26 @@ from vitcli.models.lora import base_hash, check_base_hash, load_model_state, mer
 
 def checkpoint_file(run_dir: Path, checkpoint: str) -> tuple[Path, str]:
     """(the file, the entry holding the weights) for best | last | ema. EMA weights travel inside
-    best.pt, else last.pt, as "model_ema" (looked up with a memory-mapped load: no weights read)."""
-    if checkpoint != "ema":
+    best.pt, else last.pt, as "model_ema"; best.pt says which entry is the best (core/checkpoint.py
+    best_entry). Looked up with a memory-mapped load: no weights read."""
+    if checkpoint == "last":
         return runs.require_checkpoint(run_dir, checkpoint), "model"
+    if checkpoint == "best":
+        path = runs.require_checkpoint(run_dir, checkpoint)
+        return path, best_entry(_peek(path))
     for which in ("best", "last"):
         path = runs.checkpoint_path(run_dir, which)
-        if path.is_file() and load_checkpoint(path, mmap=True).get("model_ema"):
+        if path.exists() and _peek(path).get("model_ema"):
             return path, "model_ema"
     raise UserError(f"{run_dir} has no EMA weights (train with EMA enabled, or use checkpoint=best or checkpoint=last)")
+
+
+def _peek(path: Path) -> dict[str, Any]:
+    """A checkpoint's entries without reading its weights (a .pt memory-mapped; a sharded one's state.json)."""
+    if not is_sharded(path):
+        return load_checkpoint(path, mmap=True)
+    meta = read_state_json(path)  # the tensors stay in the shards: state.json lists their entries
+    return {**meta, **{entry: True for entry in meta.get("entries", [])}}
 
 
 def checkpoint_key(run_dir: str | Path, checkpoint: str = "best") -> str:

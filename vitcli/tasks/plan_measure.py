@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from vitcli.core import runs
+from vitcli.engine.checkpoints import Checkpointer
 from vitcli.core.io import append_jsonl
 from vitcli.engine.evaluate import evaluate
 from vitcli.tasks.plan_memory import MemoryProbe, grad_bytes, optimizer_bytes, param_bytes
@@ -153,9 +154,11 @@ def measure_epoch_end(trainer: Any) -> float:
     """Seconds an epoch end spends besides evaluation: last.pt and best.pt saved and the curves
     drawn, as the loop does, into a temporary directory (never the plan's or a run's)."""
     state = trainer.state
-    run_dir = state.run_dir
+    run_dir, checkpoints = state.run_dir, state.checkpoints
     with tempfile.TemporaryDirectory(prefix="vitcli-plan-") as tmp:
         state.run_dir = Path(tmp)
+        # the write itself, in this thread (a run writes in the background: an upper bound)
+        state.checkpoints = Checkpointer(Path(tmp), state.runtime.rank, state.sharded, background=False)
         try:
             record = {"kind": "epoch", "train_loss": 1.0, "val_loss": 1.0, "val_top1": 50.0, "val_top5": 90.0,
                       "lr": 1e-3}
@@ -164,8 +167,8 @@ def measure_epoch_end(trainer: Any) -> float:
             if state.main:
                 try_plot_curves(Path(tmp))  # the first drawing loads fonts: not an epoch's cost
             t0 = time.perf_counter()
-            state.save_epoch_checkpoints("model")
+            state.save("model")
             state.draw_curves()
             return time.perf_counter() - t0
         finally:
-            state.run_dir = run_dir
+            state.run_dir, state.checkpoints = run_dir, checkpoints
