@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from vitcli.core import phases  # first: its import is the process's earliest time mark (a run's startup phase)
 from vitcli.core.command_list import COMMANDS  # command -> (module under vitcli.commands, summary)
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in HELP_FLAGS for a in argv[1:]) and "--hydra-help" not in argv:
         print(command_help(command, argv[1:]))
         return
+    if command == "train":
+        phases.begin()  # the run's clock: startup lasts until its first step
     if command == "train" and "SLURM_JOB_ID" in os.environ:
         hold_slurm_warning()
     argv = [command, *resolve_run_dir_key(command, argv[1:])]
