@@ -22,6 +22,11 @@ def evaluates(epoch: int, epochs: int, interval: int) -> bool:
     return epoch % max(interval, 1) == 0 or epoch >= epochs
 
 
+def val_keys(ema: bool) -> list[str]:
+    """The validation fields of an epoch record (None on epochs that were not evaluated)."""
+    return ["val_top1", "val_top5", "val_loss"] + (["ema_top1", "ema_top5", "ema_loss"] if ema else [])
+
+
 def epoch_line(record: dict[str, Any], epochs: int, improved: str | None) -> str:
     """The log line of an epoch (its validation figures when it was evaluated)."""
     line = f"epoch {record['epoch']}/{epochs}  train_loss {record['train_loss']:.4f}  "

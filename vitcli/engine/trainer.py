@@ -26,7 +26,7 @@ from vitcli.core.runtime import Runtime
 from vitcli.data.mixing import mix_batch
 from vitcli.launch import interrupts, slurm
 from vitcli.engine.build import accumulation_group, build_parts
-from vitcli.engine.epoch_report import epoch_line, eval_interval, evaluates, print_phases
+from vitcli.engine.epoch_report import epoch_line, eval_interval, evaluates, print_phases, val_keys
 from vitcli.launch.comm import broadcast_from_main, max_over_ranks
 from vitcli.engine.evaluate import evaluate
 from vitcli.engine.loss_window import LossWindow
@@ -277,7 +277,7 @@ class Trainer:
             with self.clock.phase("eval"):
                 val_record, improved = self.validate()
         else:  # the same columns every epoch (metrics.csv), empty until the next evaluation
-            val_record, improved = dict.fromkeys(self.val_keys()), None
+            val_record, improved = dict.fromkeys(val_keys(p.ema is not None)), None
         self.window.reset(step=state.global_step)  # recorded: the next epoch's totals start here
         p.scheduler.step(state.epoch, val_record["val_top1"])  # per-epoch schedules (plateau; None: no step)
         record = {"epoch": state.epoch, **train_stats, **val_record, "lr": p.optimizer.param_groups[-1]["lr"]}
@@ -290,10 +290,6 @@ class Trainer:
             state.write_summary("running")
             state.draw_curves()
         return self.ask_stoppers(record) if evaluated else None
-
-    def val_keys(self) -> list[str]:
-        keys = ["val_top1", "val_top5", "val_loss"]
-        return keys + (["ema_top1", "ema_top5", "ema_loss"] if self.parts.ema is not None else [])
 
     def ask_stoppers(self, record: dict[str, Any]) -> StopDecision | None:
         """The first stopper's decision (rank 0 asks; every rank gets its answer)."""
