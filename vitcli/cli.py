@@ -6,6 +6,8 @@ is answered from core/reference.py (the schemas and conf/ files, read as they ar
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import os
 import sys
@@ -19,6 +21,10 @@ COMPLETION_FLAGS = ("-sc", "--shell-completion")
 # here, before Hydra makes that dir, so `resume=latest` names the real run and a typo creates nothing
 RUN_DIR_KEYS = {"train": "resume", "probe": "run"}
 HELP_FLAGS = ("-h", "--help")
+# Last at exit (atexit runs in reverse): move every object to the permanent generation, so the
+# interpreter's final collection skips what torch, timm and their imports leave (about 1.7 s of every
+# command on 2 cores). atexit handlers, thread joins and file closes still run; nothing is left unwritten.
+atexit.register(gc.freeze)
 
 
 def usage() -> str:
