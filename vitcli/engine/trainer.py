@@ -296,5 +296,3 @@ class Trainer:
         decision = next((d for s in self.stoppers if (d := s.after_epoch(self.state.epoch, record)) is not None),
                         None)
         return broadcast_from_main(decision) if self.runtime.distributed else decision
-
-
