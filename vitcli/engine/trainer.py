@@ -57,6 +57,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, runtime: Runtime | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.clock = phases.take()  # started with the command (or the sweep job): startup runs until the first step
+        self.eval_interval = eval_interval(cfg.trainer)  # checked before anything is built
         self.runtime = runtime or Runtime.create(cfg.trainer.device, cfg.trainer.precision)
         main = self.runtime.is_main  # only rank 0 writes files, logs and draws progress
         self.progress_mode = choose_mode(cfg.trainer.progress) if main else "none"
@@ -66,7 +67,6 @@ class Trainer:
         metrics = MetricsLogger(self.run_dir, cfg) if main else NullMetrics()
         self.state = RunState(cfg, self.run_dir, self.parts, self.runtime, metrics, self.window,
                               OmegaConf.to_yaml(cfg, resolve=True), self.clock)
-        self.eval_interval = eval_interval(cfg.trainer)
         self.stoppers = create_stoppers(cfg) if main else []
         self.signal_stop = SignalStop(self.runtime, len(self.parts.val_loader))
         # FSDP: every rank runs as many evaluation forwards as the one with the most batches
