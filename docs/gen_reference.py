@@ -312,7 +312,7 @@ RUN_FILES: dict[str, tuple[str, str, str]] = {
     "CONFIG": ("{}", "the resolved config: what eval, predict, export and resume read", "`vitcli train`"),
     "METRICS_JSONL": ("{}", 'one JSON object per log point (`"kind": "step"`) and epoch (`"kind": "epoch"`)', "`vitcli train`"),
     "METRICS_CSV": ("{}", "the epoch rows", "`vitcli train`"),
-    "SUMMARY": ("{}", "status, best and final metrics, epochs, wall time, images/s, skipped files, SLURM job",
+    "SUMMARY": ("{}", "status, best and final metrics, epochs, wall time and its phases (`phases`), images/s, skipped files, SLURM job",
                 "`vitcli train`"),
     "CLASS_COUNTS": ("{}", "train samples per class (index, name, count), written at the start", "`vitcli train`"),
     "TRAIN_LOG": ("{}", "the run's log lines with timestamps", "`vitcli train`"),

@@ -38,6 +38,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("wrong-type-epochs", ["train", "trainer.epochs=two"], "trainer.epochs"),
     # ---- train: values ----
     ("epochs-zero", [*T, "trainer.epochs=0"], "trainer.epochs"),
+    ("eval-interval-zero", [*T, "trainer.eval_interval=0"], "trainer.eval_interval=0 must be >= 1"),
     ("grad-accum-zero", [*T, "trainer.grad_accum=0"], "trainer.grad_accum"),
     ("negative-lr", [*T, "optimizer.lr=-1"], "optimizer.lr"),
     ("unknown-optimizer", [*T, "optimizer.name=nope"], "optimizer.name"),

@@ -6,11 +6,14 @@ is answered from core/reference.py (the schemas and conf/ files, read as they ar
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import os
 import sys
 from pathlib import Path
 
+from vitcli.core import phases  # first: its import is the process's earliest time mark (a run's startup phase)
 from vitcli.core.command_list import COMMANDS  # command -> (module under vitcli.commands, summary)
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
@@ -18,6 +21,10 @@ COMPLETION_FLAGS = ("-sc", "--shell-completion")
 # here, before Hydra makes that dir, so `resume=latest` names the real run and a typo creates nothing
 RUN_DIR_KEYS = {"train": "resume", "probe": "run"}
 HELP_FLAGS = ("-h", "--help")
+# Last at exit (atexit runs in reverse): move every object to the permanent generation, so the
+# interpreter's final collection skips what torch, timm and their imports leave (about 1.7 s of every
+# command on 2 cores). atexit handlers, thread joins and file closes still run; nothing is left unwritten.
+atexit.register(gc.freeze)
 
 
 def usage() -> str:
@@ -135,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in HELP_FLAGS for a in argv[1:]) and "--hydra-help" not in argv:
         print(command_help(command, argv[1:]))
         return
+    if command == "train":
+        phases.begin()  # the run's clock: startup lasts until its first step
     if command == "train" and "SLURM_JOB_ID" in os.environ:
         hold_slurm_warning()
     argv = [command, *resolve_run_dir_key(command, argv[1:])]

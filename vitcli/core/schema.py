@@ -207,7 +207,10 @@ class TrainerConfig:
     async_checkpoints: bool = True  # write last.pt/best.pt on a background thread (at most one save in flight)
     sync_batchnorm: bool = False  # DDP on GPUs: BatchNorm statistics over all ranks (CNNs)
     grad_checkpointing: bool = False  # timm set_grad_checkpointing(): recompute activations in backward (less memory)
-    early_stop_patience: int = 0  # stop after N epochs without a better selection top-1 (0: off)
+    early_stop_patience: int = 0  # stop after N evaluations without a better selection top-1 (0: off)
+    # epochs between evaluations (and best.pt updates); the last epoch is always evaluated; early
+    # stopping and optuna pruning count evaluations
+    eval_interval: int = 1
 
 
 @dataclass

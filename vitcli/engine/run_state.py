@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitcli.core import runs
+from vitcli.core import phases, runs
 from vitcli.core.checkpoint import BEST_WEIGHTS, best_entry, load_checkpoint, save_safetensors
 from vitcli.core.io import read_jsonl, write_csv, write_json
 from vitcli.core.rng import rng_state, set_rng_state
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("vitcli")
 
 COUNTERS = ("epoch", "batch_in_epoch", "global_step", "train_images")
+# a redraw of plots/curves.png takes a fraction of a second of the training thread: at most this often
+# mid-run (and always at the end), so short epochs are not slowed by it
+CURVES_EVERY_S = 30.0
 
 
 class RunState:
@@ -60,10 +63,12 @@ class RunState:
     """
 
     def __init__(self, cfg: Any, run_dir: Path, parts: TrainParts, runtime: Runtime, metrics: Any,
-                 window: LossWindow, config_yaml: str):
+                 window: LossWindow, config_yaml: str, clock: phases.PhaseClock | None = None):
         self.cfg, self.run_dir, self.parts, self.runtime = cfg, Path(run_dir), parts, runtime
         self.metrics, self.window, self.config_yaml = metrics, window, config_yaml
         self.main = runtime.is_main
+        self.clock = clock or phases.PhaseClock()  # where the wall time went (summary.json's phases)
+        self.curves_drawn = float("-inf")  # when plots/curves.png was last redrawn (time.monotonic)
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # micro-batches done in the current epoch (mid-epoch checkpoints)
         self.global_step = 0  # optimizer steps
@@ -180,6 +185,10 @@ class RunState:
         """Checkpoint the run (a collective: every rank calls it at the same point): last, and best too
         when this epoch improved (`improved_source`: "model" or "ema", whose weights are the best).
         One serialization: best is the same bytes as last, and says which entry holds the best weights."""
+        with self.clock.phase("checkpoint"):
+            self._save(improved_source)
+
+    def _save(self, improved_source: str | None) -> None:
         best = {BEST_WEIGHTS: "model_ema" if improved_source == "ema" else "model",
                 "best_source": improved_source} if improved_source else {}
         if self.sharded:
@@ -194,6 +203,17 @@ class RunState:
     def save_last(self) -> None:
         self.save(None)
 
+    def join_checkpoints(self, raise_error: bool = True) -> None:
+        """Wait for the save in flight (timed as checkpoint): before an exit, a requeue or a read-back.
+        A failed write is raised (or, when the run already failed, logged: it must not hide why)."""
+        with self.clock.phase("checkpoint", count=False):
+            try:
+                self.checkpoints.join()
+            except Exception as err:
+                if raise_error:
+                    raise
+                log.warning(f"the last checkpoint write failed: {err}")
+
     # ---- summary, curves, exported weights ---------------------------------------
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
         cfg, p = self.cfg, self.parts
@@ -206,29 +226,36 @@ class RunState:
             "best": self.best, "final": self.history[-1] if self.history else {},
             "wall_time_s": round(time.time() - self.wall_start, 3),
             "train_images_per_s": self.train_images / self.train_seconds if self.train_seconds else None,
-            **p.data.info, **self.summary_fields,
+            **p.data.info, **self.summary_fields, **self.clock.record(),
         }
 
     def write_summary(self, status: str, error: str | None = None, summary: dict[str, Any] | None = None) -> None:
         if self.main:
             write_json(self.run_dir / runs.SUMMARY, summary or self.summary(status, error))
 
-    def draw_curves(self) -> None:
-        """plots/curves.png from metrics.jsonl, redrawn every epoch; a plot never fails a run."""
-        if self.main:
+    def draw_curves(self, force: bool = False) -> None:
+        """plots/curves.png from metrics.jsonl, redrawn at most every CURVES_EVERY_S seconds (always
+        when `force`: at the end, on a stop); a plot never fails a run."""
+        if self.main and (force or time.monotonic() - self.curves_drawn >= CURVES_EVERY_S):
             try_plot_curves(self.run_dir)
+            self.curves_drawn = time.monotonic()
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
+        """The run ends (any status): the save in flight joined, curves redrawn, summary.json written last
+        (its phases end here), trackers told."""
+        self.join_checkpoints(raise_error=status != "failed")
+        if self.main:
+            with self.clock.phase("plots_logging", count=False):
+                self.draw_curves(force=True)
         summary = self.summary(status, error)
         if self.main:
             self.write_summary(status, error, summary)
-            self.draw_curves()
             self.metrics.finish(summary)
         return summary
 
     def export(self) -> None:
         """The best weights as model.safetensors, with the timm name and class names in its metadata."""
-        self.checkpoints.join()
+        self.join_checkpoints()
         if not self.cfg.trainer.export_safetensors or not self.main:
             return
         data = self.parts.data

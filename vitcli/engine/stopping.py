@@ -61,12 +61,13 @@ class EpochStopper(Protocol):
 
 @dataclass
 class EarlyStopping:
-    """trainer.early_stop_patience=N: end the run after N epochs whose selection top-1 (the better of
-    the raw and EMA weights, as best.pt is chosen) is not above the best so far."""
+    """trainer.early_stop_patience=N: end the run after N evaluations (evaluated epochs: trainer.eval_interval)
+    whose selection top-1 (the better of the raw and EMA weights, as best.pt is chosen) is not above the best so far."""
 
     patience: int
     best: float | None = None
     best_epoch: int = 0
+    since_best: int = 0  # evaluations since the best one
 
     @staticmethod
     def score(record: dict[str, Any]) -> float:
@@ -75,18 +76,20 @@ class EarlyStopping:
     def resume(self, history: list[dict[str, Any]]) -> StopDecision | None:
         """Replay the epochs a resumed run already has, so patience counts as if it had never stopped;
         the decision it took on them (the run already ended), or None."""
-        decisions = [self.after_epoch(int(record["epoch"]), record) for record in history]
+        decisions = [self.after_epoch(int(record["epoch"]), record) for record in history
+                     if record.get("val_top1") is not None]  # epochs that were not evaluated do not count
         return next((d for d in decisions if d is not None), None)
 
     def after_epoch(self, epoch: int, record: dict[str, Any]) -> StopDecision | None:
         score = self.score(record)
         if self.best is None or score > self.best:
-            self.best, self.best_epoch = score, epoch
+            self.best, self.best_epoch, self.since_best = score, epoch, 0
             return None
-        if epoch - self.best_epoch < self.patience:
+        self.since_best += 1
+        if self.since_best < self.patience:
             return None
         return StopDecision("completed", "early_stop", f"val top-1 has not improved on {self.best:.2f} (epoch "
-                            f"{self.best_epoch}) for {epoch - self.best_epoch} epochs (trainer.early_stop_patience="
+                            f"{self.best_epoch}) for {self.since_best} evaluations (trainer.early_stop_patience="
                             f"{self.patience})")
 
 
@@ -117,15 +120,18 @@ def create_stoppers(cfg: Any) -> list[EpochStopper]:
 
 
 class TrialPruner:
-    """Reports the selection metric to an optuna trial every epoch; stops the run when the
-    study's pruner prunes the trial (which is then PRUNED in the study)."""
+    """Reports the selection metric to an optuna trial after every evaluation (its step: the evaluation's
+    number, so pruners' warm-up and intervals count evaluations); stops the run when the study's pruner
+    prunes the trial (which is then PRUNED in the study)."""
 
     def __init__(self, trial: Any) -> None:
         self.trial = trial
+        self.evaluations = 0
 
     def after_epoch(self, epoch: int, record: dict[str, Any]) -> StopDecision | None:
         value = selection_value(record)
-        self.trial.report(value, epoch)
+        self.evaluations += 1
+        self.trial.report(value, self.evaluations)
         if not self.trial.should_prune():
             return None
         self.trial.prune()
@@ -171,6 +177,7 @@ class SignalStop:
         save has to fit in the signal's delay, and a requeue starts SLURM's KillWait."""
         window.read(state.epoch, state.global_step)  # the loss totals last.pt records (and a finite state)
         state.save_last()  # the state after the last whole step: a rerun resumes from it exactly
+        state.join_checkpoints()  # written (background writer) before SLURM is asked or any rank leaves
         plan = None
         if self.runtime.is_main:  # under SLURM: is the job requeued (by SLURM, or by rank 0 next)?
             plan = requeue.plan_stop(err.signum)

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import OmegaConf
 
-from vitcli.core import runs
+from vitcli.core import phases, runs
 from vitcli.core.io import write_text
 from vitcli.core.runtime import Runtime
 from vitcli.data.mixing import mix_batch
 from vitcli.launch import interrupts, slurm
 from vitcli.engine.build import accumulation_group, build_parts
+from vitcli.engine.epoch_report import epoch_line, eval_interval, evaluates, print_phases, val_keys
 from vitcli.launch.comm import broadcast_from_main, max_over_ranks
 from vitcli.engine.evaluate import evaluate
 from vitcli.engine.loss_window import LossWindow
@@ -55,6 +56,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, runtime: Runtime | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.clock = phases.take()  # started with the command (or the sweep job): startup runs until the first step
+        self.eval_interval = eval_interval(cfg.trainer)  # checked before anything is built
         self.runtime = runtime or Runtime.create(cfg.trainer.device, cfg.trainer.precision)
         main = self.runtime.is_main  # only rank 0 writes files, logs and draws progress
         self.progress_mode = choose_mode(cfg.trainer.progress) if main else "none"
@@ -63,7 +66,7 @@ class Trainer:
         self.window = LossWindow(self.runtime)
         metrics = MetricsLogger(self.run_dir, cfg) if main else NullMetrics()
         self.state = RunState(cfg, self.run_dir, self.parts, self.runtime, metrics, self.window,
-                              OmegaConf.to_yaml(cfg, resolve=True))
+                              OmegaConf.to_yaml(cfg, resolve=True), self.clock)
         self.stoppers = create_stoppers(cfg) if main else []
         self.signal_stop = SignalStop(self.runtime, len(self.parts.val_loader))
         # FSDP: every rank runs as many evaluation forwards as the one with the most batches
@@ -135,7 +138,7 @@ class Trainer:
         bar = EpochProgress(self.progress_mode, epoch, tcfg.epochs, n, tcfg.log_interval, state.batch_in_epoch)
         t0, seen_now = time.perf_counter(), 0
         try:
-            for i, (x, y) in enumerate(self.parts.train_loader, start=state.batch_in_epoch):
+            for i, (x, y) in enumerate(self.timed_batches(), start=state.batch_in_epoch):
                 loss = self.forward_backward(x, y, accumulation_group(i, n, tcfg.grad_accum))
                 self.window.add(loss, y.shape[0])
                 seen_now += y.shape[0]
@@ -149,7 +152,7 @@ class Trainer:
                 if tcfg.ckpt_interval_steps and state.global_step % tcfg.ckpt_interval_steps == 0 \
                         and state.batch_in_epoch < n:
                     self.window.read(epoch, state.global_step)  # never checkpoint a non-finite state
-                    state.save_last()
+                    state.save_last()  # timed as checkpoint (RunState.save)
                 if self.vote.poll() and state.batch_in_epoch < n:
                     raise interrupts.TrainingInterrupted(self.vote.signum, f"in epoch {epoch + 1} at batch "
                                                          f"{state.batch_in_epoch} of {n}")
@@ -165,14 +168,24 @@ class Trainer:
         stats.update(getattr(self.parts.criterion, "epoch_stats", dict)())
         return stats
 
+    def timed_batches(self) -> Any:
+        """The train loader's batches, the wait for each timed as data_wait and the rest as step."""
+        self.clock.switch("data_wait")
+        for batch in self.parts.train_loader:
+            self.clock.switch("step")
+            yield batch
+            self.clock.switch("data_wait")
+        self.clock.switch("step")
+
     def log_point(self, epoch: int, bar: EpochProgress, images_per_s: float) -> None:
         """Read the loss back from the device (the only read between epoch ends) and log it."""
         step = self.state.global_step
-        loss = self.window.read_since_log(epoch, step)
+        loss = self.window.read_since_log(epoch, step)  # the sync: the device's queued steps finish here (step)
         lr = self.parts.optimizer.param_groups[-1]["lr"]
-        bar.show(self.state.batch_in_epoch - 1, loss, lr, images_per_s)
-        self.state.metrics.log({"kind": "step", "epoch": epoch + 1, "global_step": step, "train_loss": loss,
-                                "lr": lr, "images_per_s": images_per_s})
+        with self.clock.phase("plots_logging", count=False):
+            bar.show(self.state.batch_in_epoch - 1, loss, lr, images_per_s)
+            self.state.metrics.log({"kind": "step", "epoch": epoch + 1, "global_step": step, "train_loss": loss,
+                                    "lr": lr, "images_per_s": images_per_s})
 
     # ---- the run --------------------------------------------------------------
     def validate(self) -> tuple[dict[str, Any], str | None]:
@@ -240,41 +253,46 @@ class Trainer:
             except Exception as err:
                 state.finish("failed", str(err).splitlines()[0] if str(err) else type(err).__name__)
                 raise
+        self.clock.switch("teardown")
         state.export()
         if stop is not None:
             state.summary_fields["stopped"] = stop.record(state.epoch)
             log.info(f"stopped after epoch {state.epoch} of {epochs} ({stop.by}): {stop.reason}")
         summary = state.finish(stop.status if stop is not None else "completed")
         best = state.best
+        if self.runtime.is_main:
+            print_phases(summary)
         log.info(f"done: best val_top1 {best['val_top1']:.2f} (epoch {best['epoch']}, {best['source']} weights) "
                  f"in {summary['wall_time_s']:.0f}s; {self.run_dir}")
         return summary
 
     def run_epoch(self, epoch: int) -> StopDecision | None:
-        """Train one epoch, validate, record it, checkpoint, redraw the curves; ask the stoppers."""
+        """Train one epoch; on evaluated epochs (trainer.eval_interval) validate; record it, checkpoint,
+        redraw the curves (at a bounded rate); ask the stoppers (on evaluated epochs: they count evaluations)."""
         state, p = self.state, self.parts
         train_stats = self.train_one_epoch(epoch)
         state.epoch, state.batch_in_epoch = epoch + 1, 0
-        val_record, improved = self.validate()
-        self.window.reset(step=state.global_step)  # evaluated: the next epoch's totals start here
-        p.scheduler.step(state.epoch, val_record["val_top1"])  # per-epoch schedules (plateau); others ignore it
+        evaluated = evaluates(state.epoch, self.cfg.trainer.epochs, self.eval_interval)
+        if evaluated:
+            with self.clock.phase("eval"):
+                val_record, improved = self.validate()
+        else:  # the same columns every epoch (metrics.csv), empty until the next evaluation
+            val_record, improved = dict.fromkeys(val_keys(p.ema is not None)), None
+        self.window.reset(step=state.global_step)  # recorded: the next epoch's totals start here
+        p.scheduler.step(state.epoch, val_record["val_top1"])  # per-epoch schedules (plateau; None: no step)
         record = {"epoch": state.epoch, **train_stats, **val_record, "lr": p.optimizer.param_groups[-1]["lr"]}
         state.history.append(record)
-        state.metrics.log_epoch(record)
+        with self.clock.phase("plots_logging", count=False):
+            state.metrics.log_epoch(record)
         state.save(improved)
-        ema = f"  ema_top1 {record['ema_top1']:.2f}" if "ema_top1" in record else ""
-        log.info(
-            f"epoch {state.epoch}/{self.cfg.trainer.epochs}  train_loss {train_stats['train_loss']:.4f}  "
-            f"val_top1 {record['val_top1']:.2f}  val_top5 {record['val_top5']:.2f}  val_loss {record['val_loss']:.4f}"
-            f"{ema}  {train_stats['images_per_s']:,.0f} img/s" + (f"  *best ({improved})*" if improved else "")
-        )
-        state.write_summary("running")
-        state.draw_curves()
-        return self.ask_stoppers(record)
+        with self.clock.phase("plots_logging"):
+            log.info(epoch_line(record, self.cfg.trainer.epochs, improved))
+            state.write_summary("running")
+            state.draw_curves()
+        return self.ask_stoppers(record) if evaluated else None
 
     def ask_stoppers(self, record: dict[str, Any]) -> StopDecision | None:
         """The first stopper's decision (rank 0 asks; every rank gets its answer)."""
         decision = next((d for s in self.stoppers if (d := s.after_epoch(self.state.epoch, record)) is not None),
                         None)
         return broadcast_from_main(decision) if self.runtime.distributed else decision
-

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from vitcli.core import runs
+from vitcli.core import phases, runs
 from vitcli.core.errors import full_errors
 from vitcli.launch.interrupts import TrainingInterrupted
 from vitcli.engine.pruning import trial_env
@@ -52,6 +52,7 @@ def run_sweep_job(fit: Callable[[Any], float], cfg: Any) -> float | None:
     the basic sweeper ignores and optuna records as a FAIL trial, so the sweep goes on
     (Hydra would re-raise the job's exception and end the whole multirun)."""
 
+    phases.begin_unless_pending()  # this job's clock (the first job's started with the command)
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
 

@@ -15,12 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vitcli.core import runs
+from vitcli.core import phases, runs
 from vitcli.core.errors import UserError
 from vitcli.launch import slurm
 from vitcli.search.study import describe, draw, sweep_study
 
-NUMERIC = ("val_top1", "val_top5", "val_loss", "wall_time_s", "epochs", "updated")
+NUMERIC = ("val_top1", "val_top5", "val_loss", "wall_time_s", "non_step", "epochs", "updated")
 ASCENDING = ("val_loss",)  # smaller is better; other numbers sort largest first
 
 
@@ -48,7 +48,8 @@ def run_row(run_dir: Path, root: Path) -> dict[str, Any]:
         "experiment": summary.get("experiment"), "model": summary.get("model"), "data": summary.get("data"),
         "epochs": summary.get("epochs_completed"), "epochs_total": summary.get("epochs"),
         "val_top1": best.get("val_top1"), "val_top5": best.get("val_top5"), "val_loss": best.get("val_loss"),
-        "wall_time_s": summary.get("wall_time_s"), "status": summary.get("status", "unknown"),
+        "wall_time_s": summary.get("wall_time_s"), "non_step": _percent(phases.non_step_share(summary)),
+        "status": summary.get("status", "unknown"),
         "updated": updated, "curves": str(run_dir / runs.CURVES) if (run_dir / runs.CURVES).is_file() else None,
         "slurm": summary.get("slurm"),
     }
@@ -93,6 +94,10 @@ def sort_rows(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
     return present + missing  # runs without the value always last
 
 
+def _percent(share: float | None) -> float | None:
+    return None if share is None else round(100 * share, 1)
+
+
 def _fmt(value: Any, spec: str = "") -> str:
     return "" if value is None else format(value, spec)
 
@@ -101,9 +106,10 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
 
     table = Table(title=title)
     with_slurm = any(r.get("slurm") for r in rows)  # a column only when some run came from a SLURM job
-    for col in ("run", "experiment", "model", "data", "epochs", "top-1", "top-5", "wall", "status",
+    # non-step: the share of the run's wall time outside the training step (summary.json's phases)
+    for col in ("run", "experiment", "model", "data", "epochs", "top-1", "top-5", "wall", "non-step", "status",
                 *(["slurm"] if with_slurm else []), "updated", "curves"):
-        table.add_column(col, justify="right" if col in ("epochs", "top-1", "top-5", "wall") else "left",
+        table.add_column(col, justify="right" if col in ("epochs", "top-1", "top-5", "wall", "non-step") else "left",
                          overflow="fold")
     styles = {"completed": "green", "failed": "red", "interrupted": "yellow", "running": "cyan", "requeued": "cyan"}
     for r in rows:
@@ -113,6 +119,7 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
                       escape(str(r["data"] or "")), f"{_fmt(r['epochs'])}/{_fmt(r['epochs_total'])}",
                       _fmt(r["val_top1"], ".2f"), _fmt(r["val_top5"], ".2f"),
                       time.strftime("%H:%M:%S", time.gmtime(wall)) if wall is not None else "",
+                      f"{r['non_step']:.1f}%" if r["non_step"] is not None else "",
                       f"[{styles.get(r['status'], 'white')}]{escape(str(r['status']))}[/]",
                       *([escape(slurm_cell(r.get("slurm")))] if with_slurm else []),
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated"])), curves)
