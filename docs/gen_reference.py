@@ -6,7 +6,7 @@
 Sources: the schemas (vitcli/core/schema.py, vitcli/core/task_schemas.py: type, default and the
 comment beside each field), the choices (vitcli/core/choices.py), the config files (conf/: each
 option's leading comment lines and what it sets), the command list (vitcli/cli.py) and the run-dir
-names (vitcli/core/runs.py). tests/test_docs.py regenerates and compares, so the pages cannot drift.
+layout (vitcli/core/runs.py's LAYOUT). tests/test_docs.py regenerates and compares, so the pages cannot drift.
 """
 
 from __future__ import annotations
@@ -287,8 +287,9 @@ def recipes_page() -> str:
            "`vitcli train experiment=NAME` sets a whole recipe (`conf/experiment/NAME.yaml`); any override "
            "after it still wins. *Expected* is what the source reported, on its hardware and data; *vitcli* "
            "figures are measured here or marked unmeasured.", "",
-           "<!-- TODO(lead): vitcli's own top-1 and cost per recipe, once measured on GPUs "
-           "(the `expected:` / `cost:` comment lines of conf/experiment/*.yaml) -->", "",
+           "vitcli's own top-1 and cost per recipe have not been measured yet: they need GPUs, and none was "
+           "lent to the sessions that built vitcli. `vitcli plan experiment=NAME` measures a recipe's img/s, "
+           "memory and ETA on your hardware; `python benchmarks/bench_gpu.py` the throughput of three ViTs.", "",
            "| recipe | source | expected top-1 | cost |", "|---|---|---|---|"]
     details = []
     for path in sorted((CONF / "experiment").glob("*.yaml")):
@@ -306,52 +307,35 @@ def recipes_page() -> str:
     return "\n".join(out + [""] + details)
 
 
-# what each run-dir entry is and which command writes it; a name added to core/runs.py must be added here
-RUN_FILES: dict[str, tuple[str, str, str]] = {
-    "HYDRA": ("{}/", "Hydra's own record: config, hydra.yaml, overrides.yaml", "`vitcli train`"),
-    "CONFIG": ("{}", "the resolved config: what eval, predict, export and resume read", "`vitcli train`"),
-    "METRICS_JSONL": ("{}", 'one JSON object per log point (`"kind": "step"`) and epoch (`"kind": "epoch"`)', "`vitcli train`"),
-    "METRICS_CSV": ("{}", "the epoch rows", "`vitcli train`"),
-    "SUMMARY": ("{}", "status, best and final metrics, epochs, wall time and its phases (`phases`), images/s, skipped files, SLURM job",
-                "`vitcli train`"),
-    "CLASS_COUNTS": ("{}", "train samples per class (index, name, count), written at the start", "`vitcli train`"),
-    "TRAIN_LOG": ("{}", "the run's log lines with timestamps", "`vitcli train`"),
-    "CHECKPOINTS": ("{}/last.pt, {}/best.pt", "model, optimizer, scaler, EMA, position and every RNG; "
-                    "written atomically, loaded with `weights_only=True`", "`vitcli train`"),
-    "MODEL_WEIGHTS": ("{}", "the best weights (LoRA merged), loadable by plain timm", "`vitcli train`"),
-    "CURVES": ("{}", "loss, top-1/top-5, lr; redrawn after every epoch", "`vitcli train`"),
-    "PLOTS": ("{}/", "`confusion_<tag>.png`, `errors_<tag>.png`, `reliability_<tag>.png` (eval), "
-              "`explain_<split>_<method>.png` (explain)", "`vitcli eval`, `vitcli explain`"),
-    "EVAL": ("{}/", "`<tag>.json`, `<tag>_per_class.csv`, `<tag>_confusion.csv`; tag = `<split>_<checkpoint>[_<tta>]`",
-             "`vitcli eval`"),
-    "CALIBRATION": ("{}", "the fitted temperature and the checkpoint it belongs to", "`vitcli eval eval.calibrate=temperature`"),
-    "PREDICTIONS": ("{}/<split>.npz, {}/<name>.csv", "logits, ids, labels, class names, source; top-k CSV of "
-                    "your own images", "`vitcli predict`"),
-    "SUBMISSION": ("{}/<split>_top5.txt, {}/<split>_kaggle.csv", "MiniPlaces submission files", "`vitcli predict`"),
-    "EXPORT": ("{}/<checkpoint>_timm/, {}/<checkpoint>.onnx", "a folder plain timm loads; an ONNX file", "`vitcli export`"),
-    "PROBE": ("{}/features/<key>/<split>.npz, {}/<method>.json, {}/<method>/predictions/",
-              "cached frozen features, probe scores, probe predictions", "`vitcli probe`"),
-    "WANDB": ("{}/", "W&B's own files and the run id (logger=wandb)", "`vitcli train`"),
-    "MLFLOW_RUN": ("{}", "the MLflow store and run id (logger=mlflow): a resumed run continues it", "`vitcli train`"),
-    "MLFLOW_SWEEP": ("{}", "in a sweep dir: the MLflow parent run its jobs nest under", "`vitcli train -m`"),
-    "TENSORBOARD": ("{}/", "TensorBoard event files (logger=tensorboard)", "`vitcli train`"),
-    "MLRUNS": ("<runs_root>/{}/", "the default MLflow store (mlflow.db) and its artifacts, beside the runs",
-               "`vitcli train logger=mlflow`"),
-}
-
-
-def run_dir_page() -> str:
-    from vitcli.core import runs
+def _layout_entries() -> list[tuple[str, str, str]]:
+    """(path, what, name in runs.py) for every entry of runs.LAYOUT, after checking that LAYOUT names
+    every file name runs.py defines and that the sharded-checkpoint names it quotes are core/sharded.py's."""
+    from vitcli.core import runs, sharded
     from vitcli.launch import runlock
 
     names = {k: v for k, v in vars(runs).items() if k.isupper() and isinstance(v, str)}
-    undescribed = sorted(set(names) - set(RUN_FILES))
-    if undescribed:
-        raise SystemExit(f"vitcli/core/runs.py names {undescribed}: describe them in RUN_FILES in {Path(__file__).name}")
+    keys = {path.rstrip("/").split("/")[-1]: path for path in runs.LAYOUT}
+    missing = sorted(k for k, v in names.items() if v.split("/")[0] not in keys and v not in keys)
+    if missing:
+        raise SystemExit(f"vitcli/core/runs.py names {missing} that its LAYOUT does not describe")
+    checkpoints = runs.LAYOUT[f"{runs.CHECKPOINTS}/"]
+    for name in (sharded.STATE_JSON, sharded.SHARD_GLOB, sharded.rng_file(0).replace("0", "<rank>")):
+        if name not in checkpoints:
+            raise SystemExit(f"runs.LAYOUT['{runs.CHECKPOINTS}/'] does not name {name} (core/sharded.py)")
+    by_value = {v: k for k, v in names.items()}
+    by_value[runlock.LOCK] = "launch/runlock.LOCK"
+    return [(path, what, by_value.get(path.rstrip("/").split("/")[-1], ""))
+            for path, what in runs.LAYOUT.items()]
+
+
+def run_dir_page() -> str:
+    from vitcli.tasks.plan import PLAN_FILE
+
     train = yaml.safe_load((CONF / "train.yaml").read_text())["hydra"]
+    plan = yaml.safe_load((CONF / "plan.yaml").read_text())
     out = [BANNER, "# Run directory", "",
            "What a run directory holds: the contract every command that reads a run relies on. "
-           "`vitcli/core/runs.py` owns the names.", "",
+           "`vitcli/core/runs.py` owns the names (its `LAYOUT` is this page's table).", "",
            "Where runs go (`conf/train.yaml`; `name` is the experiment name, `default` unless you or an "
            "`experiment=` recipe set it):", "",
            "| run | directory |", "|---|---|",
@@ -362,16 +346,20 @@ def run_dir_page() -> str:
            "| `vitcli train resume=DIR` | `DIR` itself |",
            "| `vitcli ensemble` | `runs/ensembles/<stamp>/` |",
            "| `vitcli preview` | `runs/previews/<stamp>/` |",
-           "| `vitcli probe` without `run=` | `runs/probes/<stamp>/` |", "",
+           "| `vitcli probe` without `run=` | `runs/probes/<stamp>/` |",
+           f"| `vitcli plan` | `{plan['plan']['out'].replace('${runs_root}', 'runs').replace('${now:%Y-%m-%d_%H-%M-%S}', '<stamp>')}"
+           f"/{PLAN_FILE}` only (not a run: `vitcli runs` lists none); `-m`: "
+           f"`{plan['hydra']['sweep']['dir'].replace('${runs_root}', 'runs').replace('${now:%Y-%m-%d_%H-%M-%S}', '<stamp>')}"
+           "/<job number>/` |", "",
+           "`run=` takes such a directory, `latest` (the newest run under `runs_root`), an experiment name "
+           "(its newest run) or a unique prefix of a run's path or timestamp.", "",
            f"(`hydra.run.dir: {train['run']['dir']}`, `hydra.sweep.dir: {train['sweep']['dir']}`.)", "",
-           "| path | what | written by | name in runs.py |", "|---|---|---|---|"]
-    for const, (pattern, what, writer) in RUN_FILES.items():
-        shown = ", ".join(f"`{p.strip()}`" for p in pattern.format(*[names[const]] * 3).split(","))
-        out.append(f"| {shown} | {what} | {writer} | `{const}` |")
-    out.append(f"| `{runlock.LOCK}` | held while a run trains: one writer per run dir | `vitcli train` | "
-               "`launch/runlock.LOCK` |")
+           "| path | what | name in the code |", "|---|---|---|"]
+    for path, what, const in _layout_entries():
+        out.append(f"| `{path}` | {html.escape(what, quote=False)} | {f'`{const}`' if const else ''} |")
     out += ["", "A sweep dir also holds `sweep_summary.csv` (every job, ranked) and, for optuna, "
-            "`optuna_study.yaml` and `plots/`.", ""]
+            "`optuna_study.yaml` and `plots/`; optuna's default study storage is the journal file "
+            "`runs/<name>/optuna_journal.log`, beside the sweep dirs.", ""]
     return "\n".join(out)
 
 

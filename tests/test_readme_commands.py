@@ -218,6 +218,8 @@ RULES: list[tuple[str, str, str]] = [
     (r"^sbatch ", "wrapped", "needs a SLURM cluster: its `vitcli train` overrides are composed (tests/slurm submits it)"),
     (r"^torchrun ", "wrapped", "needs two machines: its `vitcli train` overrides are composed"),
     (r"^docker build ", "skip", "needs a Docker engine: tests/test_docker.py checks the Dockerfile"),
+    (r"^(mlflow (server|ui)|tensorboard) ", "skip", "starts a web server that runs until stopped: tests/services.py "
+     "starts `mlflow server` for tests/test_mlflow.py, tests/test_tensorboard.py reads the event files it shows"),
     (r"^docker run ", "wrapped", "needs a Docker engine: the vitcli command after the image is composed"),
     (r"^vitcli info( |$)", "skip", "tests/test_info.py runs vitcli info (with runs_root) and checks its report"),
     (r"^vitcli .*hydra/launcher=slurm", "compose", "submits SLURM jobs"),
@@ -241,11 +243,12 @@ RULES: list[tuple[str, str, str]] = [
 
 # Run for real, in order, per page: (page, command as written). Placeholders: RUN_DIR is the newest run
 # under the page's runs/ (after a train) or the shared tiny run; /data/... are generated stand-ins.
+# run=mine and run=latest are left to vitcli (they name the newest run under the page's runs/).
 REAL: dict[str, list[str]] = {
     "README.md": [
         "vitcli train data=imagefolder data.root=/data/mine name=mine",
-        "vitcli eval run=RUN_DIR",
-        "vitcli predict run=RUN_DIR images=/data/new_photos",
+        "vitcli eval run=mine",
+        "vitcli predict run=mine images=/data/new_photos",
     ],
     "docs/tutorials/miniplaces.md": [
         "vitcli prepare data=miniplaces data.root=/data/miniplaces",
@@ -262,7 +265,8 @@ REAL: dict[str, list[str]] = {
 # what each real command must leave behind, as the page says (relative to RUN_DIR, or to the data)
 PROMISED: dict[str, list[str]] = {
     "vitcli eval run=RUN_DIR": ["eval/val_best.json", "plots/confusion_val_best.png"],
-    "vitcli predict run=RUN_DIR images=/data/new_photos": ["predictions/new_photos.csv"],
+    "vitcli eval run=mine": ["eval/val_best.json", "plots/confusion_val_best.png"],
+    "vitcli predict run=mine images=/data/new_photos": ["predictions/new_photos.csv"],
     "vitcli predict run=RUN_DIR split=test": ["predictions/test.npz", "submission/test_top5.txt",
                                               "submission/test_kaggle.csv"],
     "vitcli export run=RUN_DIR": ["export/best_timm/config.json", "export/best_timm/model.safetensors"],
@@ -493,7 +497,7 @@ def run_page(page: str, cwd: Path, stand_ins: dict[str, Path], cli, run_dir: Pat
         assert "Traceback" not in proc.stdout + proc.stderr, text
         if args[0] == "train":
             run_dir = newest_run(cwd)
-        where = run_dir if "RUN_DIR" in text else None
+        where = run_dir if re.search(r"run=(RUN_DIR|latest|mine)\b", text) else None
         for rel in PROMISED.get(text, []):
             assert where is not None and (where / rel).is_file(), f"{text}: {rel} missing"
     return run_dir

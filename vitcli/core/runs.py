@@ -45,25 +45,37 @@ TENSORBOARD = "tensorboard"  # logger=tensorboard: the run's event files
 MLRUNS = "mlruns"  # <runs_root>/mlruns: the default MLflow store (mlflow.db) and its artifacts
 CURVES = f"{PLOTS}/curves.png"
 CLASS_COUNTS = "class_counts.csv"  # train samples per class (index, name, count), written at the start
-# what a run directory holds, in the order the docs list it (the reference page is generated from this)
+# what a run directory holds, in the order the docs list it (docs/gen_reference.py generates the
+# run-dir reference page from this; every name above must appear in a key)
 LAYOUT: dict[str, str] = {
     f"{HYDRA}/": "Hydra's own record: the composed config, hydra.yaml, the command line's overrides",
     CONFIG: "the resolved config (written at every start and resume; commands that read the run load it)",
-    SUMMARY: "best and final metrics, epochs, wall time, images/s, status (completed, failed, ...), SLURM job",
+    SUMMARY: "best and final metrics, epochs, wall time and its phases (`phases`), images/s, status (completed, failed, ...), SLURM job",
     METRICS_JSONL: "one record per logged step and per epoch",
     METRICS_CSV: "the epoch records as a table (logger.csv=true)",
     CLASS_COUNTS: "train samples per class (index, name, count), written at the start",
     TRAIN_LOG: "the run's log",
-    f"{CHECKPOINTS}/": "last.pt and best.pt (atomic; weights_only loads; class names and data identity inside)",
-    MODEL_WEIGHTS: "the best weights (LoRA merged), loadable by plain timm",
+    f"{CHECKPOINTS}/": "last.pt and best.pt (atomic; one write per save, on a background thread with "
+                       "trainer.async_checkpoints; best.pt a hard link to the last.pt it was; weights_only loads; "
+                       "class names and data identity inside). trainer.strategy=fsdp: last and best are links to "
+                       "step-<N>-<tag>/ directories holding every rank's shard-*.safetensors and "
+                       "rng-<rank>.safetensors and state.json (safetensors and JSON, no pickle)",
+    MODEL_WEIGHTS: "the best weights (LoRA merged; gathered from the shards under FSDP), loadable by plain timm",
     f"{PREDICTIONS}/": "<split>.npz: logits, ids, labels, class names (vitcli predict); <name>.csv for images=",
     f"{SUBMISSION}/": "<split>_top5.txt (devkit format) and <split>_kaggle.csv (MiniPlaces)",
-    f"{EVAL}/": "vitcli eval: <tag>.json, <tag>_per_class.csv, <tag>_confusion.csv",
-    CALIBRATION: "vitcli eval eval.calibrate=temperature: the temperature, keyed to its checkpoint",
-    f"{PLOTS}/": "curves.png, confusion_<tag>.png, errors_<tag>.png, reliability_<tag>.png, explain_<split>_<method>.png",
+    f"{EVAL}/": "vitcli eval: <tag>.json, <tag>_per_class.csv, <tag>_confusion.csv; tag = <split>_<checkpoint>[_<tta>]",
+    CALIBRATION: "vitcli eval eval.calibrate=temperature: the temperature, the split it was fitted on, keyed to "
+                 "its checkpoint's content and TTA",
+    f"{PLOTS}/": f"{CURVES.split('/')[-1]} (at most every 30 s, and at the end), confusion_<tag>.png, errors_<tag>.png, reliability_<tag>.png "
+                 "(eval), explain_<split>_<method>.png (explain)",
     f"{PROBE}/": "vitcli probe: features/ (cached), <method>.json, <method>/predictions/<split>.npz",
     f"{EXPORT}/": "vitcli export: <checkpoint>_timm/ and <checkpoint>.onnx",
     f"{WANDB}/": "W&B's own files and run_id (logger=wandb)",
+    MLFLOW_RUN: "logger=mlflow: the tracking URI, experiment and run id (a resumed run continues it)",
+    MLFLOW_SWEEP: "in a -m sweep dir, with logger=mlflow: the parent run its jobs nest under",
+    f"{TENSORBOARD}/": "logger=tensorboard: the run's event files (eval, predict, probe, explain, ensemble add to them)",
+    f"<runs_root>/{MLRUNS}/": "logger=mlflow without logger.mlflow.tracking_uri: the default store (mlflow.db) "
+                             "and its artifacts, beside the runs",
     ".lock": "held while the run trains (one writer per run dir)",
 }
 # folders inside a run that never hold another run (the run browser does not descend into them)

@@ -156,8 +156,9 @@ class PlanOptions:
     steps: int = 5  # optimizer steps timed (then one more step measures memory)
     eval_batches: int = 3  # evaluation batches timed, after one warm-up batch
     find_batch: bool = False  # also search the largest per-device batch that fits (doubling, then bisection)
-    memory_budget_gb: Optional[float] = None  # what "fits" means: CPU: peak RSS under it (null: the RAM available);
-    # CUDA: no out-of-memory error, and the peak allocated under it when set
+    # what "fits" means: CPU: peak RSS under it (null: the RAM available); CUDA: no out-of-memory error,
+    # and the peak allocated under it when set
+    memory_budget_gb: Optional[float] = None
     max_batch: Optional[int] = None  # find_batch: the largest batch tried (null: the train split's size per device)
     out: str = MISSING  # where plan.json goes (conf/plan.yaml: runs/plans/<stamp>)
 
