@@ -74,7 +74,8 @@ def test_fsdp_takes_the_steps_ddp_takes(pair, read_summary):
 
 
 def test_every_command_reads_an_fsdp_run_unchanged(pair, cli, read_summary):
-    """eval, predict and export read the sharded checkpoints whole; model.safetensors was gathered."""
+    """eval, predict, explain, probe and ensemble read the sharded checkpoints whole; model.safetensors was
+    gathered."""
     from safetensors.torch import load_file
 
     _, fsdp = pair
@@ -87,6 +88,17 @@ def test_every_command_reads_an_fsdp_run_unchanged(pair, cli, read_summary):
     exported = load_file(str(fsdp / "model.safetensors"))
     weights = whole(fsdp, "best")["model"]
     assert exported.keys() == weights.keys() and all(torch.equal(exported[k], weights[k]) for k in weights)
+    cli("explain", f"run={fsdp}", "n=2", "device=cpu")
+    assert (fsdp / "plots" / "explain_val_rollout.png").stat().st_size > 1000
+    cli("probe", f"run={fsdp}", "method=knn", "trainer.device=cpu")
+    probe = json.loads((fsdp / "probe" / "knn.json").read_text())
+    assert probe["splits"]["val"]["samples"] == result["samples"]
+    out = fsdp.parent / "ensemble"
+    cli("ensemble", f"runs=[{pair[0]},{fsdp},{fsdp}/probe/knn]", "split=val", "method=mean_prob", f"out={out}",
+        "device=cpu")
+    from vitcli.core.predictions import load_predictions
+
+    assert len(load_predictions(out / "predictions" / "val.npz")) == result["samples"]
 
 
 def test_each_rank_holds_half_the_bytes_ddp_holds(cli, tmp_path):
