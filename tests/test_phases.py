@@ -104,6 +104,36 @@ def test_a_zero_eval_interval_is_refused():
         eval_interval(OmegaConf.create({"eval_interval": 0}))
 
 
+def test_the_default_eval_interval_follows_the_epochs():
+    """trainer.eval_interval=null (the default): epochs // 8, at least 1 and at most 5; a number is kept."""
+    from vitcli.engine.epoch_report import eval_interval
+
+    auto = {epochs: eval_interval(OmegaConf.create({"epochs": epochs, "eval_interval": None}))
+            for epochs in (1, 3, 15, 16, 24, 40, 300)}
+    assert auto == {1: 1, 3: 1, 15: 1, 16: 2, 24: 3, 40: 5, 300: 5}
+    assert eval_interval(OmegaConf.create({"epochs": 40, "eval_interval": 1})) == 1
+
+
+def test_the_collector_paused_at_the_command_start_runs_again_once_the_run_is_built(make_trainer, tmp_path):
+    """cli.py pauses the collector for `vitcli train`; the built Trainer turns it back on (only when it
+    was paused there: a collector someone else turned off stays off)."""
+    import gc
+
+    from vitcli.core import startup_gc
+
+    assert gc.isenabled()
+    try:
+        startup_gc.pause()
+        assert not gc.isenabled()
+        make_trainer(tmp_path / "run")
+        assert gc.isenabled()
+        gc.disable()
+        startup_gc.resume()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_early_stopping_patience_counts_evaluations():
     from vitcli.engine.stopping import EarlyStopping
 
