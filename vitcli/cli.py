@@ -154,4 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     # scripts take their program name from argv[0]: register them for `vitcli` itself.
     completing = any(a in COMPLETION_FLAGS for a in argv[1:])
     sys.argv = ["vitcli" if completing else f"vitcli {command}", *argv[1:]]
-    module.main()
+    try:
+        module.main()
+    finally:  # a command that stopped before its run was built turns the collector back on too (in-process callers)
+        startup_gc.resume()

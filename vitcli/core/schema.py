@@ -209,7 +209,7 @@ class TrainerConfig:
     grad_checkpointing: bool = False  # timm set_grad_checkpointing(): recompute activations in backward (less memory)
     early_stop_patience: int = 0  # stop after N evaluations without a better selection top-1 (0: off)
     # epochs between evaluations (and best.pt updates); the last epoch is always evaluated; early
-    # stopping and optuna pruning count evaluations. null: epochs // 8, between 1 and 5 (a 40-epoch run: 5)
+    # stopping counts evaluations; optuna pruning sees them at their epoch. null: epochs // 8, between 1 and 5 (a 40-epoch run: 5)
     eval_interval: Optional[int] = None
 
 
