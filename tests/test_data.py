@@ -139,3 +139,30 @@ def test_cpu_fast_path_equals_op_by_op_augmentation():
         gen = torch.Generator().manual_seed(epoch_seed(3, 0, 1))
         x = aug(torch.from_numpy(imgs[idx]).permute(0, 3, 1, 2).contiguous(), gen)
         assert torch.equal(fast, x.float().sub_(loader.mean).div_(loader.std))
+
+
+def test_small_arrays_are_resized_once_with_the_pixels_each_batch_would_get():
+    """On the CPU an in-memory split of another size is resized to img_size once (ArrayLoader.images):
+    every batch, augmented (resized crops: the default recipe) or not, is the one resizing each batch gives."""
+    from vitcli.data.arrays import ArrayLoader, ArraySplit
+    from vitcli.data.batch_transforms import BatchAugment
+
+    imgs = np.random.default_rng(0).integers(0, 255, (40, 8, 8, 3), dtype=np.uint8)
+    split = ArraySplit(imgs, np.arange(40) % 4, [str(i) for i in range(40)])
+    for augment in (None, BatchAugment([random_resized_crop((0.75, 1.0), (0.85, 1.18))]), BatchAugment([hflip(0.5)])):
+        once = ArrayLoader(split, 16, 32, [0.5] * 3, [0.5] * 3, shuffle=True, augment=augment, seed=3)
+        each = ArrayLoader(split, 16, 32, [0.5] * 3, [0.5] * 3, shuffle=True, augment=augment, seed=3)
+        each._images = imgs  # the per-batch resize
+        assert once.images().shape == (40, 32, 32, 3)
+        for epoch in (0, 1):
+            once.set_epoch(epoch), each.set_epoch(epoch)
+            for (xa, ya), (xb, yb) in zip(once, each, strict=True):
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_memory_mapped_arrays_are_not_resized_ahead(tmp_path):
+    from vitcli.data.arrays import ArrayLoader, ArraySplit
+
+    images = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(6, 8, 8, 3))
+    loader = ArrayLoader(ArraySplit(images, np.zeros(6, np.int64), list("abcdef")), 3, 16, [0.5] * 3, [0.5] * 3)
+    assert loader.images() is images and next(iter(loader))[0].shape == (3, 3, 16, 16)

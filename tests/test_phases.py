@@ -104,6 +104,45 @@ def test_a_zero_eval_interval_is_refused():
         eval_interval(OmegaConf.create({"eval_interval": 0}))
 
 
+def test_the_default_eval_interval_follows_the_epochs():
+    """trainer.eval_interval=null (the default): epochs // 8, at least 1 and at most 5; a number is kept."""
+    from vitcli.engine.epoch_report import eval_interval
+
+    auto = {epochs: eval_interval(OmegaConf.create({"epochs": epochs, "eval_interval": None}))
+            for epochs in (1, 3, 15, 16, 24, 40, 300)}
+    assert auto == {1: 1, 3: 1, 15: 1, 16: 2, 24: 3, 40: 5, 300: 5}
+    assert eval_interval(OmegaConf.create({"epochs": 40, "eval_interval": 1})) == 1
+
+
+def test_the_collector_paused_at_the_command_start_runs_again_once_the_run_is_built(make_trainer, tmp_path):
+    """cli.py pauses the collector for `vitcli train`; the built Trainer turns it back on (only when it
+    was paused there: a collector someone else turned off stays off)."""
+    import gc
+
+    from vitcli.core import startup_gc
+
+    assert gc.isenabled()
+    try:
+        startup_gc.pause()
+        assert not gc.isenabled()
+        make_trainer(tmp_path / "run")
+        assert gc.isenabled()
+        gc.disable()
+        startup_gc.resume()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_train_command_that_stops_before_its_run_is_built_leaves_the_collector_on(cli):
+    """In-process callers (tests, notebooks) keep their collector after a refused `vitcli train`."""
+    import gc
+
+    bad = cli("train", "trainer.eval_interval=0", check=False)
+    assert bad.returncode != 0 and "eval_interval" in bad.stderr
+    assert gc.isenabled()
+
+
 def test_early_stopping_patience_counts_evaluations():
     from vitcli.engine.stopping import EarlyStopping
 
@@ -123,7 +162,7 @@ def test_a_resumed_run_replays_only_evaluated_epochs_into_patience():
     assert EarlyStopping(patience=1).resume(history) is not None
 
 
-def test_pruning_reports_by_evaluation_number():
+def test_pruning_reports_at_the_evaluated_epoch():
     from vitcli.engine.stopping import TrialPruner
 
     class Trial:
@@ -139,7 +178,7 @@ def test_pruning_reports_by_evaluation_number():
     pruner = TrialPruner(trial)
     pruner.after_epoch(2, {"val_top1": 10.0})
     pruner.after_epoch(4, {"val_top1": 20.0})
-    assert trial.reported == [(1, 10.0), (2, 20.0)]
+    assert trial.reported == [(2, 10.0), (4, 20.0)]  # epochs: pruner settings count epochs
 
 
 def test_the_save_in_flight_is_written_before_a_stopped_run_ends(make_trainer, tmp_path, monkeypatch):

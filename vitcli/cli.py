@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vitcli.core import phases  # first: its import is the process's earliest time mark (a run's startup phase)
 from vitcli.core.command_list import COMMANDS  # command -> (module under vitcli.commands, summary)
+from vitcli.core import startup_gc
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
 # the keys whose run a command's own run dir is derived from (conf/train.yaml, conf/probe.yaml): resolved
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if command == "train":
         phases.begin()  # the run's clock: startup lasts until its first step
+        startup_gc.pause()  # until the run is built (engine/trainer.py): imports without collector passes
     if command == "train" and "SLURM_JOB_ID" in os.environ:
         hold_slurm_warning()
     argv = [command, *resolve_run_dir_key(command, argv[1:])]
@@ -152,4 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     # scripts take their program name from argv[0]: register them for `vitcli` itself.
     completing = any(a in COMPLETION_FLAGS for a in argv[1:])
     sys.argv = ["vitcli" if completing else f"vitcli {command}", *argv[1:]]
-    module.main()
+    try:
+        module.main()
+    finally:  # a command that stopped before its run was built turns the collector back on too (in-process callers)
+        startup_gc.resume()

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 import vitcli.core.config_store  # noqa: F401  (registers the schemas)
 from hydra_plugins.vitcli_launcher import register as register_slurm_launcher
+from vitcli.core import startup_gc
 from vitcli.core.errors import UserError, install_hint, report_user_errors
 
 register_slurm_launcher()  # hydra/launcher=slurm
@@ -44,6 +45,7 @@ def fit_run(cfg: DictConfig) -> float:
             cfg = resume_config(cfg, list(hydra_cfg.overrides.task))
         require_logger(cfg)
         if torchrun.needs_relaunch(cfg):  # trainer.devices=N: N ranks through torchrun, this same run dir
+            startup_gc.resume()  # this process builds no run: it waits for its ranks
             return torchrun.relaunch(cfg, run_dir, list(hydra_cfg.overrides.task), list(hydra_cfg.overrides.hydra))
         try:
             return fit_rank(cfg, run_dir, slurm_task)

@@ -195,7 +195,7 @@ class TrainerConfig:
     channels_last: bool = False  # NHWC memory format (faster convolutions on recent GPUs)
     grad_accum: int = 1  # micro-batches per optimizer step
     clip_grad: Optional[float] = None  # max gradient norm
-    ema: bool = False  # keep an EMA of the weights (timm ModelEmaV3), evaluated every epoch
+    ema: bool = False  # keep an EMA of the weights (timm ModelEmaV3), evaluated beside the raw weights
     ema_decay: float = 0.9998  # EMA weight of the previous average per step
     ema_warmup: bool = True  # ramp the decay up over the first steps
     freeze_backbone_epochs: int = 0  # train only the classifier for the first N epochs
@@ -209,8 +209,8 @@ class TrainerConfig:
     grad_checkpointing: bool = False  # timm set_grad_checkpointing(): recompute activations in backward (less memory)
     early_stop_patience: int = 0  # stop after N evaluations without a better selection top-1 (0: off)
     # epochs between evaluations (and best.pt updates); the last epoch is always evaluated; early
-    # stopping and optuna pruning count evaluations
-    eval_interval: int = 1
+    # stopping counts evaluations; optuna pruning sees them at their epoch. null: epochs // 8, between 1 and 5 (a 40-epoch run: 5)
+    eval_interval: Optional[int] = None
 
 
 @dataclass

@@ -15,7 +15,6 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 
 from vitcli.data import batch_transforms as BT
 
@@ -48,6 +47,10 @@ def shard_order(order: np.ndarray, rank: int, world: int, pad: bool) -> np.ndarr
 
 def shard_size(n: int, rank: int, world: int, pad: bool) -> int:
     return -(-n // world) if pad else len(range(rank, n, world))
+
+
+# in-memory splits up to this size (at img_size) are resized once, not in every batch (ArrayLoader.images)
+RESIZE_ONCE_BYTES = 512 << 20
 
 
 class EpochBatching:
@@ -118,6 +121,19 @@ class ArrayLoader(EpochBatching):
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255.0
         self.epoch = 0
         self.start_step = 0
+        self._images: Any = None  # what batches are gathered from (images())
+
+    def images(self) -> Any:
+        """The images batches are gathered from. On the CPU an in-memory split of another size is
+        resized to img_size once, with the resize each batch of each epoch would repeat (the same
+        pixels: a uint8 resize of each image alone); memory-mapped splits stay on disk."""
+        if self._images is None:
+            images = self.split.images
+            resize = (self.device.type == "cpu" and type(images) is np.ndarray
+                      and images.shape[1:3] != (self.img_size, self.img_size)
+                      and len(images) * self.img_size ** 2 * images.shape[-1] <= RESIZE_ONCE_BYTES)
+            self._images = resize_all(images, self.img_size) if resize else images
+        return self._images
 
     def order(self) -> np.ndarray:
         n = len(self.split)
@@ -134,21 +150,18 @@ class ArrayLoader(EpochBatching):
 
     def batch(self, idx: np.ndarray, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.from_numpy(np.asarray(self.split.labels[idx], dtype=np.int64))
-        native = self.split.images.shape[1:3] == (self.img_size, self.img_size)
+        source = self.images()
+        native = source.shape[1:3] == (self.img_size, self.img_size)
         if self.augment is not None and self.device.type == "cpu" and native:
             # gather, NHWC->NCHW, crop and flip in one copy per sample (identical results)
             gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, step + 1, self.rank))
-            x, rest = BT.gather_crop_flip(self.split.images, idx, self.augment.ops, gen)
+            x, rest = BT.gather_crop_flip(source, idx, self.augment.ops, gen)
             for op in rest:
                 x = op(x, gen)
             x = x.float().sub_(self.mean).div_(self.std)
             return self.augment.post(x, gen), labels
-        images = torch.from_numpy(np.ascontiguousarray(self.split.images[idx]))
-        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-            # CPU: resize uint8 channels-last (SIMD path, like PIL); CUDA: resize floats
-            x = F.interpolate(x if x.device.type == "cpu" else x.float(), size=(self.img_size, self.img_size),
-                              mode="bilinear", antialias=True, align_corners=False)
+        images = torch.from_numpy(np.ascontiguousarray(source[idx]))
+        x = resize(images.to(self.device, non_blocking=True).permute(0, 3, 1, 2), self.img_size)
         x = x.contiguous()  # NCHW from here: per-channel ops on channels-last are ~4x slower on CPU
         gen = None
         if self.augment is not None:
@@ -161,8 +174,28 @@ class ArrayLoader(EpochBatching):
         return x, labels.to(self.device, non_blocking=True)
 
 
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """An NCHW image batch (0..255) at size x size: on the CPU uint8 channels-last (SIMD path, like
+    PIL), elsewhere as floats; unchanged when it has that size."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x if x.device.type == "cpu" else x.float(), size=(size, size), mode="bilinear",
+                         antialias=True, align_corners=False)
+
+
+def resize_all(images: np.ndarray, size: int, chunk: int = 1024) -> np.ndarray:
+    """Uint8 NHWC images resized to size x size on the CPU (as `resize` does each batch), a chunk at a time."""
+    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.uint8)
+    for start in range(0, len(images), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + chunk])).permute(0, 3, 1, 2)
+        out[start:start + chunk] = resize(x, size).permute(0, 2, 3, 1).numpy()
+    return out
+
+
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed stratified train/val indices (sorted) for a given seed."""
+    from sklearn.model_selection import train_test_split  # here: loading sklearn takes ~1 s, and only splits need it
+
     idx = np.arange(len(labels))
     train_idx, val_idx = train_test_split(idx, test_size=val_fraction, stratify=labels, random_state=seed)
     return np.sort(train_idx), np.sort(val_idx)

@@ -185,6 +185,8 @@ def gather_crop_flip(images: np.ndarray, idx: np.ndarray, ops: list[Op], gen: to
     if k < len(ops) and hasattr(ops[k], "prob"):
         flips = (_uniform(n, gen, gen.device) < ops[k].prob).tolist()
         k += 1
+    if k == 0:  # no crop or flip to fold in: one gather of the batch, then one transposing copy
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(images[idx]).transpose(0, 3, 1, 2))), ops
     out = np.zeros((n, 3, h, w), dtype=np.uint8) if any(dy) or any(dx) else np.empty((n, 3, h, w), np.uint8)
     for i, (j, oy, ox, flip) in enumerate(zip(idx, dy, dx, flips)):
         view = images[j].transpose(2, 0, 1)

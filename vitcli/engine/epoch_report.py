@@ -9,9 +9,21 @@ from vitcli.core import phases
 from vitcli.core.errors import UserError
 
 
+# trainer.eval_interval=null: about this many evaluations a run, at least every AUTO_MAX_INTERVAL epochs
+# (a 40-epoch run evaluates 8 times instead of 40; a run of under 16 epochs every epoch)
+AUTO_EVALUATIONS, AUTO_MAX_INTERVAL = 8, 5
+
+
 def eval_interval(trainer_cfg: Any) -> int:
-    """trainer.eval_interval, checked: a whole number of epochs >= 1."""
-    interval = int(trainer_cfg.get("eval_interval", 1))
+    """trainer.eval_interval, checked: a whole number of epochs >= 1 (null: from trainer.epochs).
+
+    >>> eval_interval({"epochs": 40, "eval_interval": None}), eval_interval({"epochs": 10, "eval_interval": None})
+    (5, 1)
+    """
+    interval = trainer_cfg.get("eval_interval", 1)
+    if interval is None:
+        return min(AUTO_MAX_INTERVAL, max(1, int(trainer_cfg.get("epochs", 1)) // AUTO_EVALUATIONS))
+    interval = int(interval)
     if interval < 1:
         raise UserError(f"trainer.eval_interval={interval} must be >= 1 (epochs between evaluations; 1: every epoch)")
     return interval

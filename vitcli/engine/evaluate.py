@@ -12,7 +12,6 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import confusion_matrix
 
 from vitcli.core.runtime import Runtime
 
@@ -123,6 +122,8 @@ def _blank(loader, device: torch.device) -> torch.Tensor:
 
 def class_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
     """Confusion matrix (rows: true class, columns: predicted) and per-class support / accuracy."""
+    from sklearn.metrics import confusion_matrix  # here: the training loop's evaluations do not need sklearn
+
     known = labels >= 0
     pred = logits[known].argmax(axis=1)
     cm = confusion_matrix(labels[known], pred, labels=np.arange(num_classes))

@@ -68,7 +68,9 @@ class RunState:
         self.metrics, self.window, self.config_yaml = metrics, window, config_yaml
         self.main = runtime.is_main
         self.clock = clock or phases.PhaseClock()  # where the wall time went (summary.json's phases)
-        self.curves_drawn = float("-inf")  # when plots/curves.png was last redrawn (time.monotonic)
+        # when plots/curves.png was last redrawn (time.monotonic): the first mid-run redraw comes
+        # CURVES_EVERY_S after the run starts (one point after the first epoch tells little)
+        self.curves_drawn = time.monotonic()
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # micro-batches done in the current epoch (mid-epoch checkpoints)
         self.global_step = 0  # optimizer steps

@@ -120,18 +120,17 @@ def create_stoppers(cfg: Any) -> list[EpochStopper]:
 
 
 class TrialPruner:
-    """Reports the selection metric to an optuna trial after every evaluation (its step: the evaluation's
-    number, so pruners' warm-up and intervals count evaluations); stops the run when the study's pruner
-    prunes the trial (which is then PRUNED in the study)."""
+    """Reports the selection metric to an optuna trial after every evaluation, at the epoch's number
+    (so pruners' warm-up, intervals and Hyperband's resources are epochs whatever trainer.eval_interval
+    is, and a resumed trial reports where it left off); stops the run when the study's pruner prunes
+    the trial (which is then PRUNED in the study)."""
 
     def __init__(self, trial: Any) -> None:
         self.trial = trial
-        self.evaluations = 0
 
     def after_epoch(self, epoch: int, record: dict[str, Any]) -> StopDecision | None:
         value = selection_value(record)
-        self.evaluations += 1
-        self.trial.report(value, self.evaluations)
+        self.trial.report(value, epoch)
         if not self.trial.should_prune():
             return None
         self.trial.prune()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import OmegaConf
 
-from vitcli.core import phases, runs
+from vitcli.core import phases, runs, startup_gc
 from vitcli.core.io import write_text
 from vitcli.core.runtime import Runtime
 from vitcli.data.mixing import mix_batch
@@ -73,6 +73,7 @@ class Trainer:
         self.eval_forwards = max_over_ranks(len(self.parts.val_loader)) if self.state.sharded else 0
         self.vote = self.signal_stop.vote  # signals: every rank stops at the same step
         self.state.summary_fields.update(slurm.summary_fields())  # job id, requeues, log files (under SLURM)
+        startup_gc.resume()  # built: the collector, paused since the command started (cli.py), runs again
 
     # ---- one micro-batch / optimizer step -----------------------------------
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor, group: int = 1) -> torch.Tensor:
