@@ -207,6 +207,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(make_trainer, tmp_
     trainer = make_trainer(tmp_path, "trainer.epochs=3")
     trainer.run_dir.mkdir(exist_ok=True)
     trainer.run_epoch(0)
+    trainer.state.checkpoints.join()  # the save is written on a background thread; the run joins it before reading
     good = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
     base = trainer.parts.criterion
     trainer.parts.criterion = lambda x, out, y: base(x, out, y) * float("nan")
