@@ -90,7 +90,7 @@ STALE = {
     "resume is not bitwise": "DDP resume is bitwise on CPU (tests/test_slurm.py, tests/slurm)",
     "pip install 'vitcli[": "vitcli is installed from a clone: pip install -e '.[extra]'",
     "~98.4%": "the default run's figure is 99.07% (docs/benchmarks.md)",
-    "under 2 min": "the default run takes about 3.5 min on 2 CPU cores",
+    "under 2 min": "the default run takes about 70 s on 2 CPU cores (docs/benchmarks.md)",
 }
 
 
