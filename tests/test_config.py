@@ -59,7 +59,7 @@ def test_model_img_size_follows_data(compose):
     ("trainer.precision=fp8", "fp32, bf16, fp16"),
     ("trainer.progress=loud", "auto, bar, plain, none"),
     ("model.head=deep", "linear, mlp"),
-    ("data.format=zip", "files, packed"),
+    ("data.format=zip", "auto, files, memory, packed"),
     ("scheduler.name=exp", "cosine"),
     ("distill.target=medium", "soft, hard"),
 ])

@@ -27,7 +27,8 @@ def test_save_to_disk_dataset_matches_the_folder(compose, digits_hf):
     from vitcli.data import create_data
 
     hf = create_data(compose("train", ["data=hf", f"data.dataset={digits_hf['hf']}", *NO_AUG]), train=False)
-    folder = create_data(compose("train", ["data=imagefolder", f"data.root={digits_hf['folder']}", *NO_AUG]),
+    folder = create_data(compose("train", ["data=imagefolder", f"data.root={digits_hf['folder']}", "data.format=files",
+                                           *NO_AUG]),
                          train=False)
     assert hf.class_names == digits_hf["names"]  # from the ClassLabel feature (reaches predictions and exports)
     assert hf.info["val_samples"] == 40  # 'val' found as the dataset's 'validation' split

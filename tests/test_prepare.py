@@ -48,7 +48,7 @@ def test_manifest_and_arrays(kit):
 
 def test_packed_and_file_paths_give_the_same_images(compose, kit):
     root, _ = kit
-    files = create_data(cfg_for(compose, root))
+    files = create_data(cfg_for(compose, root, "data.format=files"))
     packed = create_data(cfg_for(compose, root, "data.format=packed"))
     assert isinstance(packed.loader("train").split.images, np.memmap)
     assert packed.class_names == files.class_names and packed.info["data_format"] == "packed"
@@ -67,7 +67,7 @@ def test_packed_minival_matches_the_file_minival(compose, kit):
     root, _ = kit
     extra = ("data.minival_fraction=0.2",)
     packed = create_data(cfg_for(compose, root, "data.format=packed", *extra))
-    assert packed.ids("minival") == create_data(cfg_for(compose, root, *extra)).ids("minival")
+    assert packed.ids("minival") == create_data(cfg_for(compose, root, "data.format=files", *extra)).ids("minival")
     x, _ = next(iter(packed.loader("minival")))
     assert x.shape == (4, 3, 16, 16)
 

@@ -48,7 +48,8 @@ def test_shards_give_the_folder_samples_ids_and_labels(compose, digits_sets):
     wds = create_data(compose("train", ["data=wds", f"data.root={digits_sets['wds']}",
                                         "data.train='train-{000000..000003}.tar'", "data.val=[val-000000.tar]", *NO_AUG]),
                       train=False)
-    folder = create_data(compose("train", ["data=imagefolder", f"data.root={digits_sets['folder']}", *NO_AUG]),
+    folder = create_data(compose("train", ["data=imagefolder", f"data.root={digits_sets['folder']}", "data.format=files",
+                                           *NO_AUG]),
                          train=False)
     assert wds.class_names == folder.class_names == [str(c) for c in range(10)]  # classes.txt beside the shards
     assert len(wds.loader("train").split) == 240 and wds.class_counts.tolist() == folder.class_counts.tolist()

@@ -77,7 +77,8 @@ def test_digits_as_folder_shards_and_hf_train_alike(make_trainer, tmp_path, monk
     # every source lists the samples in the folder's order (class folder, then file name)
     ordered = {k: sorted(v, key=lambda i: (names[labels[i]], i)) for k, v in splits.items()}
     sources = {
-        "folder": ["data=imagefolder", f"data.root={write_folder(tmp_path / 'f', images, labels, names, splits)}"],
+        "folder": ["data=imagefolder", f"data.root={write_folder(tmp_path / 'f', images, labels, names, splits)}",
+                   "data.format=files"],  # per sample, as shards and hf rows are (auto would hold it in memory)
         "wds": ["data=wds", f"data.root={write_shards(tmp_path / 'w', images, labels, names, ordered)}"],
         "hf": ["data=hf", f"data.dataset={write_hf(tmp_path / 'h', images, labels, names, ordered)}"],
     }

@@ -168,7 +168,8 @@ def _write_data(tmp: Path) -> dict[str, list[str]]:
     folder = write_folder(tmp / "folder", images, labels, names, splits)
     shards = write_shards(tmp / "shards", images, labels, names, ordered, per_shard=40)
     cache = f"data.cache_dir={tmp / 'cache'}"
-    return {"folder": ["data=imagefolder", f"data.root={folder}", cache],
+    # data.format=files: 16 px files at img_size 16 would otherwise be held in memory (data.format=auto)
+    return {"folder": ["data=imagefolder", f"data.root={folder}", cache, "data.format=files"],
             "shards": ["data=wds", f"data.root={shards}", cache]}
 
 

@@ -69,7 +69,11 @@ class ModelConfig:
 class DataConfig:
     name: str = MISSING  # digits | synthetic | imagefolder | miniplaces | imagenet | wds | hf
     root: Optional[str] = None  # the dataset folder (file datasets, wds shards); unused by digits / synthetic
-    format: DataFormat = DataFormat.files  # files: decode images per sample | packed: the arrays `vitcli prepare` wrote
+    # files: decode images per sample each epoch | memory: decode every image once into RAM (each must be
+    # img_size square) | auto: memory when that holds and the splits fit in memory_mb, else files |
+    # packed: the arrays `vitcli prepare` wrote
+    format: DataFormat = DataFormat.auto
+    memory_mb: float = 2048.0  # data.format=auto: the most MiB of decoded images held in memory (per process)
     img_size: int = 32  # side of the square images the model sees
     num_classes: Optional[int] = None  # derived from the data where possible
     # auto: the weights' own statistics (model.pretrained / model.weights, via timm), else the

@@ -22,7 +22,7 @@ import shutil
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -119,16 +119,12 @@ def native_size(split: Any) -> int:
     raise UserError(f"none of the first 50 images of {split.ids[0].split('/')[0]} can be decoded")
 
 
-def pack_split(split: Any, dest: Path, size: int, workers: int, max_bad: float) -> dict:
-    """Decode every file of `split` into dest/ (via a temp folder renamed at the end)."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    n, t0 = len(split), time.perf_counter()
-    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-    keep, bad, sizes = [], [], Counter()
-    files = isinstance(split, FileSplit)  # else shards / hf rows, read through the split's own dataset
-    jobs = [(p, size) for p in split.paths] if files else [(i, size) for i in range(n)]
+def decoded(split: Any, size: int, workers: int) -> Iterator[tuple[int, np.ndarray | None, Any, str | None]]:
+    """(row, uint8 size x size x 3 or None, source (w, h), error) for every sample of `split`, in
+    order, decoded by `workers` processes (one: in this process). Image files are opened by path,
+    shards / hf rows through the split's own dataset. Closing the generator stops the pool."""
+    files = isinstance(split, FileSplit)
+    jobs = [(p, size) for p in split.paths] if files else [(i, size) for i in range(len(split))]
     work, init = (decode, None) if files else (read_job, (open_reader, (split,)))
     if workers > 1:
         pool = mp.Pool(workers, *(init or ()))
@@ -139,22 +135,55 @@ def pack_split(split: Any, dest: Path, size: int, workers: int, max_bad: float) 
         pool, results = None, map(work, jobs)
     try:
         for i, (arr, src, err) in enumerate(results):
-            if arr is None:
-                bad.append(f"{split.paths[i]} ({err})")
-                if len(bad) > max_bad * n:
-                    raise UserError(f"more than {max_bad:.0%} of {n} files in {dest.name} cannot be decoded, "
-                                    f"e.g. {bad[0]}; check the dataset copy")
-                continue
-            images[len(keep)] = arr
-            keep.append(i)
-            sizes[f"{src[0]}x{src[1]}"] += 1
+            yield i, arr, src, err
     finally:
         if pool is not None:
             pool.terminate()
+
+
+class Kept:
+    """The rows of a split that decoded, the ones that did not (more than `max_bad` of them aborts
+    with one line) and the source sizes seen."""
+
+    def __init__(self, split: Any, name: str, max_bad: float):
+        self.split, self.name, self.max_bad = split, name, max_bad
+        self.rows: list[int] = []
+        self.bad: list[str] = []
+        self.sizes: Counter = Counter()
+
+    def add(self, i: int, src: Any, err: str | None) -> bool:
+        """Record row i; False when it did not decode (skipped)."""
+        if err is not None:
+            self.bad.append(f"{self.split.paths[i]} ({err})")
+            if len(self.bad) > self.max_bad * len(self.split):
+                raise UserError(f"more than {self.max_bad:.0%} of {len(self.split)} files in {self.name} cannot be "
+                                f"decoded, e.g. {self.bad[0]}; check the dataset copy")
+            return False
+        self.rows.append(i)
+        self.sizes[f"{src[0]}x{src[1]}"] += 1
+        return True
+
+    def warn(self) -> None:
+        if self.bad:
+            log.warning(f"skipped {len(self.bad)} unreadable file(s) in {self.name}: {', '.join(self.bad[:3])}")
+
+
+def pack_split(split: Any, dest: Path, size: int, workers: int, max_bad: float) -> dict:
+    """Decode every file of `split` into dest/ (via a temp folder renamed at the end)."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n, t0 = len(split), time.perf_counter()
+    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    kept = Kept(split, dest.name, max_bad)
+    for i, arr, src, err in decoded(split, size, workers):
+        if kept.add(i, src, err):
+            images[len(kept.rows) - 1] = arr
+    keep, bad, sizes = kept.rows, kept.bad, kept.sizes
     images.flush()
     del images
+    kept.warn()
     if bad:  # rare: rewrite without the unused tail rows
-        log.warning(f"skipped {len(bad)} unreadable file(s) in {dest.name}: {', '.join(bad[:3])}")
         full = np.load(tmp / "images.npy", mmap_mode="r")
         compact = np.lib.format.open_memmap(tmp / "compact.npy", mode="w+", dtype=np.uint8,
                                             shape=(len(keep), size, size, 3))

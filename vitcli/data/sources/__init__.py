@@ -2,8 +2,9 @@
 the image-file datasets (miniplaces, imagefolder, imagenet) as a DataModule, from files or a pack.
 
 `data.format=files` decodes JPEGs per sample in a torch DataLoader (timm
-transforms); `data.format=packed` memory-maps the arrays `vitcli prepare` wrote
-and feeds them to the batched ArrayLoader (augmentation on the device).
+transforms); `data.format=memory` (and `auto`, when the images qualify: in_memory.py)
+decodes them once into arrays; `data.format=packed` memory-maps the arrays `vitcli
+prepare` wrote. Arrays feed the batched ArrayLoader (augmentation on the device).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from vitcli.core.errors import UserError
 from vitcli.data.arrays import stratified_split, subset
+from vitcli.data.in_memory import hold_in_memory
 from vitcli.data.loaders import array_loader, file_loader
 from vitcli.data.module import DataModule, check_num_classes
 from vitcli.data.pack import load_packed
@@ -54,7 +56,8 @@ def carve_minival(splits: dict, fraction: float, seed: int) -> dict:
 
 
 def create_file_data(cfg: Any, device: str, train: bool) -> DataModule:
-    """A file dataset's DataModule: decoded per sample (data.format=files) or from a pack (packed)."""
+    """A file dataset's DataModule: decoded per sample (data.format=files), once into memory
+    (memory; auto when the images qualify) or from a pack (packed)."""
     data_cfg = cfg.data
     if data_cfg.format == "packed":
         splits, names, manifest = load_packed(data_cfg)
@@ -65,12 +68,15 @@ def create_file_data(cfg: Any, device: str, train: bool) -> DataModule:
         from vitcli.data.sources.wds_stream import create_stream_data
 
         return create_stream_data(cfg, device, train)
-    else:  # files (the schema's DataFormat allows nothing else)
+    else:  # files, memory, auto (the schema's DataFormat allows nothing else)
         splits, names = load_file_source(data_cfg)
         info = {"data_format": "files", "skipped_files": 0}
+        held = hold_in_memory(cfg, splits) if data_cfg.format in ("memory", "auto") else None
+        if held is not None:
+            splits, info = held
     check_num_classes(data_cfg, len(names), str(data_cfg.root or data_cfg.dataset or data_cfg.name))
     splits = carve_minival(splits, data_cfg.minival_fraction, data_cfg.split_seed)
-    if data_cfg.format == "packed":
+    if info["data_format"] in ("packed", "memory"):
         loaders = {k: array_loader(cfg, k, split, device, train) for k, split in splits.items()}
     else:
         loaders = {k: file_loader(cfg, k, split, device, train, info) for k, split in splits.items()}
