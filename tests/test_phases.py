@@ -197,3 +197,26 @@ def test_the_save_in_flight_is_written_before_a_stopped_run_ends(make_trainer, t
     trainer.state.finish("interrupted")
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
     assert trainer.state.clock.record()["phases"]["checkpoint"] >= 0.4  # the wait is charged to checkpoint
+
+
+def test_curves_wait_their_interval_and_skip_a_redraw_the_end_will_make(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from vitcli.engine import run_state as RS
+
+    drawn = []
+    monkeypatch.setattr(RS, "try_plot_curves", lambda run_dir: drawn.append(run_dir))
+    state = SimpleNamespace(main=True, run_dir=tmp_path, curves_drawn=time.monotonic(), pace=None, epoch=3)
+    RS.RunState.draw_curves(state)
+    assert drawn == []  # not yet CURVES_EVERY_S since the start
+    state.curves_drawn -= RS.CURVES_EVERY_S
+    RS.RunState.draw_curves(state, left_s=RS.CURVES_EVERY_S / 2)
+    assert drawn == []  # due, but the run ends sooner: its last redraw comes then
+    RS.RunState.draw_curves(state, left_s=RS.CURVES_EVERY_S * 2)
+    assert drawn == [tmp_path]
+    RS.RunState.draw_curves(state, force=True, left_s=0.0)
+    assert len(drawn) == 2  # the end always redraws
+    # the estimate: the pace of this process's epochs since the first epoch end it saw
+    assert RS.RunState.seconds_left(state, 10) is None and state.pace[0] == 3
+    state.epoch, state.pace = 5, (3, time.monotonic() - 20.0)  # two epochs in 20 s
+    assert 49.0 < RS.RunState.seconds_left(state, 10) < 52.0  # five left at ~10 s each

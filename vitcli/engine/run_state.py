@@ -71,6 +71,7 @@ class RunState:
         # when plots/curves.png was last redrawn (time.monotonic): the first mid-run redraw comes
         # CURVES_EVERY_S after the run starts (one point after the first epoch tells little)
         self.curves_drawn = time.monotonic()
+        self.pace: tuple[int, float] | None = None  # (epoch, time.monotonic()) that seconds_left measures from
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0  # micro-batches done in the current epoch (mid-epoch checkpoints)
         self.global_step = 0  # optimizer steps
@@ -235,12 +236,23 @@ class RunState:
         if self.main:
             write_json(self.run_dir / runs.SUMMARY, summary or self.summary(status, error))
 
-    def draw_curves(self, force: bool = False) -> None:
+    def draw_curves(self, force: bool = False, left_s: float | None = None) -> None:
         """plots/curves.png from metrics.jsonl, redrawn at most every CURVES_EVERY_S seconds (always
-        when `force`: at the end, on a stop); a plot never fails a run."""
-        if self.main and (force or time.monotonic() - self.curves_drawn >= CURVES_EVERY_S):
+        when `force`: at the end, on a stop), and not when the run expects to end (`left_s`, its
+        estimate) sooner than that: the end's redraw follows. A plot never fails a run."""
+        due = time.monotonic() - self.curves_drawn >= CURVES_EVERY_S and not (left_s is not None
+                                                                              and left_s < CURVES_EVERY_S)
+        if self.main and (force or due):
             try_plot_curves(self.run_dir)
             self.curves_drawn = time.monotonic()
+
+    def seconds_left(self, epochs: int) -> float | None:
+        """The time the remaining epochs should take at the pace of this process's epochs since the
+        first call (an epoch end; None until a later epoch end can tell)."""
+        if self.pace is None:
+            self.pace = (self.epoch, time.monotonic())
+        done = self.epoch - self.pace[0]
+        return None if done <= 0 else (time.monotonic() - self.pace[1]) / done * (epochs - self.epoch)
 
     def finish(self, status: str, error: str | None = None) -> dict[str, Any]:
         """The run ends (any status): the save in flight joined, curves redrawn, summary.json written last

@@ -289,7 +289,7 @@ class Trainer:
         with self.clock.phase("plots_logging"):
             log.info(epoch_line(record, self.cfg.trainer.epochs, improved))
             state.write_summary("running")
-            state.draw_curves()
+            state.draw_curves(left_s=state.seconds_left(self.cfg.trainer.epochs))
         return self.ask_stoppers(record) if evaluated else None
 
     def ask_stoppers(self, record: dict[str, Any]) -> StopDecision | None:
