@@ -36,6 +36,10 @@ import pytest
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# Folder indexes and cached splits go to a temporary cache, not the user's ~/.cache/vitcli
+# (tests that need their own set VITCLI_CACHE or data.cache_dir themselves).
+os.environ.setdefault("VITCLI_CACHE", tempfile.mkdtemp(prefix="vitcli-test-cache-"))
+
 # A run that exercises the whole loop in a few seconds on 2 CPU cores.
 TINY = [
     "model=vit_pico",
