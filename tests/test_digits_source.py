@@ -46,8 +46,9 @@ def test_missing_file_falls_back_to_sklearn(monkeypatch, tmp_path):
     assert split.images.shape == (1797, 8, 8, 3) and names == [str(c) for c in range(10)]
 
 
-@pytest.mark.parametrize("content", [b"not gzip at all", gzip.compress(b"1,2,3\n4,5,6\n"),
-                                     gzip.compress(b"0," * 64 + b"99\n")])
+@pytest.mark.parametrize("content", [b"not gzip at all", gzip.compress(b"1,2,3\n4,5,6\n", mtime=0),
+                                     gzip.compress(b"0," * 64 + b"99\n", mtime=0)],
+                         ids=["garbage", "wrong-shape", "out-of-range"])
 def test_a_file_of_another_shape_or_garbage_falls_back(monkeypatch, tmp_path, content):
     bad = tmp_path / "digits.csv.gz"
     bad.write_bytes(content)
