@@ -166,26 +166,3 @@ def test_memory_mapped_arrays_are_not_resized_ahead(tmp_path):
     images = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(6, 8, 8, 3))
     loader = ArrayLoader(ArraySplit(images, np.zeros(6, np.int64), list("abcdef")), 3, 16, [0.5] * 3, [0.5] * 3)
     assert loader.images() is images and next(iter(loader))[0].shape == (3, 3, 16, 16)
-
-
-def test_cpu_batches_are_made_one_ahead_on_a_side_thread_and_are_the_same(compose, monkeypatch):
-    import threading
-
-    from vitcli.data.arrays import ArrayLoader
-
-    loader = create_data(compose("train", ["data.batch_size=200"])).loaders["train"]
-    loader.set_epoch(3)
-    expected = [loader.batch(np.sort(loader.order()[s * 200:(s + 1) * 200]), s) for s in range(len(loader))]
-    made_on = []
-    batch = ArrayLoader.batch
-    monkeypatch.setattr(ArrayLoader, "batch", lambda self, idx, step=0: (
-        made_on.append(threading.current_thread().name), batch(self, idx, step))[1])
-    got = list(loader)
-    assert len(got) == len(expected) == 7
-    for (x, y), (ex, ey) in zip(got, expected):
-        assert torch.equal(x, ex) and torch.equal(y, ey)  # the augmentation draws: (seed, epoch, step) only
-    assert made_on and all(name.startswith("vitcli-batches") for name in made_on)
-    loader.set_epoch(3)
-    loader.start_step = 5  # a resumed epoch starts mid-way with the same batches
-    resumed = list(loader)
-    assert len(resumed) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(resumed, expected[5:]))
