@@ -9,7 +9,6 @@ batches (no per-sample Python, no worker processes).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -124,7 +123,6 @@ class ArrayLoader(EpochBatching):
         self.epoch = 0
         self.start_step = 0
         self._images: Any = None  # what batches are gathered from (images())
-        self._ahead: ThreadPoolExecutor | None = None  # makes the next batch on the CPU (__iter__)
 
     def images(self) -> Any:
         """The images batches are gathered from. On the CPU an in-memory split of another size is
@@ -145,25 +143,11 @@ class ArrayLoader(EpochBatching):
         return shard_order(self.epoch_order(), self.rank, self.world, self.pad)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order, steps = self.order(), range(self.start_step, len(self))
+        order = self.order()
+        for step in range(self.start_step, len(self)):
+            idx = np.sort(order[step * self.batch_size : (step + 1) * self.batch_size])
+            yield self.batch(idx, step)
         self.start_step = 0
-
-        def make(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.batch(np.sort(order[step * self.batch_size : (step + 1) * self.batch_size]), step)
-
-        if self.device.type != "cpu":  # the device runs the batch ops asynchronously already
-            yield from map(make, steps)
-            return
-        # on the CPU the next batch is made on a side thread while the caller's step runs: the
-        # gather and batch ops release the GIL and fill the step's idle moments. Each batch depends
-        # only on (seed, epoch, step), so the batches are the same whichever thread makes them.
-        if self._ahead is None:
-            self._ahead = ThreadPoolExecutor(1, thread_name_prefix="vitcli-batches")
-        pending = self._ahead.submit(make, steps[0]) if len(steps) else None
-        for step in steps:
-            batch = pending.result()
-            pending = self._ahead.submit(make, step + 1) if step + 1 < steps.stop else None
-            yield batch
 
     def batch(self, idx: np.ndarray, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.from_numpy(np.asarray(self.split.labels[idx], dtype=np.int64))
