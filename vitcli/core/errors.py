@@ -23,11 +23,18 @@ def full_errors() -> bool:
 
 
 def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn `UserError` into `vitcli: error: ...` and exit status 2."""
+    """Turn `UserError` into `vitcli: error: ...` and exit status 2. A command's config (the first
+    argument) is checked first for settings added with `+key=value` that its schema lacks (core/appended.py)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            if args and type(args[0]).__name__ == "DictConfig":
+                from vitcli.core.appended import appended_key_problem  # here: it reads Hydra's state
+
+                problem = appended_key_problem(args[0])
+                if problem:
+                    raise UserError(problem)
             return fn(*args, **kwargs)
         except UserError as err:
             if full_errors():

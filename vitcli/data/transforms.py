@@ -52,8 +52,10 @@ def train_stages(aug_cfg: AugmentationConfig, data_cfg: DataConfig) -> tuple[lis
         aug_cfg: the augmentation group (a preset plus overrides).
         data_cfg: the data group: img_size, mean and std.
 
-    >>> geometry, colour, final = train_stages(cfg.augmentation, cfg.data)
-    >>> [type(t).__name__ for t in geometry]  # augmentation=shift_scale
+    >>> from vitcli.core.schema import AugmentationConfig, DataConfig
+    >>> aug = AugmentationConfig(name="shift_scale", scale=[0.75, 1.0], ratio=[0.85, 1.18])
+    >>> geometry, colour, final = train_stages(aug, DataConfig(name="digits", mean=[0.5] * 3, std=[0.5] * 3))
+    >>> [type(t).__name__ for t in geometry]
     ['RandomResizedCropAndInterpolation']
     """
     size = int(data_cfg.img_size)
@@ -88,8 +90,12 @@ def create_file_transform(aug_cfg: AugmentationConfig | None, data_cfg: DataConf
         data_cfg: the data group: img_size, mean and std.
         train: the train transform (augmented) or the eval one.
 
-    >>> transform = create_file_transform(cfg.augmentation, cfg.data, train=True)
-    >>> x = transform(PIL.Image.open("photo.jpg").convert("RGB"))
+    >>> from PIL import Image
+    >>> from vitcli.core.schema import AugmentationConfig, DataConfig
+    >>> data = DataConfig(name="imagefolder", img_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    >>> transform = create_file_transform(AugmentationConfig(scale=[0.75, 1.0]), data, train=True)
+    >>> transform(Image.new("RGB", (40, 30))).shape
+    torch.Size([3, 32, 32])
     """
     if train and aug_cfg is not None:
         geometry, colour, final = train_stages(aug_cfg, data_cfg)

@@ -1,8 +1,8 @@
 """The optuna study behind a sweep dir (written by vitcli's optuna sweeper): a one-line
 summary, its plots in <sweep dir>/plots/, and a W&B run holding them when logger=wandb.
 
-    >>> study = sweep_study(Path("runs/default/multirun/2026-12-01_12-00-00"))   # None: not an optuna sweep
-    >>> print(describe(study)); draw(study, sweep_dir)
+    >>> study = sweep_study(Path("runs/default/multirun/2026-12-01_12-00-00"))  # doctest: +SKIP
+    >>> print(describe(study)); draw(study, sweep_dir)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ class MemoryProbe:
     """The current and peak memory of this process on `device`, with a resettable peak.
 
     >>> probe = MemoryProbe(torch.device("cpu"))
-    >>> probe.reset_peak(); probe.peak() >= probe.current() > 0
+    >>> probe.reset_peak(); now = probe.current()
+    >>> probe.peak() >= now > 0
     True
     """
 
