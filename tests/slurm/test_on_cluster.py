@@ -27,9 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 SBATCH = REPO / "docs" / "slurm" / "train.sbatch"
 ONE_THREAD = ["trainer.device=cpu", "trainer.threads=1", "trainer.ckpt_interval_steps=1"]
 # every RNG the loop has (dropout, drop path, MixUp/CutMix, EMA), samples decoded from files by 2 workers;
-# 200 steps, about a minute of one idle CPU core: still training when a one-minute limit comes
+# 400 steps, over a minute of one idle CPU core (200 took 34 s once): an allocation is still training
+# when its one-minute limit comes, however fast the machine is that day
 FILES = ["regularization=heavy", "augmentation=mixup_cutmix", "trainer.ema=true", "data.img_size=16",
-         "data.batch_size=16", "data.num_workers=2", "trainer.epochs=20"]
+         "data.batch_size=16", "data.num_workers=2", "trainer.epochs=40"]
 DDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=4"]
 FSDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=3",
         "trainer.ema=true", "trainer.strategy=fsdp"]
