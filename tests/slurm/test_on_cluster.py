@@ -31,8 +31,11 @@ ONE_THREAD = ["trainer.device=cpu", "trainer.threads=1", "trainer.ckpt_interval_
 # when its one-minute limit comes, however fast the machine is that day
 FILES = ["regularization=heavy", "augmentation=mixup_cutmix", "trainer.ema=true", "data.img_size=16",
          "data.batch_size=16", "data.num_workers=2", "trainer.epochs=40"]
-DDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=4"]
-FSDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "trainer.epochs=3",
+# batch 8 per rank: 10 steps an epoch, so the watcher sees a mid-epoch checkpoint however fast the machine
+DDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "data.batch_size=8",
+       "trainer.epochs=4"]
+FSDP = ["regularization=heavy", "augmentation=mixup_cutmix", "data.num_samples=200", "data.batch_size=8",
+        "trainer.epochs=3",
         "trainer.ema=true", "trainer.strategy=fsdp"]
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
             "hydra.launcher.mem_gb=1"]
@@ -319,7 +322,7 @@ def test_two_slurm_tasks_train_one_ddp_run_whose_eval_equals_its_summary(jobs, c
     assert "MASTER_PORT=29500 in the environment is not used" in train_log and "(derived)" in train_log
     summary = read_summary(run_dir)
     assert summary["status"] == "completed" and summary["devices"] == 2, summary
-    assert summary["global_batch_size"] == 64  # 32 per rank x 2 ranks
+    assert summary["global_batch_size"] == 16  # 8 per rank x 2 ranks
     assert summary["slurm"]["job_id"] and summary["slurm"]["requeues"] == 0
     assert [p.name for p in run_dir.parent.iterdir() if p.name.isdigit()] == ["0"]  # one run dir, one job
     cli("eval", f"run={run_dir}", "device=cpu")  # one process over the whole val split
