@@ -77,7 +77,7 @@ def write_digits_folder(root: Path) -> tuple[int, int]:
     return len(train_idx), len(val_idx)
 
 
-def timm_command(train_py: Path, data: Path, out: Path, epochs: int, workers: int) -> list[str]:
+def timm_command(train_py: Path, data: Path, out: Path, epochs: int, workers: int, device: str) -> list[str]:
     return [sys.executable, str(train_py), "--data-dir", str(data), "--train-split", "train", "--val-split", "val",
             "--num-classes", "10", "--model", "vit_tiny_patch16_224", "--model-kwargs", f"img_size={IMG}",
             "patch_size=4", "--img-size", str(IMG), "--crop-pct", "1.0", "--mean", "0.5", "0.5", "0.5",
@@ -86,15 +86,15 @@ def timm_command(train_py: Path, data: Path, out: Path, epochs: int, workers: in
             "--opt", "adamw", "--lr", "1e-3", "--weight-decay", "0.03", "--sched", "cosine", "--sched-on-updates",
             "--warmup-epochs", "1", "--warmup-lr", "1e-6", "--min-lr", "1e-6", "--cooldown-epochs", "0",
             "--smoothing", "0.1", "--drop-path", "0", "--scale", "0.75", "1.0", "--ratio", "0.85", "1.18",
-            "--hflip", "0", "--color-jitter", "0", "--device", "cpu", "-j", str(workers), "--seed", "42",
+            "--hflip", "0", "--color-jitter", "0", "--device", device, "-j", str(workers), "--seed", "42",
             "--log-interval", "20", "--output", str(out), "--experiment", "timm"]
 
 
-def vitcli_command(data: Path, epochs: int, workers: int) -> list[str]:
+def vitcli_command(data: Path, epochs: int, workers: int, device: str) -> list[str]:
     return [sys.executable, "-m", "vitcli", "train", "data=imagefolder", f"data.root={data}", f"data.img_size={IMG}",
             f"data.batch_size={BATCH}", f"data.num_workers={workers}", "data.mean=[0.5,0.5,0.5]",
             "data.std=[0.5,0.5,0.5]", "model=vit_t", "model.patch_size=4", f"trainer.epochs={epochs}",
-            "trainer.device=cpu", "trainer.progress=plain", "hydra.run.dir=run"]
+            f"trainer.device={device}", "trainer.progress=plain", "hydra.run.dir=run"]
 
 
 def cpu_of_children() -> float:
@@ -131,7 +131,7 @@ def timm_epoch_rates(log: Path) -> list[float]:
     return rates
 
 
-def bare_rate(batches: int) -> float:
+def bare_rate(batches: int, device: str) -> float:
     """Images/s of the bare loop (forward, cross-entropy, backward, AdamW) on `batches` of vitcli's own
     digits batches for the same model: vit_t, patch 4, 32 px, batch 64 (a few batches: it is slow on CPU)."""
     import copy
@@ -142,14 +142,14 @@ def bare_rate(batches: int) -> float:
     from vitcli.engine.trainer import Trainer
 
     overrides = ["trainer.progress=none", "model=vit_t", "model.patch_size=4", f"data.img_size={IMG}",
-                 f"data.batch_size={BATCH}", "trainer.device=cpu"]
+                 f"data.batch_size={BATCH}", f"trainer.device={device}"]
     with initialize_config_module(config_module="vitcli.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
         loader = trainer.parts.train_loader
         loader.set_epoch(0)
-        data = [(x.clone(), y.clone()) for x, y in loader][:batches + 1]
+        data = [(x.to(device).clone(), y.to(device).clone()) for x, y in loader][:batches + 1]
         model = copy.deepcopy(trainer.parts.model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     bare_epoch(model, opt, data[:1])  # warm-up
@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="data loader workers on both sides")
     parser.add_argument("--bare-batches", type=int, default=6, help="batches per bare-loop measurement")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, on both sides")
     parser.add_argument("--keep", type=Path, default=None, help="write the folder, runs and logs here and keep them")
     args = parser.parse_args()
     if args.timm_train is None or not Path(args.timm_train).is_file():
@@ -183,13 +184,13 @@ def main() -> None:
         n_train, n_val = write_digits_folder(data)
         print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} threads {torch.get_num_threads()}, "
               f"timm {timm.__version__}; digits folder {n_train} train / {n_val} val PNGs at {IMG} px in {data}")
-        before = bare_rate(args.bare_batches)
+        before = bare_rate(args.bare_batches, args.device)
         print(f"bare loop before: {before:7.1f} img/s (vit_t patch 4, {IMG} px, batch {BATCH})", flush=True)
         results: dict[str, list[tuple[float, float, float]]] = {"timm": [], "vitcli": []}  # wall, CPU, top-1
         summary: dict = {}
         for r in range(args.rounds):
             out = work / f"timm{r}"
-            cmd = timm_command(Path(args.timm_train).resolve(), data, out, args.epochs, args.workers)
+            cmd = timm_command(Path(args.timm_train).resolve(), data, out, args.epochs, args.workers, args.device)
             if r == 0:
                 print("timm  :", " ".join(cmd))
             wall, cpu = timed(cmd, work, work / f"timm{r}.log")
@@ -197,7 +198,7 @@ def main() -> None:
             rates = ", ".join(f"{t:.1f}" for t in timm_epoch_rates(work / f"timm{r}.log"))
             report(r, "timm", results["timm"][-1], f"img/s in its epochs {rates}")
             (work / f"vitcli{r}").mkdir()
-            cmd = vitcli_command(data, args.epochs, args.workers)
+            cmd = vitcli_command(data, args.epochs, args.workers, args.device)
             if r == 0:
                 print("vitcli:", " ".join(cmd))
             wall, cpu = timed(cmd, work / f"vitcli{r}", work / f"vitcli{r}.log")
@@ -205,7 +206,7 @@ def main() -> None:
             results["vitcli"].append((wall, cpu, float(summary["best"]["val_top1"])))
             report(r, "vitcli", results["vitcli"][-1],
                    f"run clock {summary['wall_s']:.1f} s, {summary['train_images_per_s']:.1f} img/s in its epochs")
-        after = bare_rate(args.bare_batches)
+        after = bare_rate(args.bare_batches, args.device)
         print(f"bare loop after : {after:7.1f} img/s")
         print(f"\nvitcli's phases (last round, of {summary['wall_s']:.1f} s in the run's clock):")
         for name, seconds in summary["phases"].items():
