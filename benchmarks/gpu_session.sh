@@ -11,7 +11,7 @@
 #            cp pytorch-image-models/train.py .whl/timm_train.py
 #          then on the GPU machine, from the repository root, with .whl carried:
 #            OUT=/some/dir bash benchmarks/gpu_session.sh [STEP ...]     (steps: smoke e2e gpu timm compile)
-# Each step's output goes to $OUT/<step>.log as well as to the terminal; a failed step does not stop
+# All output goes to $OUT/session.log as well as to the terminal; a failed step does not stop
 # the next one.
 set -u
 OUT=${OUT:-$(mktemp -d)}
@@ -31,13 +31,13 @@ export WANDB_MODE=offline PYTHONUNBUFFERED=1 VITCLI_CACHE=/tmp/vitcli_cache
 WORK=$(mktemp -d)
 { nvidia-smi -L; python3 -c "import torch, timm, hydra, sys; print('python', sys.version.split()[0], 'torch',
 torch.__version__, 'timm', timm.__version__, 'hydra', hydra.__version__, torch.cuda.get_device_name(0))"; nproc; } \
-  2>&1 | tee "$OUT/machine.log"
+  2>&1 | tee -a "$OUT/session.log"
 
 step() {  # step NAME TIMEOUT_S COMMAND...: run in $WORK, log to $OUT/NAME.log, report the time
   local name=$1 limit=$2; shift 2
   echo "=== $name: $*"
   local t0=$SECONDS
-  (cd "$WORK" && timeout "$limit" "$@") 2>&1 | tee "$OUT/$name.log"
+  (cd "$WORK" && timeout "$limit" "$@") 2>&1 | tee -a "$OUT/session.log"
   echo "=== $name: rc=${PIPESTATUS[0]} in $((SECONDS - t0)) s"
 }
 
