@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--rows", nargs="*", help="only rows whose label starts with one of these")
     args = parser.parse_args()
     use_checkout()
+    from vitcli.data.files import resolve_num_workers
     setup, rows = (SMOKE, SMOKE_ROWS) if args.smoke else (GPU, GPU_ROWS)
     if args.rows:
         rows = [r for r in rows if any(r.label.startswith(p) or r.preset == p for p in args.rows)]
@@ -212,6 +213,13 @@ def main() -> None:
         root = Path(tmp) / "data"
         make_images(root, setup.steps * max(r.batch for r in rows), setup.jpeg_size)
         pack(root, setup.jpeg_size)
+        name = torch.cuda.get_device_name(0) if setup.device == "cuda" else "cpu"
+        print(f"device={name} precision={setup.precision} img_size={setup.img_size} jpeg/pack size={setup.jpeg_size} "
+              f"num_workers(auto)={resolve_num_workers('auto')} torch={torch.__version__}")
+        head = f"{'model':<24} {'ceiling img/s':>13} {'packed img/s':>12} {'ratio':>6} {'files img/s':>11} " \
+               f"{'ratio':>6} {'peak GiB':>8} {'syncs/step':>10}"
+        print(head)
+        print("-" * len(head), flush=True)
         results = []
         for row in rows:
             cfg = compose_cfg(row, setup, root, "packed")
@@ -220,21 +228,11 @@ def main() -> None:
             top = ceiling(cfg, device, row.batch, steps)
             packed = vitcli_run(row, setup, root, "packed", Path(tmp) / f"run_{len(results)}_p")
             files = vitcli_run(row, setup, root, "files", Path(tmp) / f"run_{len(results)}_f")
-            results.append((row, top, packed, files))
-            print(f"  done {row.label}: {time.perf_counter() - t_start:.0f} s", file=sys.stderr, flush=True)
-    from vitcli.data.files import resolve_num_workers
-
-    name = torch.cuda.get_device_name(0) if setup.device == "cuda" else "cpu"
-    print(f"device={name} precision={setup.precision} img_size={setup.img_size} jpeg/pack size={setup.jpeg_size} "
-          f"num_workers(auto)={resolve_num_workers('auto')} torch={torch.__version__}")
-    head = f"{'model':<24} {'ceiling img/s':>13} {'packed img/s':>12} {'ratio':>6} {'files img/s':>11} {'ratio':>6} " \
-           f"{'peak GiB':>8} {'syncs/step':>10}"
-    print(head)
-    print("-" * len(head))
-    for row, top, packed, files in results:
-        print(f"{row.label:<24} {top:13.1f} {packed['ips']:12.1f} {packed['ips'] / top:6.2f} {files['ips']:11.1f} "
-              f"{files['ips'] / top:6.2f} {fmt(packed['peak_gib'], '8.2f')} {fmt(packed['syncs'], '10.1f')}")
-    print(f"total {time.perf_counter() - t_start:.0f} s")
+            results.append(row)  # each row as it ends: a run cut short keeps the rows it finished
+            print(f"{row.label:<24} {top:13.1f} {packed['ips']:12.1f} {packed['ips'] / top:6.2f} {files['ips']:11.1f} "
+                  f"{files['ips'] / top:6.2f} {fmt(packed['peak_gib'], '8.2f')} {fmt(packed['syncs'], '10.1f')}",
+                  flush=True)
+    print(f"total {time.perf_counter() - t_start:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run in $WORK, log to $OUT/NAME.log, 
   local name=$1 limit=$2; shift 2
   echo "=== $name: $*"
   local t0=$SECONDS
-  (cd "$WORK" && timeout "$limit" "$@") 2>&1 | tee -a "$OUT/session.log"
+  (cd "$WORK" && PYTHONFAULTHANDLER=1 timeout -s ABRT -k 10 "$limit" "$@") 2>&1 | tee -a "$OUT/session.log"  # ABRT: stacks of a hang
   echo "=== $name: rc=${PIPESTATUS[0]} in $((SECONDS - t0)) s"
 }
 
@@ -52,10 +52,10 @@ for s in $steps; do
       step export 60 python3 -m vitcli export run="$WORK/default"
       step plan 120 python3 -m vitcli plan model=vit_s data=synthetic data.img_size=224 trainer.precision=bf16 ;;
     e2e) step e2e 180 python3 "$ROOT/benchmarks/bench_e2e.py" --rounds 2 ;;
-    gpu) step gpu 300 python3 "$ROOT/benchmarks/bench_gpu.py" --rows vit_small vit_base swin_tiny ;;
+    gpu) step gpu "${GPU_LIMIT:-300}" python3 "$ROOT/benchmarks/bench_gpu.py" --rows ${GPU_ROWS:-vit_small vit_base swin_tiny} ;;
     timm) step timm 240 python3 "$ROOT/benchmarks/bench_timm.py" --timm-train "$ROOT/.whl/timm_train.py" \
             --device cuda --workers 8 --bare-batches 20 ;;
-    compile) step compile 300 python3 "$ROOT/benchmarks/bench_gpu.py" --rows "vit_small b256 compile" ;;
+    compile) step compile 200 python3 "$ROOT/benchmarks/bench_gpu.py" --rows "vit_small b256 compile" ;;
     *) echo "gpu_session: unknown step $s (smoke e2e gpu timm compile)" ;;
   esac
 done
