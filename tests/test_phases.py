@@ -134,6 +134,46 @@ def test_the_collector_paused_at_the_command_start_runs_again_once_the_run_is_bu
         gc.enable()
 
 
+def test_the_first_resume_freezes_the_start_up_objects_and_later_ones_collect(monkeypatch):
+    """The process's first run freezes what start-up made (no 0.3 s full collection); a second run in
+    the same process collects instead, so earlier runs' garbage is never frozen in."""
+    import gc
+
+    from vitcli.core import startup_gc
+
+    monkeypatch.setattr(startup_gc, "_froze", False)
+    before = gc.get_freeze_count()
+    try:
+        startup_gc.pause()
+        junk = [[] for _ in range(1000)]  # made while paused: frozen with the rest
+        startup_gc.resume()
+        frozen = gc.get_freeze_count()
+        assert gc.isenabled() and frozen >= before + 1000
+        cycle = [None]
+        cycle[0] = cycle  # garbage only a collection frees
+        probe = weakref_to(cycle)
+        del cycle
+        startup_gc.pause()
+        startup_gc.resume()
+        assert gc.get_freeze_count() == frozen and probe() is None  # collected, not frozen
+        assert len(junk) == 1000
+    finally:
+        gc.unfreeze()  # hand this test process its objects back
+        gc.enable()
+
+
+def weakref_to(obj):
+    """A weak reference to a list (lists take none): through a subclass instance kept in it."""
+    import weakref
+
+    class Anchor:
+        pass
+
+    anchor = Anchor()
+    obj.append(anchor)
+    return weakref.ref(anchor)
+
+
 def test_a_train_command_that_stops_before_its_run_is_built_leaves_the_collector_on(cli):
     """In-process callers (tests, notebooks) keep their collector after a refused `vitcli train`."""
     import gc

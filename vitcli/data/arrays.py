@@ -166,7 +166,8 @@ class ArrayLoader(EpochBatching):
         x = x.contiguous()  # NCHW from here: per-channel ops on channels-last are ~4x slower on CPU
         gen = None
         if self.augment is not None:
-            gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch, step + 1, self.rank))
+            # draws on the CPU on every device (batch_transforms: no host sync for the draws)
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, step + 1, self.rank))
             x = self.augment(x, gen)
         # crop/flip may have run on uint8: convert once; the float copy is ours, so normalize in place
         x = x.float().sub_(self.mean).div_(self.std)
