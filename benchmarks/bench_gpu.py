@@ -14,7 +14,7 @@ Per row (model, batch), in this process, side by side:
 with each one's ratio to the ceiling, the peak GPU memory of the packed run, and the host
 syncs per step of the packed run (torch.cuda.set_sync_debug_mode warnings). The data is
 generated into a temp dir. Without hydra-core/omegaconf installed (a bare GPU image), see
-benchmarks/gpu_wheels.sh.
+benchmarks/gpu_wheels.sh and benchmarks/gpu_session.sh.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@
 #          the GPU figures: bench_e2e (default run's non-step share), bench_gpu (vitcli vs the
 #          bare-loop ceiling at 224 px bf16), bench_timm (vitcli vs timm's train.py, same folder).
 # Cost:    about 6-8 minutes on one H200 (16 CPU cores).
-# Run:     where PyPI is reachable, fill .whl/ (git-ignored: `echo /.whl/ >> .git/info/exclude`):
-#            pip wheel --no-deps -w .whl hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 timm==1.0.31
-#            cp pytorch-image-models/train.py .whl/timm_train.py
+# Run:     where PyPI is reachable, fill the git-ignored .whl/ (hydra-core, omegaconf, antlr4, timm
+#          wheels and timm's train.py as .whl/timm_train.py):
+#            bash benchmarks/gpu_wheels.sh .venv/bin/python PATH/TO/pytorch-image-models/train.py
 #          then on the GPU machine, from the repository root, with .whl carried:
 #            OUT=/some/dir bash benchmarks/gpu_session.sh [STEP ...]     (steps: smoke e2e gpu timm compile)
 # All output goes to $OUT/session.log as well as to the terminal; a failed step does not stop

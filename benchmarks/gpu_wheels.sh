@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
-# Fetch the wheels a bare GPU image lacks (hydra-core, omegaconf, antlr4 runtime), at the versions
-# of this checkout's environment, into .gpu_wheels/ (git-ignored), then say how to run bench_gpu.py
-# on a machine without network:   bash benchmarks/gpu_wheels.sh [PYTHON]
+# Fill .whl/ (git-ignored) with what a bare GPU image without network lacks for
+# benchmarks/gpu_session.sh: hydra-core, omegaconf and the antlr4 runtime at this checkout's
+# versions, and timm at this checkout's version (bench_timm runs timm's train.py against it).
+#   bash benchmarks/gpu_wheels.sh [PYTHON] [PATH/TO/pytorch-image-models/train.py]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-${PYTHON:-.venv/bin/python}}
 pins=$("$PY" - <<'PYEOF'
 from importlib.metadata import version
-print(" ".join(f"{p}=={version(p)}" for p in ("hydra-core", "omegaconf", "antlr4-python3-runtime")))
+print(" ".join(f"{p}=={version(p)}" for p in ("hydra-core", "omegaconf", "antlr4-python3-runtime", "timm")))
 PYEOF
 )
-mkdir -p .gpu_wheels
+mkdir -p .whl
 # antlr4-python3-runtime 4.9.x ships only an sdist: build it into a wheel here (pure Python).
-"$PY" -m pip wheel --no-deps --wheel-dir .gpu_wheels $pins
-echo "wheels in .gpu_wheels/: $(ls .gpu_wheels | tr '\n' ' ')"
-cat <<MSG
-On the GPU machine (carry .gpu_wheels; bench_gpu.py imports vitcli from this checkout), from the repository root:
-  pip install --no-index --find-links .gpu_wheels $pins && python benchmarks/bench_gpu.py
-MSG
+"$PY" -m pip wheel -q --no-deps --wheel-dir .whl $pins
+[ -n "${2:-}" ] && cp "$2" .whl/timm_train.py
+echo "in .whl/: $(ls .whl | tr '\n' ' ')"
+echo "on the GPU machine, carry .whl and run:  OUT=DIR bash benchmarks/gpu_session.sh"
