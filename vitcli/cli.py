@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vitcli.core import phases  # first: its import is the process's earliest time mark (a run's startup phase)
 from vitcli.core.command_list import COMMANDS  # command -> (module under vitcli.commands, summary)
-from vitcli.core import startup_gc
+from vitcli.core import malloc_tuning, startup_gc
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
 # the keys whose run a command's own run dir is derived from (conf/train.yaml, conf/probe.yaml): resolved
@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     if command == "train":
         phases.begin()  # the run's clock: startup lasts until its first step
         startup_gc.pause()  # until the run is built (engine/trainer.py): imports without collector passes
+    if command in ("train", "plan"):
+        malloc_tuning.tune()  # the step's buffers stay with the process (plan measures the same step)
     if command == "train" and "SLURM_JOB_ID" in os.environ:
         hold_slurm_warning()
     argv = [command, *resolve_run_dir_key(command, argv[1:])]
