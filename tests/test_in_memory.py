@@ -48,6 +48,9 @@ def test_auto_holds_the_folder_in_memory_with_the_file_paths_samples(compose, ki
     files = create_data(cfg_for(compose, kit, "data.format=files"))
     held = create_data(cfg_for(compose, kit))  # data.format=auto, the default
     assert held.info["data_format"] == "memory" and files.info["data_format"] == "files"
+    splits = [k.removeprefix("skipped_files_") for k in held.info if k.startswith("skipped_files_")]
+    decoded = sum(held.loader(s).split.images.nbytes for s in splits)
+    assert held.info["memory_held_mib"] == pytest.approx(decoded / 2**20, abs=0.1)  # what is held, not the limit
     assert isinstance(held.loader("train"), ArrayLoader)
     assert held.class_names == files.class_names == CLASSES
     assert data_identity(held) == data_identity(files)  # a run may resume with either

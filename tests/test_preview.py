@@ -52,7 +52,8 @@ def test_file_and_packed_batches_show_the_same_augmentation(compose, tree):
     shares = {}
     for fmt in ("files", "packed"):
         c = cfg(compose, tree, fmt)
-        x, y, names = training_batch(c, N)
+        x, y, names, data_format = training_batch(c, N)
+        assert data_format == fmt  # the path the batch took, for the picture's title
         assert x.shape == (N, 3, 16, 16) and y.shape == (N,) and len(names) == 4
         shares[fmt] = stats(x, c)
     for fmt, (flipped, erased) in shares.items():
@@ -60,13 +61,13 @@ def test_file_and_packed_batches_show_the_same_augmentation(compose, tree):
     (f_flip, f_erase), (p_flip, p_erase) = shares["files"], shares["packed"]
     assert abs(f_flip - p_flip) < 0.25 and abs(f_erase - p_erase) < 0.25, shares
     c = cfg(compose, tree, "packed", "augmentation=none")
-    x, _, _ = training_batch(c, N)
+    x, _, _, _ = training_batch(c, N)
     assert stats(x, c) == (0.0, 0.0)  # the measure sees nothing when nothing is applied
 
 
 def test_mixup_targets_and_the_picture(compose, tree, tmp_path):
     c = cfg(compose, tree, "packed", "augmentation=mixup_cutmix", "regularization=none")
-    x, y, names = training_batch(c, 8)
+    x, y, names, _ = training_batch(c, 8)
     assert y.shape == (8, 4) and torch.allclose(y.sum(dim=1), torch.ones(8))
     assert (y.max(dim=1).values < 1).any()  # mixed, not one-hot
     assert "\n" in label_caption(y[0].numpy(), names) or y[0].max() == 1
@@ -102,7 +103,7 @@ def test_a_bare_preview_shows_what_a_bare_train_trains_on(compose):
     assert {k: preview.hydra.runtime.choices.get(k) for k in groups} == groups
     for group in groups:
         assert OmegaConf.to_container(preview[group]) == OmegaConf.to_container(train[group]), group
-    x, y, _ = training_batch(compose("preview", ["n=16"]), 16)
+    x, y, _, _ = training_batch(compose("preview", ["n=16"]), 16)
     loader = create_data(compose("train", ["data.batch_size=16"])).loader("train")
     loader.set_epoch(0)
     x_train, y_train = next(iter(loader))

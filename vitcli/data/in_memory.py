@@ -63,13 +63,13 @@ def hold_in_memory(cfg: Any, splits: dict[str, Any]) -> tuple[dict[str, ArraySpl
         log.info(f"data.format=auto: decoding per sample, not in memory: {err}")
         return None
     arrays = {name: split for name, (split, _) in held.items()}
-    info: dict[str, Any] = {"data_format": "memory", "memory_mb": round(sum(a.images.nbytes for a in arrays.values())
-                                                                         / 2**20, 1)}
+    held_mib = round(sum(a.images.nbytes for a in arrays.values()) / 2**20, 1)
+    info: dict[str, Any] = {"data_format": "memory", "memory_held_mib": held_mib}  # not the limit, data.memory_mb
     for name, (_, skipped) in held.items():
         info[f"skipped_files_{name}"] = skipped
     info["skipped_files"] = sum(skipped for _, skipped in held.values())
     counts = ", ".join(f"{len(a)} {name}" for name, a in arrays.items())
-    log.info(f"data in memory: {counts} images at {size}x{size} ({info['memory_mb']} MiB) decoded once in "
+    log.info(f"data in memory: {counts} images at {size}x{size} ({held_mib} MiB) decoded once in "
              f"{time.perf_counter() - t0:.1f} s (data.format=files decodes them each epoch instead)")
     return arrays, info
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,10 +33,17 @@ def label_caption(target: np.ndarray, names: list[str], parts: int = 2) -> str:
     return "\n".join(f"{target[c]:.2f} {names[c]}" for c in top if target[c] >= 0.01)
 
 
-def training_batch(cfg: Any, n: int):
-    """(x normalized (n, 3, H, W), targets (n,) or (n, C), class names) of the first training batch."""
+class PreviewBatch(NamedTuple):
+    """The first training batch, as the model receives it."""
+
+    images: torch.Tensor  # normalized (n, 3, H, W)
+    targets: torch.Tensor  # (n,) class indices, or (n, C) when mixed or smoothed
+    class_names: list[str]
+    data_format: str  # the path the data took: memory, packed, files, stream (data.format=auto resolved)
 
 
+def training_batch(cfg: Any, n: int) -> PreviewBatch:
+    """The first training batch of `n` images, with what the train step does to it."""
     if n <= 0:
         raise UserError(f"n={n}: preview at least one image (e.g. n=32)")
     mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, 2)
@@ -52,17 +59,16 @@ def training_batch(cfg: Any, n: int):
     x, y = next(iter(loader))
     mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, data.num_classes)
     x, y = mix_batch(x, y, mixup, cfg.augmentation)  # exactly what the train step does
-    return x, y, list(data.class_names)
+    return PreviewBatch(x, y, list(data.class_names), str(data.info.get("data_format", "memory")))
 
 
 def write_preview(cfg: Any, run_dir: Path, n: int = 32) -> Path:
     """Draw the batch into <run_dir>/plots/preview.png; return its path."""
-    x, y, names = training_batch(cfg, n)
+    x, y, names, data_format = training_batch(cfg, n)
     captions = [label_caption(t, names) for t in y.cpu().numpy()]
     aug = cfg.augmentation
     mixing = f" · mixup {aug.mixup_alpha} / cutmix {aug.cutmix_alpha}" if (aug.mixup_alpha or aug.cutmix_alpha) else ""
-    source = "in memory" if cfg.data.name in ("digits", "synthetic") else f"data.format={cfg.data.format}"
-    title = (f"{cfg.data.name} ({source}) · augmentation={aug.name}{mixing} · "
+    title = (f"{cfg.data.name} ({data_format}) · augmentation={aug.name}{mixing} · "
              f"{len(x)} images at {x.shape[-1]} px, as the model receives them (un-normalized)")
     out = draw_grid(runs.plot_path(run_dir, "preview.png"), denormalize(x, cfg.data.mean, cfg.data.std),
                     captions, title, cols=8, cell=1.5)
