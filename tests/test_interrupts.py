@@ -70,7 +70,9 @@ def test_signal_saves_marks_interrupted_and_rerun_resumes_bitwise(tiny_overrides
 
 def test_one_writer_per_run_dir_and_readers_see_consistent_files(tiny_overrides, cli, train_tiny, tmp_path):
     run_dir = tmp_path / "run"
-    proc = _start(tiny_overrides, run_dir, "trainer.epochs=200")  # checkpoints replaced every step while we read
+    # checkpoints replaced every step while we read; best.pt there from the first epoch (a 200-epoch run
+    # would otherwise evaluate, and write best.pt, every 5 epochs: a race with the reads on a slow machine)
+    proc = _start(tiny_overrides, run_dir, "trainer.epochs=200", "trainer.eval_interval=1")
     try:
         _wait_mid_epoch(proc, run_dir)
         second = train_tiny(run_dir, check=False)
