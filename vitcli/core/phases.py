@@ -17,8 +17,6 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from vitcli.core import malloc_tuning
-
 PHASES = ("startup", "data_wait", "step", "eval", "checkpoint", "plots_logging", "teardown")
 STEP_PHASES = ("step",)  # the rest is the run around the step
 
@@ -60,13 +58,12 @@ class PhaseClock:
             self.switch(previous)
 
     def record(self) -> dict[str, Any]:
-        """summary.json's `wall_s`, `phases` (seconds), `phase_counts` and `malloc_tuned`, up to now (the clock keeps going)."""
+        """summary.json's `wall_s`, `phases` (seconds) and `phase_counts`, up to now (the clock keeps going)."""
         now = time.perf_counter()
         seconds = dict(self.seconds)
         seconds[self.current] += now - self.since
         return {"wall_s": round(now - self.start, 3), "phases": {k: round(v, 3) for k, v in seconds.items()},
-                "phase_counts": {k: v for k, v in self.counts.items() if v}, "started_at": round(self.started_at, 3),
-                "malloc_tuned": malloc_tuning.tuned()}
+                "phase_counts": {k: v for k, v in self.counts.items() if v}, "started_at": round(self.started_at, 3)}
 
 
 def begin(start: float | None = None) -> None:

@@ -67,7 +67,7 @@ def create_data(cfg: TrainConfig, device: str = "cpu", train: bool = True) -> Da
     splits = carve_minival(splits, data_cfg.minival_fraction, data_cfg.split_seed)
     check_num_classes(data_cfg, len(class_names), f"data={name}")
     loaders = {k: array_loader(cfg, k, split, device, train) for k, split in splits.items()}
-    info = {f"{k}_samples": len(v) for k, v in splits.items()}
+    info = {"data_format": "memory", **{f"{k}_samples": len(v) for k, v in splits.items()}}  # arrays: already in memory
     return with_class_counts(DataModule(name, len(class_names), class_names, loaders, info))
 
 

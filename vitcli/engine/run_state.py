@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitcli.core import phases, runs
+from vitcli.core import malloc_tuning, phases, runs
 from vitcli.core.checkpoint import BEST_WEIGHTS, best_entry, load_checkpoint, save_safetensors
 from vitcli.core.io import read_jsonl, write_csv, write_json
 from vitcli.core.rng import rng_state, set_rng_state
@@ -230,6 +230,7 @@ class RunState:
             "wall_time_s": round(time.time() - self.wall_start, 3),
             "train_images_per_s": self.train_images / self.train_seconds if self.train_seconds else None,
             **p.data.info, **self.summary_fields, **self.clock.record(),
+            "malloc_tuned": malloc_tuning.tuned(),  # the allocator kept the step's buffers (core/malloc_tuning.py)
         }
 
     def write_summary(self, status: str, error: str | None = None, summary: dict[str, Any] | None = None) -> None:

@@ -59,7 +59,7 @@ def training_batch(cfg: Any, n: int) -> PreviewBatch:
     x, y = next(iter(loader))
     mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, data.num_classes)
     x, y = mix_batch(x, y, mixup, cfg.augmentation)  # exactly what the train step does
-    return PreviewBatch(x, y, list(data.class_names), str(data.info.get("data_format", "memory")))
+    return PreviewBatch(x, y, list(data.class_names), str(data.info["data_format"]))
 
 
 def write_preview(cfg: Any, run_dir: Path, n: int = 32) -> Path:
