@@ -4,6 +4,8 @@ Goal: vitcli's whole process takes at most 0.9x the time of timm's, at equal or 
 Cost: about 4 min a round on a 2-core CPU (two 8-epoch ViT-Ti runs plus the bare loop twice).
 
     python benchmarks/bench_timm.py --timm-train /path/to/pytorch-image-models/train.py [--rounds 2] [--workers 2]
+        [--precision bf16]   (both sides in bf16 autocast: timm --amp --amp-dtype bfloat16,
+                              vitcli trainer.precision=bf16; the bare loop stays fp32)
 
 timm's train.py is not in the timm wheel: take it from the pytorch-image-models repository at the
 tag of the installed timm (or set VITCLI_TIMM_TRAIN). The script writes scikit-learn's digits with
@@ -77,7 +79,9 @@ def write_digits_folder(root: Path) -> tuple[int, int]:
     return len(train_idx), len(val_idx)
 
 
-def timm_command(train_py: Path, data: Path, out: Path, epochs: int, workers: int, device: str) -> list[str]:
+def timm_command(train_py: Path, data: Path, out: Path, epochs: int, workers: int, device: str,
+                 precision: str = "32") -> list[str]:
+    amp = ["--amp", "--amp-dtype", "bfloat16"] if precision == "bf16" else []  # timm's autocast, as vitcli's
     return [sys.executable, str(train_py), "--data-dir", str(data), "--train-split", "train", "--val-split", "val",
             "--num-classes", "10", "--model", "vit_tiny_patch16_224", "--model-kwargs", f"img_size={IMG}",
             "patch_size=4", "--img-size", str(IMG), "--crop-pct", "1.0", "--mean", "0.5", "0.5", "0.5",
@@ -87,14 +91,14 @@ def timm_command(train_py: Path, data: Path, out: Path, epochs: int, workers: in
             "--warmup-epochs", "1", "--warmup-lr", "1e-6", "--min-lr", "1e-6", "--cooldown-epochs", "0",
             "--smoothing", "0.1", "--drop-path", "0", "--scale", "0.75", "1.0", "--ratio", "0.85", "1.18",
             "--hflip", "0", "--color-jitter", "0", "--device", device, "-j", str(workers), "--seed", "42",
-            "--log-interval", "20", "--output", str(out), "--experiment", "timm"]
+            "--log-interval", "20", "--output", str(out), "--experiment", "timm", *amp]
 
 
-def vitcli_command(data: Path, epochs: int, workers: int, device: str) -> list[str]:
+def vitcli_command(data: Path, epochs: int, workers: int, device: str, precision: str = "32") -> list[str]:
     return [sys.executable, "-m", "vitcli", "train", "data=imagefolder", f"data.root={data}", f"data.img_size={IMG}",
             f"data.batch_size={BATCH}", f"data.num_workers={workers}", "data.mean=[0.5,0.5,0.5]",
             "data.std=[0.5,0.5,0.5]", "model=vit_t", "model.patch_size=4", f"trainer.epochs={epochs}",
-            f"trainer.device={device}", "trainer.progress=plain", "hydra.run.dir=run"]
+            f"trainer.device={device}", f"trainer.precision={precision}", "trainer.progress=plain", "hydra.run.dir=run"]
 
 
 def cpu_of_children() -> float:
@@ -172,6 +176,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="data loader workers on both sides")
     parser.add_argument("--bare-batches", type=int, default=6, help="batches per bare-loop measurement")
     parser.add_argument("--device", default="cpu", help="cpu or cuda, on both sides")
+    parser.add_argument("--precision", choices=("32", "bf16"), default="32",
+                        help="both sides: 32, or bf16 autocast (timm: --amp --amp-dtype bfloat16)")
     parser.add_argument("--keep", type=Path, default=None, help="write the folder, runs and logs here and keep them")
     args = parser.parse_args()
     if args.timm_train is None or not Path(args.timm_train).is_file():
@@ -183,14 +189,16 @@ def main() -> None:
         data = work / "digits"
         n_train, n_val = write_digits_folder(data)
         print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} threads {torch.get_num_threads()}, "
-              f"timm {timm.__version__}; digits folder {n_train} train / {n_val} val PNGs at {IMG} px in {data}")
+              f"timm {timm.__version__}, precision {args.precision}; digits folder {n_train} train / {n_val} val PNGs "
+              f"at {IMG} px in {data}")
         before = bare_rate(args.bare_batches, args.device)
         print(f"bare loop before: {before:7.1f} img/s (vit_t patch 4, {IMG} px, batch {BATCH})", flush=True)
         results: dict[str, list[tuple[float, float, float]]] = {"timm": [], "vitcli": []}  # wall, CPU, top-1
         summary: dict = {}
         for r in range(args.rounds):
             out = work / f"timm{r}"
-            cmd = timm_command(Path(args.timm_train).resolve(), data, out, args.epochs, args.workers, args.device)
+            cmd = timm_command(Path(args.timm_train).resolve(), data, out, args.epochs, args.workers, args.device,
+                               args.precision)
             if r == 0:
                 print("timm  :", " ".join(cmd))
             wall, cpu = timed(cmd, work, work / f"timm{r}.log")
@@ -198,7 +206,7 @@ def main() -> None:
             rates = ", ".join(f"{t:.1f}" for t in timm_epoch_rates(work / f"timm{r}.log"))
             report(r, "timm", results["timm"][-1], f"img/s in its epochs {rates}")
             (work / f"vitcli{r}").mkdir()
-            cmd = vitcli_command(data, args.epochs, args.workers, args.device)
+            cmd = vitcli_command(data, args.epochs, args.workers, args.device, args.precision)
             if r == 0:
                 print("vitcli:", " ".join(cmd))
             wall, cpu = timed(cmd, work / f"vitcli{r}", work / f"vitcli{r}.log")
