@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from tar_builders import WRITERS, grey, sample, solid, write_tar
+from tar_builders import WRITERS, grey, http_server, sample, solid, write_tar
 
 from vitcli.core.errors import UserError
 
@@ -83,6 +83,43 @@ def test_a_sample_with_two_images_is_refused_naming_both(tmp_path):
     with pytest.raises(UserError, match=r"sample 'a' has two images \('a.jpg' and 'a.png'\).*data.image_key=jpg"):
         shard_samples(str(shard), ("jpg", "jpeg", "png", "webp"), "cls", True)
     assert len(shard_samples(str(shard), ("png",), "cls", True).ids) == 1  # the user's choice reads
+
+
+def write_stream_set(root: Path, bad: tuple[str, dict[str, bytes]], base: str) -> None:
+    """A train shard with `bad` between good samples, a val shard, and wids descriptors naming them by
+    `base` (a url: the streaming reader cannot read remote headers ahead, so it meets `bad` mid-stream)."""
+    write_tar(root / "train-000000.tar", [sample("k/0", 10, 0), bad, sample("k/2", 30, 1)], "tarfile_pax")
+    write_tar(root / "val-000000.tar", [sample("v/0", 10, 0), sample("v/1", 30, 1)], "tarfile_pax")
+    for split, n in (("train", 3), ("val", 2)):
+        (root / f"{split}.json").write_text(json.dumps({"wids_version": 1, "shardlist": [
+            {"url": f"{base}/{split}-000000.tar", "nsamples": n}]}))
+
+
+@pytest.mark.parametrize("bad, refusal, workers", [
+    (("k/1", {"jpg": solid(1, "jpg"), "png": solid(2, "png"), "cls": b"0"}),
+     "sample 'k/1' has two images ('k/1.jpg' and 'k/1.png'); keep one, or choose with data.image_key=jpg", 0),
+    (("k/1", {"jpg": solid(1, "jpg"), "png": solid(2, "png"), "cls": b"0"}),
+     "sample 'k/1' has two images ('k/1.jpg' and 'k/1.png'); keep one, or choose with data.image_key=jpg", 1),
+    (("k/1", {"png": solid(1, "png"), "cls": b"0", "PNG": solid(2, "png")}),
+     "sample 'k/1' has two 'png' members ('k/1.png' and 'k/1.PNG'); keys must be unique", 1),
+])
+def test_the_streaming_reader_refuses_what_the_indexed_reader_refuses(cli, tmp_path, bad, refusal, workers):
+    """Remote shards streamed: a sample with two images was read with the first image key that matched, and
+    one with two members of one extension ended in webdataset's traceback; from a loader worker, a refusal
+    came wrapped in the worker's traceback. Now one line, the indexed reader's, exit 2."""
+    root = tmp_path / "wds"
+    with http_server(root) as base:
+        write_stream_set(root, bad, base)
+        args = ["train", "data=wds", f"data.train={root}/train.json", f"data.val={root}/val.json", "data.streaming=true",
+                "data.num_classes=2", "data.img_size=8", "data.batch_size=2", f"data.num_workers={workers}",
+                "augmentation=none", "model=vit_pico", "trainer.epochs=1", "trainer.progress=none",
+                f"hydra.run.dir={tmp_path / 'run'}"]
+        proc = cli(*args, check=False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines() == [f"vitcli: error: shard train-000000.tar: {refusal}"
+                                                    + ("" if "two images" in refusal else ", rewrite the shard")]
+        if "two images" in refusal:  # the user's choice reads
+            cli(*args[:-1], "data.image_key=png", f"hydra.run.dir={tmp_path / 'chosen'}")
 
 
 def test_a_key_twice_in_a_split_is_refused(compose, tmp_path):

@@ -110,10 +110,21 @@ def group_samples(members: list[tarfile.TarInfo], shard: str) -> list[tuple[str,
             samples.append((key, {}))
         group = samples[-1][1]
         if ext in group:
-            raise UserError(f"shard {shard}: sample '{key}' has two '{ext}' members ({group[ext].name!r} and "
-                            f"{m.name!r}); keys must be unique, rewrite the shard")
+            raise two_members(shard, key, ext, group[ext].name, m.name)
         group[ext] = m
     return samples
+
+
+def two_members(shard: str, key: str, ext: str, first: str, second: str) -> UserError:
+    """The refusal of a sample with two members of one extension (both readers)."""
+    return UserError(f"shard {shard}: sample '{key}' has two '{ext}' members ({first!r} and {second!r}); keys must "
+                     "be unique, rewrite the shard")
+
+
+def two_images(shard: str, key: str, first: str, second: str, first_ext: str) -> UserError:
+    """The refusal of a sample with two image members (both readers): which one is meant is the user's call."""
+    return UserError(f"shard {shard}: sample '{key}' has two images ({first!r} and {second!r}); keep one, or choose "
+                     f"with data.image_key={first_ext}")
 
 
 def shard_samples(path: str, image_keys: Sequence[str], label_key: str, labelled: bool) -> ShardSamples:
@@ -130,8 +141,7 @@ def shard_samples(path: str, image_keys: Sequence[str], label_key: str, labelled
                 raise UserError(f"shard {name}: sample '{key}' has no image member ({'/'.join(image_keys)}; it has "
                                 f"{', '.join(sorted(group))}); set data.image_key=")
             if len(images) > 1:
-                raise UserError(f"shard {name}: sample '{key}' has two images ({group[images[0]].name!r} and "
-                                f"{group[images[1]].name!r}); keep one, or choose with data.image_key={images[0]}")
+                raise two_images(name, key, group[images[0]].name, group[images[1]].name, images[0])
             image = group[images[0]]
             out.ids.append(image.name.encode("utf-8"))
             out.offsets.append(image.offset_data)

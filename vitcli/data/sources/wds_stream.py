@@ -8,7 +8,8 @@ the right step count with the right lr, but with a fresh stream for the rest of 
 it is NOT bitwise-resumable. Under DDP each rank reads every world-th shard (so give at least
 as many shards as ranks x workers) and the training stream repeats, so every rank runs the same
 number of steps. The epoch length comes from the sample counts of a wids descriptor
-(`data.train=train.json`), or from reading local shards' headers.
+(`data.train=train.json`), or from reading local shards' headers. A sample the indexed reader
+refuses (two images, two members of one extension) is refused when the stream reaches it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from vitcli.data.module import DataModule, eval_batch_size, train_drop_last
 from vitcli.data.prefetch import device_batches
 from vitcli.data.sources.shard_fetch import is_local, local_path, open_shard
 from vitcli.data.sources.shard_index import IMAGE_KEYS, LABEL_KEY, resolve_split
-from vitcli.data.sources.tar_members import parse_label, shard_samples
+from vitcli.data.sources.tar_members import base_plus_ext, parse_label, shard_samples, two_images, two_members
 from vitcli.data.sources.wds import SPLITS, read_class_names, require, split_spec
 from vitcli.data.transforms import create_file_transform
 
@@ -48,11 +49,37 @@ class StreamSplit:
         return self.total
 
 
+def shard_name(url: Any) -> str:
+    return str(url).rstrip("/").rsplit("/", 1)[-1]
+
+
+def unique_members(files: Iterator[dict]) -> Iterator[dict]:
+    """Tar members as webdataset's group_by_keys will group them (consecutive names with one key,
+    within a shard), a sample with two members of one extension refused as the indexed reader
+    refuses it (tar_members.py) instead of group_by_keys' bare ValueError."""
+    where, seen = None, {}
+    for f in files:
+        key, ext = base_plus_ext(f["fname"]) if f and "fname" in f else (None, None)
+        if key is None or ext is None:
+            yield f
+            continue
+        if (f.get("__url__"), key) != where:
+            where, seen = (f.get("__url__"), key), {}
+        ext = ext.lower()
+        if ext in seen:
+            raise two_members(shard_name(f.get("__url__")), key, ext, seen[ext], f["fname"])
+        seen[ext] = f["fname"]
+        yield f
+
+
 def decode_sample(sample: dict, split: StreamSplit, transform: Callable) -> tuple:
     """A streamed sample -> (image tensor or None, label, key, error) as collate_skipping expects."""
     key = sample.get("__key__", "?")
+    images = [k for k in split.image_keys if k in sample]
+    if len(images) > 1:  # the indexed reader refuses it too: which one is meant is the user's call
+        raise two_images(shard_name(sample.get("__url__")), key, f"{key}.{images[0]}", f"{key}.{images[1]}", images[0])
     try:
-        data = next((sample[k] for k in split.image_keys if k in sample), None)
+        data = sample[images[0]] if images else None
         if data is None:
             raise OSError(f"no image member ({'/'.join(split.image_keys)})")
         with Image.open(io.BytesIO(data)) as img:
@@ -114,7 +141,7 @@ class StreamLoader(EpochBatching):
         if self.shuffle:
             stages.append(wds.filters.shuffle(len(urls), seed=seed))
         stages += [partial(open_shards, commands=self.split.commands),
-                   wds.filters.pipelinefilter(tar_file_expander)(handler=wds.reraise_exception),
+                   wds.filters.pipelinefilter(tar_file_expander)(handler=wds.reraise_exception), unique_members,
                    wds.filters.pipelinefilter(group_by_keys)(handler=wds.reraise_exception)]
         if self.shuffle and self.shuffle_buffer > 0:
             stages.append(wds.filters.shuffle(self.shuffle_buffer, seed=seed))
@@ -140,10 +167,26 @@ class StreamLoader(EpochBatching):
                         yield x, y
                     if self.shuffle and n + 1 >= steps:  # training repeats; evaluation ends with its shards
                         break
+            except UserError as err:  # from a worker, torch wraps the one line in the worker's traceback
+                raise UserError(worker_message(err)) from None
             finally:
                 self.bad.warn_new()
 
         yield from device_batches(host(), self.device)
+
+
+def worker_message(err: UserError) -> str:
+    """The message of a UserError raised in a DataLoader worker: torch re-raises it in the main
+    process with the worker's traceback before it ('Caught UserError in DataLoader worker ...').
+
+    >>> worker_message(UserError("Caught UserError in DataLoader worker process 0.\\nOriginal Traceback:\\n"
+    ...                          "  File x\\nvitcli.core.errors.UserError: shard s.tar: bad"))
+    'shard s.tar: bad'
+    """
+    text = str(err).rstrip()
+    if not text.startswith("Caught UserError"):
+        return text
+    return text.splitlines()[-1].split("UserError: ", 1)[-1]
 
 
 def split_total(desc: Any, split: str, image_keys: tuple[str, ...], label_key: str) -> int:
