@@ -259,6 +259,30 @@ def test_cli_class_mismatch_is_one_line(train_tiny, tiny_run, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_run_teacher_of_another_class_list_is_refused(compose, tiny_run):
+    """The same number of classes is not the same classes: a teacher trained on another list (or
+    the same names in another order) would teach its own labels under the student's indices."""
+    names = [f"class_{c}" for c in range(10)]  # tiny_run's synthetic classes
+    cfg = compose("train", ["data.img_size=16", "distill=soft", f"distill.teacher={tiny_run}"])
+    assert create_criterion(cfg, num_classes=10, mean=MEAN, std=STD, class_names=names).teacher is not None
+    with pytest.raises(UserError, match=r"class 0 is 'class_0' in the checkpoint but 'class_9' in the student's data "
+                                        r"\(10 classes differ\); the same names in another order; its outputs would teach the wrong classes"):
+        create_criterion(cfg, num_classes=10, mean=MEAN, std=STD, class_names=names[::-1])
+
+
+def test_cli_teacher_of_other_classes_is_one_line(cli, tiny_run, tmp_path):
+    """digits (classes '0'..'9') distilled from a teacher trained on synthetic data (10 classes too)."""
+    proc = cli("train", "model=vit_pico", "model.patch_size=4", "data=digits", "data.img_size=16", "trainer.epochs=1",
+               "trainer.progress=none", "distill=soft", f"distill.teacher={tiny_run}",
+               f"hydra.run.dir={tmp_path / 'student'}", check=False)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert proc.stderr.strip().splitlines() == [
+        f"vitcli: error: distill.teacher={tiny_run}: class 0 is 'class_0' in the checkpoint but '0' in the student's "
+        "data (10 classes differ); 'class_0', 'class_1', 'class_2' gone, '0', '1', '2' new; its outputs would teach "
+        "the wrong classes: distil from a teacher trained on the "
+        "student's class list (names and order)"]
+
+
 @pytest.mark.slow
 def test_cli_cnn_teacher_on_digits_into_a_vit_student(cli, read_summary, tmp_path):
     """The issue's proof: resnet18 trained on digits by the CLI, distilled into a ViT."""

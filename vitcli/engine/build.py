@@ -165,7 +165,8 @@ def build_parts(cfg: TrainConfig, runtime: Runtime) -> TrainParts:
     scheduler = create_scheduler(optimizer, cfg.scheduler, tcfg.epochs, steps_per_epoch)
     mixup = create_mixup(cfg.augmentation, cfg.regularization.label_smoothing, data.num_classes)
     criterion = create_criterion(cfg, runtime=runtime, num_classes=data.num_classes, mean=list(cfg.data.mean),
-                                 std=list(cfg.data.std), model=model, class_counts=data.class_counts)
+                                 std=list(cfg.data.std), model=model, class_counts=data.class_counts,
+                                 class_names=list(data.class_names))
     return TrainParts(data, select_split, model, forward_model, ema, optimizer, scheduler, runtime.create_scaler(),
                       mixup, criterion, lr, global_batch, steps_per_epoch, count_params(model))
 

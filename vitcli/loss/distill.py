@@ -105,11 +105,13 @@ class DistillLoss(nn.Module):
 # ---- building it from a config -------------------------------------------------------
 def create_distill_criterion(cfg: Any, base: nn.Module, runtime: Runtime | None = None, num_classes: int | None = None,
                              mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                             model: nn.Module | None = None, **_: Any) -> DistillLoss:
+                             model: nn.Module | None = None, class_names: Sequence[str] | None = None,
+                             **_: Any) -> DistillLoss:
     """The distillation criterion for cfg.distill; `model` (the student) is needed for distill=token.
 
     Args:
         runtime: the student's device and precision; the teacher runs there, under the same autocast.
+        class_names: the student's classes; a run-dir teacher trained on another list is refused.
     """
     runtime = runtime or Runtime(torch.device("cpu"))
     dcfg = cfg.distill
@@ -119,7 +121,7 @@ def create_distill_criterion(cfg: Any, base: nn.Module, runtime: Runtime | None 
         enable_distillation_token(model, cfg.model.name)
     mean = list(mean if mean is not None else cfg.data.mean)
     std = list(std if std is not None else cfg.data.std)
-    teacher = load_teacher(dcfg, cfg, num_classes, runtime, mean, std)
+    teacher = load_teacher(dcfg, cfg, num_classes, runtime, mean, std, class_names)
     return DistillLoss(base, teacher, dcfg.target, dcfg.alpha, dcfg.tau, token=token, runtime=runtime)
 
 

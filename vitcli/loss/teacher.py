@@ -16,6 +16,7 @@ from vitcli.core.errors import UserError
 from vitcli.core.options import group_options, load_option
 from vitcli.core.runtime import Runtime
 from vitcli.core.schema import ModelConfig
+from vitcli.data.module import class_difference
 from vitcli.models.factory import classifier_name, classifier_names, create_model
 from vitcli.models.run_model import load_run_model
 from vitcli.models.weights import load_weights, read_state_dict
@@ -95,7 +96,9 @@ def teacher_specs(dcfg: Any) -> list[tuple[str, str | None]]:
 
 
 def load_teacher(dcfg: Any, cfg: Any, num_classes: int | None, runtime: Runtime,
-                 mean: Sequence[float], std: Sequence[float]) -> Teacher:
+                 mean: Sequence[float], std: Sequence[float], class_names: Sequence[str] | None = None) -> Teacher:
+    """The teacher(s) of distill.teacher on the student's device; a run-dir teacher must have been
+    trained on the student's class list (`class_names`: names and order), not only as many classes."""
     members = []
     for spec, weights in teacher_specs(dcfg):
         if spec.startswith(MODEL_PREFIX):
@@ -104,7 +107,7 @@ def load_teacher(dcfg: Any, cfg: Any, num_classes: int | None, runtime: Runtime,
             raise UserError(f"distill.teacher_weights={weights} only applies to model:NAME teachers; "
                             f"the run {spec} brings its own checkpoint")
         else:
-            member = load_run_teacher(spec, dcfg, num_classes, runtime)
+            member = load_run_teacher(spec, dcfg, num_classes, runtime, class_names)
         members.append(member)
     return Teacher(members, mean, std).to(runtime.device)
 
@@ -123,13 +126,20 @@ def fixed_input_size(model: nn.Module) -> int | None:
     return None
 
 
-def load_run_teacher(spec: str, dcfg: Any, num_classes: int | None, runtime: Runtime) -> TeacherMember:
-    """A finished vitcli run: its best (or last) checkpoint and its own data pipeline."""
+def load_run_teacher(spec: str, dcfg: Any, num_classes: int | None, runtime: Runtime,
+                     class_names: Sequence[str] | None = None) -> TeacherMember:
+    """A finished vitcli run: its best (or last) checkpoint and its own data pipeline. Its recorded
+    class names must be the student's: the same count in another order would teach wrong labels."""
     try:
         tcfg, model, state, _ = load_run_model(Path(spec), str(dcfg.teacher_checkpoint), runtime=runtime)
     except UserError as err:
         raise UserError(f"distill.teacher={spec}: {err}") from err
     check_classes(int(state["num_classes"]), num_classes, spec)
+    recorded = state.get("class_names")
+    problem = class_difference(recorded, class_names, "the student's data") if recorded and class_names else None
+    if problem:
+        raise UserError(f"distill.teacher={spec}: {problem}; its outputs would teach the wrong classes: distil from "
+                        "a teacher trained on the student's class list (names and order)")
     size = fixed_input_size(model) or dcfg.teacher_img_size or int(tcfg.data.img_size)
     return TeacherMember(model, size, tcfg.data.mean, tcfg.data.std, name=spec)
 
