@@ -29,6 +29,8 @@ from vitcli.core.errors import UserError
 URLLIB_SCHEMES = ("http", "https")
 FSSPEC_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "hf")
 FETCH_ERRORS = (OSError, ValueError, http.client.HTTPException)  # urllib's URLError/HTTPError are OSErrors
+MIN_FREE_BYTES = 1 << 30  # a fetch stops before the cache's filesystem has less than this left
+FREE_CHECK_BYTES = 64 << 20  # ... looked at every this many bytes copied
 
 
 def is_local(url: str) -> bool:
@@ -96,7 +98,7 @@ def fetch(url: str, cache: Path, commands: bool) -> str:
         else:
             try:
                 with open_shard(url, commands) as src, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                    copy_whole(src, out, url, dest.parent)
             except FETCH_ERRORS as err:
                 raise UserError(f"cannot fetch shard {shown(url)} ({type(err).__name__}: {repr(str(err)[:120])[1:-1]}); check "
                                 "the url and the network") from None
@@ -104,3 +106,24 @@ def fetch(url: str, cache: Path, commands: bool) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return str(dest)
+
+
+def copy_whole(src: BinaryIO, out: BinaryIO, url: str, cache: Path) -> None:
+    """Copy a fetched shard: all of it (http's Content-Length, which urllib does not hold a closed
+    connection to), and not past the last MIN_FREE_BYTES of the cache's filesystem (a url that
+    never ends, or a shard larger than the disk, stops with one line instead of filling it)."""
+    expected = getattr(src, "length", None)  # http.client: the bytes still to come, when announced
+    expected = int(expected) if isinstance(expected, int) else None
+    copied, checked = 0, 0
+    while chunk := src.read(1 << 20):
+        out.write(chunk)
+        copied += len(chunk)
+        if copied - checked >= FREE_CHECK_BYTES:
+            checked = copied
+            if shutil.disk_usage(cache).free < MIN_FREE_BYTES:
+                raise UserError(f"fetching shard {shown(url)} stopped after {copied >> 20} MiB: less than "
+                                f"{MIN_FREE_BYTES >> 30} GiB is left where the cache is ({cache}); free space or "
+                                "set VITCLI_CACHE to a larger disk")
+    if expected is not None and copied != expected:
+        raise UserError(f"cannot fetch shard {shown(url)}: the server announced {expected} bytes and sent {copied} "
+                        "(the connection closed early); run again, or check the server")
