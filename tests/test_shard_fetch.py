@@ -1,6 +1,7 @@
 """Remote shards copied into the cache are whole, or not kept: a connection that closes early (urllib
 returns the short body without an error) and a url that would fill the cache's disk both stop with one
-line, and nothing half-fetched stays in the cache to be read by the next run."""
+line, and nothing half-fetched stays in the cache to be read by the next run. Streamed shards
+(data.streaming=true) cut short stop with the same line instead of ending quietly."""
 
 from __future__ import annotations
 
@@ -107,3 +108,26 @@ def test_a_short_shard_through_a_wids_index_is_one_line(cli, shard, tmp_path, mo
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-1500:]
     assert lines[0].startswith("vitcli: error: cannot fetch shard") and "the connection closed early" in lines[0]
     assert cached(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_streamed_shard_cut_short_is_one_line(cli, tmp_path, workers):
+    """data.streaming=true reads remote shards as they come: cut at a member boundary, tarfile would end
+    the shard quietly (samples lost); cut mid-member, it raised webdataset's traceback."""
+    import json
+
+    folder = tmp_path / "srv"
+    train = write_tar(folder / "train-000000.tar", [sample(f"k/{i}", 10 * i, i % 3) for i in range(8)], "tarwriter")
+    write_tar(folder / "val-000000.tar", [sample(f"v/{i}", 10 * i, i % 3) for i in range(6)], "tarwriter")
+    with serve(folder, send=train.stat().st_size // 2) as base:
+        for split, n in (("train", 8), ("val", 6)):
+            (tmp_path / f"{split}.json").write_text(json.dumps(
+                {"wids_version": 1, "shardlist": [{"url": f"{base}/{split}-000000.tar", "nsamples": n}]}))
+        proc = cli("train", "data=wds", "data.streaming=true", f"data.train={tmp_path / 'train.json'}",
+                   f"data.val={tmp_path / 'val.json'}", "data.num_classes=3", "data.img_size=8", "data.batch_size=2",
+                   f"data.num_workers={workers}", "model=vit_pico", "trainer.epochs=1", "trainer.progress=none",
+                   f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-1500:]
+    assert lines[0].startswith("vitcli: error: cannot fetch shard 'http://127.0.0.1:") and lines[0].endswith(
+        "(the connection closed early); run again, or check the server"), lines[0]

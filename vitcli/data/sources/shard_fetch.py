@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from vitcli.core.errors import UserError
@@ -69,7 +69,7 @@ def open_shard(url: str, commands: bool) -> BinaryIO:
     if urlparse(url).scheme in URLLIB_SCHEMES:
         import urllib.request
 
-        return urllib.request.urlopen(url, timeout=60)  # follows redirects to http(s)/ftp only
+        return WholeBody(urllib.request.urlopen(url, timeout=60), url)  # follows redirects to http(s)/ftp only
     try:
         import fsspec
 
@@ -108,12 +108,39 @@ def fetch(url: str, cache: Path, commands: bool) -> str:
     return str(dest)
 
 
+class WholeBody:
+    """An http(s) response read to the end the server announced (Content-Length): urllib returns a
+    body cut short by a closed connection as if it were whole; this raises at that early end, so a
+    fetched copy is never kept and a streamed shard never ends quietly at a member boundary."""
+
+    def __init__(self, response: Any, url: str):
+        self.response, self.url, self.got = response, url, 0
+        self.expected = response.length if isinstance(getattr(response, "length", None), int) else None
+
+    def read(self, n: int = -1) -> bytes:
+        rest = n is None or n < 0  # read() to the end; read(n) ends with b"" at the end
+        data = self.response.read() if rest else self.response.read(n)
+        self.got += len(data)
+        ended = rest or (n > 0 and not data)
+        if ended and self.expected is not None and self.got < self.expected:
+            raise UserError(f"cannot fetch shard {shown(self.url)}: the server announced {self.expected} bytes and "
+                            f"sent {self.got} (the connection closed early); run again, or check the server")
+        return data
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self) -> "WholeBody":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def copy_whole(src: BinaryIO, out: BinaryIO, url: str, cache: Path) -> None:
-    """Copy a fetched shard: all of it (http's Content-Length, which urllib does not hold a closed
-    connection to), and not past the last MIN_FREE_BYTES of the cache's filesystem (a url that
-    never ends, or a shard larger than the disk, stops with one line instead of filling it)."""
-    expected = getattr(src, "length", None)  # http.client: the bytes still to come, when announced
-    expected = int(expected) if isinstance(expected, int) else None
+    """Copy a fetched shard (whole: WholeBody), not past the last MIN_FREE_BYTES of the cache's
+    filesystem (a url that never ends, or a shard larger than the disk, stops with one line instead
+    of filling it)."""
     copied, checked = 0, 0
     while chunk := src.read(1 << 20):
         out.write(chunk)
@@ -124,6 +151,3 @@ def copy_whole(src: BinaryIO, out: BinaryIO, url: str, cache: Path) -> None:
                 raise UserError(f"fetching shard {shown(url)} stopped after {copied >> 20} MiB: less than "
                                 f"{MIN_FREE_BYTES >> 30} GiB is left where the cache is ({cache}); free space or "
                                 "set VITCLI_CACHE to a larger disk")
-    if expected is not None and copied != expected:
-        raise UserError(f"cannot fetch shard {shown(url)}: the server announced {expected} bytes and sent {copied} "
-                        "(the connection closed early); run again, or check the server")

@@ -72,6 +72,15 @@ def unique_members(files: Iterator[dict]) -> Iterator[dict]:
         yield f
 
 
+def refusal_kept(exn: Exception) -> bool:
+    """webdataset's handler for its tar reader, which appends ' @ <stream>' and the url to whatever
+    is raised while a shard is read: a refusal of ours (a stream cut short, shard_fetch.WholeBody)
+    is raised again as its own line; anything else as webdataset raises it."""
+    if isinstance(exn, UserError):
+        raise UserError(str(exn.args[0]).split(" @ ", 1)[0]) from None
+    raise exn
+
+
 def decode_sample(sample: dict, split: StreamSplit, transform: Callable) -> tuple:
     """A streamed sample -> (image tensor or None, label, key, error) as collate_skipping expects."""
     key = sample.get("__key__", "?")
@@ -141,7 +150,7 @@ class StreamLoader(EpochBatching):
         if self.shuffle:
             stages.append(wds.filters.shuffle(len(urls), seed=seed))
         stages += [partial(open_shards, commands=self.split.commands),
-                   wds.filters.pipelinefilter(tar_file_expander)(handler=wds.reraise_exception), unique_members,
+                   wds.filters.pipelinefilter(tar_file_expander)(handler=refusal_kept), unique_members,
                    wds.filters.pipelinefilter(group_by_keys)(handler=wds.reraise_exception)]
         if self.shuffle and self.shuffle_buffer > 0:
             stages.append(wds.filters.shuffle(self.shuffle_buffer, seed=seed))
