@@ -14,6 +14,17 @@ from typing import Any, Callable
 EXIT_USER_ERROR = 2
 
 
+def printable(text: str) -> str:
+    """`text` as it is when every character prints, else its repr: a name that comes from data (a
+    file or a tar member) may hold control characters, which must reach neither the terminal (an
+    escape sequence acts there) nor the log raw.
+
+    >>> printable("train/a/0.png"), printable("bad\\x1b[31mRED.png")
+    ('train/a/0.png', "'bad\\\\x1b[31mRED.png'")
+    """
+    return text if text.isprintable() else repr(text)
+
+
 class UserError(Exception):
     """A problem with the user's input: the message says what, where and what to do."""
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vitcli.core.errors import printable
+
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Samples per class (unknown labels, -1, not counted).
@@ -62,7 +64,7 @@ def counts_table(counts: np.ndarray, names: list[str], limit: int = 10) -> str:
     """One log line: the classes with the fewest and the most samples."""
     order = np.argsort(counts, kind="stable")
     def fmt(idx):
-        return ", ".join(f"{names[i]} {int(counts[i])}" for i in idx)
+        return ", ".join(f"{printable(str(names[i]))} {int(counts[i])}" for i in idx)  # names are data
     if len(counts) <= limit:
         return fmt(range(len(counts)))
     return f"fewest: {fmt(order[: limit // 2])}; most: {fmt(order[::-1][: limit // 2])}"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, printable
 from vitcli.core.rng import seeded
 from vitcli.data.arrays import EpochBatching, epoch_seed, shard_order
 from vitcli.data.prefetch import device_batches
@@ -101,7 +101,7 @@ class BadFiles:
             )
 
     def sample(self, k: int = 3) -> str:
-        return ", ".join(f"{p} ({e})" for p, e in list(self.paths.items())[:k])
+        return ", ".join(f"{printable(p)} ({printable(e)})" for p, e in list(self.paths.items())[:k])
 
     def warn_new(self) -> None:
         if len(self.paths) > self.warned:

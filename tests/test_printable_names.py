@@ -1,0 +1,40 @@
+"""Names that come from data (file names, tar members, class folders) are printed so that control
+characters in them act neither on the terminal nor on the log: an escape sequence in a file name
+used to reach both raw (it could recolour, retitle or clear the user's terminal), a newline in a
+class name split the log line."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from vitcli.core.errors import printable
+from vitcli.data.balance import counts_table
+
+ESC = "\x1b[31mRED\x1b]0;title\x07"
+
+
+def test_a_file_name_with_escape_sequences_is_logged_quoted(cli, tmp_path):
+    root = tmp_path / "data"
+    for split, n in (("train", 40), ("val", 10)):
+        for c, level in (("a", 40), ("b", 200)):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n // 2):
+                Image.fromarray(np.full((8, 8, 3), level, np.uint8)).save(root / split / c / f"{i}.png")
+    bad = root / "train" / "a" / f"bad{ESC}.png"
+    bad.write_bytes(b"not an image")
+    run = tmp_path / "run"
+    proc = cli("train", "data=imagefolder", f"data.root={root}", "data.img_size=8", "data.format=files",
+               "data.num_workers=0", "data.max_bad_fraction=0.5", "model=vit_pico", "model.patch_size=4",
+               "trainer.epochs=1", "trainer.progress=none", f"hydra.run.dir={run}")
+    log = "\n".join(p.read_text() for p in run.glob("*.log"))
+    for where in (proc.stdout + proc.stderr, log):
+        warning = [line for line in where.splitlines() if "skipped 1 unreadable file(s)" in line]
+        assert len(warning) == 1 and "\x1b" not in where and "\x07" not in where
+        assert repr(str(bad)) in warning[0]  # quoted, every character shown
+
+
+def test_class_names_in_the_counts_line_stay_one_line():
+    line = counts_table(np.array([3, 5, 4]), ["ok", f"two\nlines{ESC}", "tab\there"])
+    assert "\n" not in line and "\x1b" not in line and "\t" not in line
+    assert line == f"ok 3, {printable(f'two{chr(10)}lines{ESC}')} 5, 'tab\\there' 4"
