@@ -60,14 +60,16 @@ def sample(key: str, value: int, label: int, ext: str = "png", label_ext: str = 
 
 
 @contextlib.contextmanager
-def http_server(folder: Path) -> Iterator[str]:
-    """Serve `folder` on loopback for the duration; yields the base url."""
+def http_server(folder: Path, handler: type | None = None) -> Iterator[str]:
+    """Serve `folder` on loopback for the duration (with `handler`, a SimpleHTTPRequestHandler
+    subclass, when given); yields the base url."""
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(handler or Quiet, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -5,15 +5,11 @@ line, and nothing half-fetched stays in the cache to be read by the next run. St
 
 from __future__ import annotations
 
-import functools
 import http.server
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from tar_builders import sample, write_tar
+from tar_builders import http_server, sample, write_tar
 
 from vitcli.core.errors import UserError
 from vitcli.data.sources import shard_fetch
@@ -32,18 +28,9 @@ class Cut(http.server.SimpleHTTPRequestHandler):
         self.close_connection = True
 
 
-@contextmanager
-def serve(folder: Path, send: int | None = None) -> Iterator[str]:
-    handler = type("Handler", (Cut,), {"send": send})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def serve(folder: Path, send: int | None = None):
+    """tar_builders.http_server whose answers stop after `send` bytes (all of them when None)."""
+    return http_server(folder, handler=type("Handler", (Cut,), {"send": send}))
 
 
 @pytest.fixture
