@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sklearn.metrics import balanced_accuracy_score, classification_report
 
 from vitcli.core import runs
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, printable
 from vitcli.core.io import write_json
 from vitcli.core.predictions import softmax
 from vitcli.data import create_data
@@ -95,6 +96,7 @@ def worst_table(rep: dict[str, np.ndarray], names: list[str], k: int, title: str
     for col in ("class", "accuracy", "f1", "support", "most confused with"):
         table.add_column(col, justify="left" if col in ("class", "most confused with") else "right")
     acc = np.where(np.isnan(rep["accuracy"]), np.inf, rep["accuracy"])  # classes absent from the split go last
+    names = [escape(printable(str(n))) for n in names]  # data: no markup, no control characters
     for c in np.argsort(acc, kind="stable")[:k]:
         if not np.isfinite(acc[c]):
             break

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from vitcli.core import runs
-from vitcli.core.errors import UserError
+from vitcli.core.errors import UserError, printable
 from vitcli.core.io import write_csv
 from vitcli.data.files import DECODE_ERRORS, find_image_files, load_rgb
 from vitcli.data.transforms import create_file_transform
@@ -105,5 +106,6 @@ def preview_table(result: ImagePredictions, rows: int = 10, shown: int = 3):
         table.add_column(f"#{r}")
     base = os.path.commonpath([str(Path(p).parent) for p in result.paths])  # short names: relative to it
     for p, names, probs in list(zip(result.paths, result.names, result.probs))[:rows]:
-        table.add_row(os.path.relpath(p, base), *[f"{n} {q:.1%}" for n, q in list(zip(names, probs))[:shown]])
+        cells = [os.path.relpath(p, base), *[f"{n} {q:.1%}" for n, q in list(zip(names, probs))[:shown]]]
+        table.add_row(*(escape(printable(c)) for c in cells))  # file and class names are data
     return table
