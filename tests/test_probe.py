@@ -142,6 +142,24 @@ def test_probe_command_and_an_ensemble_of_a_probe_with_its_run(cli, tiny_run_cop
     assert bad.returncode != 0 and "probe.blocks=99" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_probe_names_the_classes_of_the_data_it_learns(cli, tiny_run_copy):
+    """The probe is fitted on the data's labels: when the run's checkpoint records another class list
+    (the data changed since, or a backbone reused), its predictions carry the data's names, not the
+    checkpoint's (which would name every class wrongly)."""
+    import torch
+
+    from vitcli.core.predictions import load_predictions
+
+    run = tiny_run_copy
+    path = run / "checkpoints" / "best.pt"
+    state = torch.load(path, weights_only=True)
+    state["class_names"] = [f"other_{i}" for i in range(10)]
+    torch.save(state, path)
+    cli("probe", f"run={run}", "method=knn", "trainer.device=cpu")
+    preds = load_predictions(run / "probe" / "knn" / "predictions" / "val.npz")
+    assert list(preds.class_names) == [f"class_{i}" for i in range(10)]  # data=synthetic's
+
+
 def test_feature_cache_key_of_a_batchnorm_model_follows_its_statistics():
     """BatchNorm's 0-d num_batches_tracked is hashed too (it once stopped `vitcli probe` of any CNN)."""
     import timm

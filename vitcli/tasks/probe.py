@@ -47,7 +47,11 @@ def _load_backbone(cfg: Any, out_dir: Path):
         run_dir = runs.require_run_dir(cfg.run)
         run_cfg, model, state, runtime = load_run_model(run_dir, str(cfg.checkpoint), cfg.trainer.device, cfg.precision)
         data = create_data(run_cfg, device=str(runtime.device), train=False)
-        names = list(state.get("class_names") or data.class_names)
+        # a probe learns the data's labels, whatever classes the run's head was trained on
+        names = [str(n) for n in data.class_names]
+        if state.get("class_names") and [str(n) for n in state["class_names"]] != names:
+            log.info(f"probe of {run_dir}: its checkpoint records other classes than its data has now; the probe "
+                     "learns and names the data's")
         return model, data, runtime, names, run_dir, f"run {run_dir}", run_cfg.data.img_size
 
     resolve_normalization(cfg)
